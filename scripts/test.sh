@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The whole check, as CI runs it: install what the tests need and is missing (apt, only
+# what `command -v` lacks), then format check, clippy with warnings as errors, all tests.
+# A missing tool is installed or the run fails loudly; no test is ever skipped for it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package that provides it
+declare -A NEED=(
+  [fusermount3]=fuse3
+  [mountpoint]=util-linux
+  [cmp]=diffutils
+  [vim]=vim
+  [nano]=nano
+  [emacs]=emacs-nox
+  [tmux]=tmux
+  [sed]=sed
+)
+missing=()
+for cmd in "${!NEED[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "scripts/test.sh: installing missing packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  install() {
+    $SUDO apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@"
+  }
+  if ! install "${missing[@]}"; then
+    echo "scripts/test.sh: apt-get failed, retrying once in 5 s" >&2
+    sleep 5
+    install "${missing[@]}" || {
+      echo "scripts/test.sh: FATAL: could not install ${missing[*]}; the tests need them" >&2
+      exit 1
+    }
+  fi
+fi
+for cmd in "${!NEED[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || { echo "scripts/test.sh: FATAL: $cmd still missing" >&2; exit 1; }
+done
+[ -e /dev/fuse ] || { echo "scripts/test.sh: FATAL: /dev/fuse is missing" >&2; exit 1; }
+
+for comp in rustfmt clippy; do
+  if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$comp"
+  fi
+done
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test"
+cargo test 2>&1

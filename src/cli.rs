@@ -1,0 +1,288 @@
+//! The command-line grammar (clap): every subcommand, its arguments, and the SIZE and
+//! DURATION units shared by them. Parsing only; `commands/` does the work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pbsfs",
+    version,
+    about = "A Proxmox Backup Server datastore as a filesystem, and the CLI to manage it",
+    after_help = "Exit codes: 0 ok, 1 verify found damage, 2 any other error."
+)]
+pub struct Cli {
+    /// Name of the PBS datastore (in datastore.cfg) this folder is; by default looked up
+    /// by path. Selects PBS's own lock files.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub pbs_store: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a datastore (all 65536 chunk folders, .lock).
+    Init { store: PathBuf },
+    /// Back up files and directories into a new snapshot.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(SnapshotsArgs),
+    /// List backup groups.
+    Groups {
+        store: PathBuf,
+        #[arg(long, value_name = "NS")]
+        ns: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        output_format: OutputFormat,
+    },
+    /// Write an archive's content to stdout, every chunk verified.
+    Cat {
+        store: PathBuf,
+        /// TYPE/ID/TIME or TYPE/ID/latest
+        snapshot: String,
+        /// e.g. drive-scsi0.img or drive-scsi0.img.fidx, qemu-server.conf
+        archive: String,
+        #[arg(long, value_name = "NS")]
+        ns: Option<String>,
+    },
+    /// Show or set snapshot notes (TYPE/ID/TIME) or group notes (TYPE/ID).
+    Notes(NotesArgs),
+    /// Verify chunks, indexes and blobs; record verify_state.
+    Verify(VerifyArgs),
+    /// Remove one snapshot.
+    Forget {
+        store: PathBuf,
+        snapshot: String,
+        #[arg(long, value_name = "NS")]
+        ns: Option<String>,
+    },
+    /// Show or set a snapshot's protection.
+    Protected {
+        store: PathBuf,
+        snapshot: String,
+        state: Option<OnOff>,
+        #[arg(long, value_name = "NS")]
+        ns: Option<String>,
+    },
+    /// Remove snapshots of a group by PBS's keep rules.
+    Prune(PruneArgs),
+    /// Garbage collection: remove chunks no index references.
+    Gc {
+        store: PathBuf,
+        /// Keep unreferenced chunks whose atime is newer than this (default 24h5m).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        atime_cutoff: Option<u64>,
+    },
+    /// Mount the datastore as a filesystem.
+    Mount(MountArgs),
+    /// Unmount a pbsfs mount.
+    Umount { mountpoint: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    pub store: PathBuf,
+    /// TYPE/ID
+    pub group: String,
+    /// NAME.img:FILE (fixed index), NAME.conf|.json|.log:FILE (blob)
+    #[arg(required = true, value_name = "ARCHIVE:PATH")]
+    pub archives: Vec<String>,
+    #[arg(long, value_name = "NS")]
+    pub ns: Option<String>,
+    /// RFC 3339 time or epoch seconds (default: now)
+    #[arg(long, value_name = "TIME")]
+    pub backup_time: Option<String>,
+    #[arg(long)]
+    pub notes: Option<String>,
+    /// Chunk size of fixed indexes (a power of two; default 4M)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub chunk_size: Option<u64>,
+    /// Owner of a new group (default root@pam)
+    #[arg(long, value_name = "AUTHID", default_value = "root@pam")]
+    pub owner: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    pub store: PathBuf,
+    /// TYPE/ID: only this group
+    pub group: Option<String>,
+    #[arg(long, value_name = "NS")]
+    pub ns: Option<String>,
+    /// Include unfinished snapshots
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output_format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct NotesArgs {
+    pub store: PathBuf,
+    /// TYPE/ID/TIME, TYPE/ID/latest or TYPE/ID (group notes)
+    pub target: String,
+    #[arg(long, value_name = "NS")]
+    pub ns: Option<String>,
+    /// New notes ("" clears them)
+    #[arg(long, conflicts_with = "set_file")]
+    pub set: Option<String>,
+    /// Read new notes from FILE, or stdin with -
+    #[arg(long, value_name = "FILE")]
+    pub set_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    pub store: PathBuf,
+    /// TYPE/ID/TIME or TYPE/ID; default: the whole store
+    pub target: Option<String>,
+    #[arg(long, value_name = "NS")]
+    pub ns: Option<String>,
+    /// Skip snapshots that already have a verify_state
+    #[arg(long)]
+    pub ignore_verified: bool,
+    /// With --ignore-verified: re-verify states older than DAYS
+    #[arg(long, value_name = "DAYS")]
+    pub outdated_after: Option<u64>,
+    /// Rename corrupt chunks to <digest>.<n>.bad
+    #[arg(long)]
+    pub rename_bad: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    pub store: PathBuf,
+    /// TYPE/ID
+    pub group: String,
+    #[arg(long, value_name = "NS")]
+    pub ns: Option<String>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_last: Option<u64>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_hourly: Option<u64>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_daily: Option<u64>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_weekly: Option<u64>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_monthly: Option<u64>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_yearly: Option<u64>,
+    /// Only print what would be removed
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    pub store: PathBuf,
+    pub mountpoint: PathBuf,
+    /// Mount options: ro, allow_other, default_permissions, ... (comma-separated)
+    #[arg(short = 'o', value_name = "OPTIONS", value_delimiter = ',')]
+    pub options: Vec<String>,
+    /// Serve in the foreground (logs to stderr); SIGINT/SIGTERM unmount
+    #[arg(long)]
+    pub foreground: bool,
+    /// Size of the verified-chunk cache (default 256M)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub cache_size: Option<u64>,
+    /// Show only this namespace (and its children)
+    #[arg(long, value_name = "NS")]
+    pub ns: Option<String>,
+    /// Internal: fd of the readiness pipe of a background mount
+    #[arg(long, hide = true)]
+    pub ready_fd: Option<i32>,
+}
+
+/// SIZE: bytes with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (bytes with an optional K, M or G suffix)"))?;
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("size '{s}' is too large"))
+}
+
+/// DURATION: `0` or numbers with s, m, h, d units (`90s`, `24h5m`), in seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let bad = || format!("'{s}' is not a duration (0, or e.g. 90s, 24h5m, 2d)");
+    let t = s.trim();
+    if t == "0" {
+        return Ok(0);
+    }
+    let mut total = 0u64;
+    let mut num = String::new();
+    let mut any = false;
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        num.clear();
+        any = true;
+    }
+    if !num.is_empty() || !any {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("4M").unwrap(), 4 << 20);
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_size("1k").unwrap(), 1024);
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert!(parse_size("4MB").is_err() && parse_size("").is_err() && parse_size("-1").is_err());
+        assert_eq!(parse_duration("0").unwrap(), 0);
+        assert_eq!(parse_duration("90s").unwrap(), 90);
+        assert_eq!(parse_duration("24h5m").unwrap(), 86_700);
+        assert_eq!(parse_duration("2d").unwrap(), 172_800);
+        for bad in ["", "5", "h", "1x", "1h5"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn grammar_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

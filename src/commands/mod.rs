@@ -1,0 +1,43 @@
+//! One module per subcommand: each turns parsed arguments into library calls and prints
+//! the result. Shared here: opening the store and resolving SNAPSHOT / GROUP arguments.
+
+pub mod mount;
+
+use std::path::Path;
+
+use crate::cli::{Cli, Command};
+use crate::datastore::snapshot::{BackupDir, BackupGroup, BackupNamespace};
+use crate::datastore::Datastore;
+use crate::error::{Error, Result};
+
+/// Run a parsed command; returns the exit code (errors are returned, not printed).
+pub fn run(cli: Cli) -> Result<i32> {
+    let pbs = cli.pbs_store.as_deref();
+    match cli.command {
+        Command::Mount(args) => mount::run(&args, pbs),
+        Command::Umount { mountpoint } => mount::umount(&mountpoint),
+        other => Err(Error::InvalidInput(format!(
+            "{other:?}: not implemented yet"
+        ))),
+    }
+}
+
+pub fn open_store(path: &Path, pbs: Option<&str>) -> Result<Datastore> {
+    Datastore::open(path, pbs)
+}
+
+pub fn parse_ns(ns: Option<&str>) -> Result<BackupNamespace> {
+    BackupNamespace::parse(ns.unwrap_or(""))
+}
+
+/// `TYPE/ID/TIME` or `TYPE/ID/latest` (the newest finished snapshot).
+pub fn resolve_snapshot(ds: &Datastore, ns: &BackupNamespace, s: &str) -> Result<BackupDir> {
+    if let Some(g) = s.strip_suffix("/latest") {
+        let group = BackupGroup::parse(ns, g)?;
+        return ds
+            .last_finished(&group)?
+            .map(|i| i.dir)
+            .ok_or_else(|| Error::NotFound(format!("group {group} has no finished snapshot")));
+    }
+    BackupDir::parse(ns, s)
+}

@@ -1,0 +1,297 @@
+//! DataBlob: the container of every chunk, `.blob` file and manifest (spec §2).
+//! Magic, CRC-32 over the payload only, raw or zstd payload; encrypted blobs are
+//! recognised and refused (no key), never decoded into garbage.
+
+use std::io::Read;
+
+use crate::error::{Error, Result};
+
+/// `sha256("Proxmox Backup uncompressed blob v1.0")[0..8]`
+pub const UNCOMPRESSED_BLOB_MAGIC_1_0: [u8; 8] = [66, 171, 56, 7, 190, 131, 112, 161];
+/// `sha256("Proxmox Backup zstd compressed blob v1.0")[0..8]`
+pub const COMPRESSED_BLOB_MAGIC_1_0: [u8; 8] = [49, 185, 88, 66, 111, 182, 163, 127];
+/// `sha256("Proxmox Backup encrypted blob v1.0")[0..8]`
+pub const ENCRYPTED_BLOB_MAGIC_1_0: [u8; 8] = [123, 103, 133, 190, 34, 45, 76, 240];
+/// `sha256("Proxmox Backup zstd compressed encrypted blob v1.0")[0..8]`
+pub const ENCR_COMPR_BLOB_MAGIC_1_0: [u8; 8] = [230, 89, 27, 191, 11, 191, 216, 11];
+
+/// Header of an unencrypted blob: magic + crc.
+pub const HEADER_LEN: usize = 12;
+/// Header of an encrypted blob: magic + crc + iv[16] + tag[16].
+pub const ENCRYPTED_HEADER_LEN: usize = 44;
+
+/// The code limit on a blob's decoded size (PBS `MAX_BLOB_SIZE`).
+pub const MAX_BLOB_SIZE: usize = 128 * 1024 * 1024;
+/// The protocol limit on a chunk's plain size.
+pub const MAX_CHUNK_SIZE: usize = 16 * 1024 * 1024;
+/// The protocol limit on an encoded blob or chunk: 16 MiB + the encrypted header.
+pub const MAX_ENCODED_SIZE: usize = MAX_CHUNK_SIZE + ENCRYPTED_HEADER_LEN;
+
+/// How a blob's payload is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobKind {
+    Uncompressed,
+    Compressed,
+    Encrypted,
+    EncryptedCompressed,
+}
+
+impl BlobKind {
+    pub fn from_magic(magic: &[u8]) -> Option<BlobKind> {
+        match <[u8; 8]>::try_from(magic).ok()? {
+            UNCOMPRESSED_BLOB_MAGIC_1_0 => Some(BlobKind::Uncompressed),
+            COMPRESSED_BLOB_MAGIC_1_0 => Some(BlobKind::Compressed),
+            ENCRYPTED_BLOB_MAGIC_1_0 => Some(BlobKind::Encrypted),
+            ENCR_COMPR_BLOB_MAGIC_1_0 => Some(BlobKind::EncryptedCompressed),
+            _ => None,
+        }
+    }
+
+    pub fn is_encrypted(self) -> bool {
+        matches!(self, BlobKind::Encrypted | BlobKind::EncryptedCompressed)
+    }
+
+    pub fn header_len(self) -> usize {
+        if self.is_encrypted() {
+            ENCRYPTED_HEADER_LEN
+        } else {
+            HEADER_LEN
+        }
+    }
+}
+
+/// Check magic, length and CRC of an encoded blob; return its kind. The CRC covers only
+/// the bytes after the header (spec §2.2; the iv and tag of encrypted blobs excluded).
+pub fn check_header_and_crc(raw: &[u8]) -> Result<BlobKind> {
+    if raw.len() < HEADER_LEN {
+        return Err(Error::Corrupt(format!(
+            "blob too short ({} bytes, a header is {HEADER_LEN})",
+            raw.len()
+        )));
+    }
+    let kind = BlobKind::from_magic(&raw[..8]).ok_or_else(|| {
+        Error::Corrupt(format!(
+            "unknown blob magic {}",
+            crate::digest::hex(&raw[..8])
+        ))
+    })?;
+    let hlen = kind.header_len();
+    if raw.len() < hlen {
+        return Err(Error::Corrupt(format!(
+            "encrypted blob too short ({} bytes, its header is {hlen})",
+            raw.len()
+        )));
+    }
+    if raw.len() > MAX_BLOB_SIZE + ENCRYPTED_HEADER_LEN {
+        return Err(Error::Corrupt(format!(
+            "blob too large ({} bytes)",
+            raw.len()
+        )));
+    }
+    let stored = u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes"));
+    let computed = crc32fast::hash(&raw[hlen..]);
+    if stored != computed {
+        return Err(Error::Corrupt(format!(
+            "CRC mismatch (stored {stored:08x}, computed {computed:08x})"
+        )));
+    }
+    Ok(kind)
+}
+
+/// Decode a blob into its plain bytes, refusing more than `limit` bytes of output.
+/// Encrypted blobs fail with `Error::Encrypted` after their CRC is checked.
+pub fn decode_limited(raw: &[u8], limit: usize) -> Result<Vec<u8>> {
+    let kind = check_header_and_crc(raw)?;
+    match kind {
+        BlobKind::Uncompressed => {
+            let payload = &raw[HEADER_LEN..];
+            if payload.len() > limit {
+                return Err(Error::Corrupt(format!(
+                    "blob payload of {} bytes exceeds the limit of {limit}",
+                    payload.len()
+                )));
+            }
+            Ok(payload.to_vec())
+        }
+        BlobKind::Compressed => zstd_decode(&raw[HEADER_LEN..], limit),
+        BlobKind::Encrypted | BlobKind::EncryptedCompressed => Err(Error::Encrypted(
+            "encrypted chunk/blob, key required".to_string(),
+        )),
+    }
+}
+
+/// Decode a blob of at most `MAX_BLOB_SIZE` plain bytes.
+pub fn decode(raw: &[u8]) -> Result<Vec<u8>> {
+    decode_limited(raw, MAX_BLOB_SIZE)
+}
+
+/// Streaming zstd decode: accepts several frames and frames without a content size
+/// (older PBS writers), and never allocates past `limit`.
+fn zstd_decode(payload: &[u8], limit: usize) -> Result<Vec<u8>> {
+    let decoder = zstd::stream::read::Decoder::with_buffer(payload)
+        .map_err(|e| Error::Corrupt(format!("zstd decoder: {e}")))?;
+    let mut out = Vec::new();
+    let mut limited = decoder.take(limit as u64 + 1);
+    limited
+        .read_to_end(&mut out)
+        .map_err(|e| Error::Corrupt(format!("zstd payload does not decode: {e}")))?;
+    if out.len() > limit {
+        return Err(Error::Corrupt(format!(
+            "decoded blob exceeds the limit of {limit} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+/// Encode plain bytes as an unencrypted blob. With `compress`, zstd level 1 is used and
+/// kept only when the compressed payload is not larger than the input (2024+ rule).
+pub fn encode(data: &[u8], compress: bool) -> Result<Vec<u8>> {
+    if data.len() > MAX_BLOB_SIZE {
+        return Err(Error::TooLarge(format!(
+            "blob of {} bytes exceeds the limit of {MAX_BLOB_SIZE}",
+            data.len()
+        )));
+    }
+    if compress {
+        let compressed = zstd::bulk::compress(data, 1).map_err(|e| Error::Io {
+            context: "zstd compress".into(),
+            source: e,
+        })?;
+        if compressed.len() <= data.len() {
+            return Ok(assemble(COMPRESSED_BLOB_MAGIC_1_0, &compressed));
+        }
+    }
+    Ok(assemble(UNCOMPRESSED_BLOB_MAGIC_1_0, data))
+}
+
+fn assemble(magic: [u8; 8], payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&magic);
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest as _, Sha256};
+
+    fn magic_of(s: &str) -> [u8; 8] {
+        Sha256::digest(s.as_bytes())[..8].try_into().unwrap()
+    }
+
+    #[test]
+    fn the_seven_magics_are_sha256_prefixes_of_their_strings() {
+        assert_eq!(
+            UNCOMPRESSED_BLOB_MAGIC_1_0,
+            magic_of("Proxmox Backup uncompressed blob v1.0")
+        );
+        assert_eq!(
+            COMPRESSED_BLOB_MAGIC_1_0,
+            magic_of("Proxmox Backup zstd compressed blob v1.0")
+        );
+        assert_eq!(
+            ENCRYPTED_BLOB_MAGIC_1_0,
+            magic_of("Proxmox Backup encrypted blob v1.0")
+        );
+        assert_eq!(
+            ENCR_COMPR_BLOB_MAGIC_1_0,
+            magic_of("Proxmox Backup zstd compressed encrypted blob v1.0")
+        );
+        assert_eq!(
+            crate::datastore::fixed_index::FIXED_INDEX_MAGIC,
+            magic_of("Proxmox Backup fixed sized chunk index v1.0")
+        );
+        assert_eq!(
+            crate::datastore::dynamic_index::DYNAMIC_INDEX_MAGIC,
+            magic_of("Proxmox Backup dynamic sized chunk index v1.0")
+        );
+        assert_eq!(
+            CATALOG_MAGIC_FOR_TEST,
+            magic_of("Proxmox Backup Catalog file v1.0")
+        );
+    }
+
+    const CATALOG_MAGIC_FOR_TEST: [u8; 8] = crate::datastore::CATALOG_MAGIC;
+
+    #[test]
+    fn round_trips_both_encodings() {
+        let compressible = vec![7u8; 100_000];
+        let enc = encode(&compressible, true).unwrap();
+        assert_eq!(&enc[..8], &COMPRESSED_BLOB_MAGIC_1_0);
+        assert!(enc.len() < 1000);
+        assert_eq!(decode(&enc).unwrap(), compressible);
+
+        let plain = encode(&compressible, false).unwrap();
+        assert_eq!(&plain[..8], &UNCOMPRESSED_BLOB_MAGIC_1_0);
+        assert_eq!(decode(&plain).unwrap(), compressible);
+
+        // Incompressible input stays uncompressed even when compression is asked for.
+        let random: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let enc = encode(&random, true).unwrap();
+        assert_eq!(decode(&enc).unwrap(), random);
+
+        assert_eq!(decode(&encode(b"", true).unwrap()).unwrap(), b"");
+    }
+
+    #[test]
+    fn one_flipped_payload_bit_is_a_crc_error() {
+        for compress in [false, true] {
+            let mut enc = encode(&vec![1u8; 5000], compress).unwrap();
+            let last = enc.len() - 1;
+            enc[last] ^= 0x10;
+            let err = decode(&enc).unwrap_err();
+            assert!(matches!(err, Error::Corrupt(_)), "{err}");
+            assert!(err.to_string().contains("CRC mismatch"), "{err}");
+        }
+    }
+
+    #[test]
+    fn several_zstd_frames_without_content_size_decode() {
+        let mut payload = Vec::new();
+        for part in [&b"hello "[..], &b"world"[..]] {
+            let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+            enc.include_contentsize(false).unwrap();
+            std::io::Write::write_all(&mut enc, part).unwrap();
+            payload.extend(enc.finish().unwrap());
+        }
+        let blob = assemble(COMPRESSED_BLOB_MAGIC_1_0, &payload);
+        assert_eq!(decode(&blob).unwrap(), b"hello world");
+    }
+
+    #[test]
+    fn encrypted_blobs_are_refused_with_a_clear_error() {
+        for magic in [ENCRYPTED_BLOB_MAGIC_1_0, ENCR_COMPR_BLOB_MAGIC_1_0] {
+            let mut raw = Vec::new();
+            raw.extend_from_slice(&magic);
+            let cipher = vec![0xabu8; 64];
+            raw.extend_from_slice(&crc32fast::hash(&cipher).to_le_bytes());
+            raw.extend_from_slice(&[0u8; 32]);
+            raw.extend_from_slice(&cipher);
+            let err = decode(&raw).unwrap_err();
+            assert!(matches!(err, Error::Encrypted(_)));
+            assert!(err.to_string().contains("key required"));
+        }
+    }
+
+    #[test]
+    fn truncated_and_unknown_blobs_are_corrupt() {
+        assert!(matches!(decode(&[1, 2, 3]), Err(Error::Corrupt(_))));
+        let mut raw = encode(b"abc", false).unwrap();
+        raw[0] ^= 1;
+        assert!(decode(&raw)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown blob magic"));
+    }
+
+    #[test]
+    fn decoding_never_exceeds_the_limit() {
+        let enc = encode(&vec![0u8; 1 << 20], true).unwrap();
+        assert!(matches!(decode_limited(&enc, 1000), Err(Error::Corrupt(_))));
+        assert_eq!(decode_limited(&enc, 1 << 20).unwrap().len(), 1 << 20);
+    }
+}

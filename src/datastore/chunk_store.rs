@@ -1,0 +1,436 @@
+//! The chunk store `.chunks/<4hex>/<64hex>` (spec §1.2): insert (temp + rename, PBS's
+//! replacement rules), `read_verified` (the only way chunk bytes reach a reader), atime
+//! touch for GC, and iteration over every chunk file.
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::datastore::blob::{self, BlobKind};
+use crate::datastore::files::{self, Owner, TempFile};
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::sys;
+
+pub const CHUNK_DIR_MODE: u32 = 0o750;
+pub const CHUNK_FILE_MODE: u32 = 0o644;
+
+/// What `insert_chunk` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// The chunk was new and has been written.
+    New,
+    /// A chunk of that digest was already there and was kept (its atime touched).
+    Existed,
+    /// An existing chunk file was replaced (it was empty or a larger encoding).
+    Replaced,
+}
+
+/// What `verify_chunk` could establish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkCheck {
+    /// CRC, decode, digest and length all good.
+    Verified,
+    /// Encrypted: CRC and encoded size good; content not verifiable without the key.
+    EncryptedUnverifiable,
+}
+
+/// One file found in a prefix folder.
+#[derive(Debug, Clone)]
+pub struct ChunkFile {
+    pub path: PathBuf,
+    pub kind: ChunkFileKind,
+    pub size: u64,
+    pub atime: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkFileKind {
+    Chunk(Digest),
+    /// `<64hex>.<n>.bad`, renamed by verify.
+    Bad(Digest),
+    /// Anything else (temp files of an interrupted insert, foreign files).
+    Other,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChunkStore {
+    dir: PathBuf,
+    owner: Owner,
+}
+
+impl ChunkStore {
+    /// Open the chunk store of the datastore at `root`.
+    pub fn open(root: &Path, owner: Owner) -> Result<ChunkStore> {
+        let dir = root.join(".chunks");
+        if !dir.is_dir() {
+            return Err(Error::NotFound(format!(
+                "{} is not a datastore: {} is missing",
+                root.display(),
+                dir.display()
+            )));
+        }
+        Ok(ChunkStore { dir, owner })
+    }
+
+    /// Create `.chunks/` (0750) and, when `full`, all 65536 prefix folders as PBS does.
+    /// A sparse store (`full == false`) gets its prefix folders on first insert.
+    pub fn create(root: &Path, owner: Owner, full: bool) -> Result<ChunkStore> {
+        let dir = root.join(".chunks");
+        files::create_dir(&dir, CHUNK_DIR_MODE, owner)?;
+        if full {
+            for i in 0..=0xffffu32 {
+                let p = dir.join(format!("{i:04x}"));
+                files::create_dir(&p, CHUNK_DIR_MODE, owner)?;
+            }
+        }
+        Ok(ChunkStore { dir, owner })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn chunk_path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join(digest.prefix()).join(digest.to_hex())
+    }
+
+    pub fn exists(&self, digest: &Digest) -> bool {
+        self.chunk_path(digest).is_file()
+    }
+
+    /// Encode plain chunk data (zstd when it helps) and insert it under its digest.
+    /// Returns the digest, what happened, and the encoded size.
+    pub fn insert_plain(&self, data: &[u8]) -> Result<(Digest, Inserted, u64)> {
+        if data.is_empty() || data.len() > blob::MAX_CHUNK_SIZE {
+            return Err(Error::InvalidInput(format!(
+                "chunk of {} bytes is outside 1..={}",
+                data.len(),
+                blob::MAX_CHUNK_SIZE
+            )));
+        }
+        let digest = Digest::of(data);
+        let encoded = blob::encode(data, true)?;
+        let what = self.insert_chunk(&digest, &encoded)?;
+        Ok((digest, what, encoded.len() as u64))
+    }
+
+    /// Insert an encoded chunk. Rules of spec §1.2: an existing chunk of the same size is
+    /// touched, not rewritten; an empty one is overwritten; an unencrypted one is never
+    /// replaced by an encrypted one; otherwise the smaller encoding is kept.
+    pub fn insert_chunk(&self, digest: &Digest, encoded: &[u8]) -> Result<Inserted> {
+        let new_kind = BlobKind::from_magic(encoded.get(..8).unwrap_or(&[]))
+            .ok_or_else(|| Error::InvalidInput(format!("chunk {digest}: not a DataBlob")))?;
+        let path = self.chunk_path(digest);
+        let replace = match fs::metadata(&path) {
+            Ok(md) => {
+                let old_len = md.len();
+                if old_len == encoded.len() as u64 {
+                    self.touch(digest)?;
+                    return Ok(Inserted::Existed);
+                }
+                if old_len > 0 {
+                    let old_kind = read_magic(&path)?;
+                    if new_kind.is_encrypted() && old_kind.is_some_and(|k| !k.is_encrypted()) {
+                        return Err(Error::AlreadyExists(format!(
+                            "chunk {digest}: refusing to replace an unencrypted chunk with an encrypted one"
+                        )));
+                    }
+                    if old_kind.is_some() && old_len <= encoded.len() as u64 {
+                        self.touch(digest)?;
+                        return Ok(Inserted::Existed);
+                    }
+                }
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(Error::io(path.display(), e)),
+        };
+        let prefix_dir = path.parent().expect("prefix folder");
+        if !prefix_dir.is_dir() {
+            files::create_dir(prefix_dir, CHUNK_DIR_MODE, self.owner)?;
+        }
+        let mut tmp = TempFile::new(prefix_dir, &digest.to_hex(), CHUNK_FILE_MODE, self.owner)?;
+        tmp.write_all(encoded)?;
+        tmp.persist(&path)?;
+        Ok(if replace {
+            Inserted::Replaced
+        } else {
+            Inserted::New
+        })
+    }
+
+    fn read_raw(&self, digest: &Digest) -> Result<(PathBuf, Vec<u8>)> {
+        let path = self.chunk_path(digest);
+        let file = fs::File::open(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::Corrupt(format!("chunk {digest} ({}): missing", path.display()))
+            } else {
+                Error::io(format!("chunk {digest} ({})", path.display()), e)
+            }
+        })?;
+        let len = file.metadata().ctx(path.display())?.len();
+        if len > (blob::MAX_BLOB_SIZE + blob::ENCRYPTED_HEADER_LEN) as u64 {
+            return Err(Error::Corrupt(format!(
+                "chunk {digest} ({}): file of {len} bytes is larger than any blob",
+                path.display()
+            )));
+        }
+        let mut raw = Vec::with_capacity(len as usize);
+        file.take(len + 1)
+            .read_to_end(&mut raw)
+            .ctx(format!("chunk {digest} ({})", path.display()))?;
+        Ok((path, raw))
+    }
+
+    /// The only way chunk bytes reach a reader: CRC, decode, SHA-256 equal to `digest`,
+    /// and the length the index expects. Every error names the digest and the path.
+    pub fn read_verified(&self, digest: &Digest, expected_len: Option<u64>) -> Result<Vec<u8>> {
+        let (path, raw) = self.read_raw(digest)?;
+        let what = || format!("chunk {digest} ({})", path.display());
+        // One byte over the expected length is enough to tell "too long" apart.
+        let limit = expected_len
+            .map(|l| (l as usize).saturating_add(1).min(blob::MAX_BLOB_SIZE))
+            .unwrap_or(blob::MAX_BLOB_SIZE);
+        let data = blob::decode_limited(&raw, limit).map_err(|e| e.context(what()))?;
+        if let Some(len) = expected_len {
+            if data.len() as u64 != len {
+                return Err(Error::Corrupt(format!(
+                    "{}: length {} differs from the index's {len}",
+                    what(),
+                    data.len()
+                )));
+            }
+        }
+        if Digest::of(&data) != *digest {
+            return Err(Error::Corrupt(format!("{}: digest mismatch", what())));
+        }
+        Ok(data)
+    }
+
+    /// Verify a chunk as PBS's verify does: an unencrypted chunk fully (as `read_verified`);
+    /// an encrypted one by CRC and plausible encoded size only.
+    pub fn verify_chunk(&self, digest: &Digest, expected_len: Option<u64>) -> Result<ChunkCheck> {
+        match self.read_verified(digest, expected_len) {
+            Ok(_) => Ok(ChunkCheck::Verified),
+            Err(Error::Encrypted(_)) => {
+                let (path, raw) = self.read_raw(digest)?;
+                // The CRC passed inside decode before it refused to decrypt.
+                let payload = raw.len() - blob::ENCRYPTED_HEADER_LEN;
+                if let Some(len) = expected_len {
+                    // Ciphertext of a compressed payload can be smaller, never much larger.
+                    if payload as u64 > len + 4096 {
+                        return Err(Error::Corrupt(format!(
+                            "chunk {digest} ({}): encrypted payload of {payload} bytes is too large for {len} bytes of data",
+                            path.display()
+                        )));
+                    }
+                }
+                Ok(ChunkCheck::EncryptedUnverifiable)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Set the chunk's atime to now (GC mark). `Ok(false)` when it does not exist.
+    pub fn touch(&self, digest: &Digest) -> Result<bool> {
+        let path = self.chunk_path(digest);
+        match sys::touch_atime(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(
+                format!("touch chunk {digest} ({})", path.display()),
+                e,
+            )),
+        }
+    }
+
+    /// Rename a corrupt chunk to `<digest>.<n>.bad` (first free n in 0..=9, capped at 9).
+    pub fn rename_bad(&self, digest: &Digest) -> Result<PathBuf> {
+        let path = self.chunk_path(digest);
+        let mut target = path.clone();
+        for n in 0..=9 {
+            target = path.with_file_name(format!("{}.{n}.bad", digest.to_hex()));
+            if !target.exists() {
+                break;
+            }
+        }
+        fs::rename(&path, &target).ctx(format!("rename {} to .bad", path.display()))?;
+        Ok(target)
+    }
+
+    /// Every file of one prefix folder (0..=0xffff); a missing folder is empty.
+    pub fn list_prefix(&self, prefix: u16) -> Result<Vec<ChunkFile>> {
+        let dir = self.dir.join(format!("{prefix:04x}"));
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(dir.display(), e)),
+        };
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.ctx(dir.display())?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let kind = classify(&name);
+            let md = match entry.metadata() {
+                Ok(md) => md,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(entry.path().display(), e)),
+            };
+            if !md.is_file() {
+                continue;
+            }
+            out.push(ChunkFile {
+                path: entry.path(),
+                kind,
+                size: md.len(),
+                atime: md.atime(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn read_magic(path: &Path) -> Result<Option<BlobKind>> {
+    let mut f = fs::File::open(path).ctx(path.display())?;
+    let mut m = [0u8; 8];
+    match f.read_exact(&mut m) {
+        Ok(()) => Ok(BlobKind::from_magic(&m)),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(Error::io(path.display(), e)),
+    }
+}
+
+/// Name patterns of spec §1.2: 64 hex, or 64 hex + `.<digit>.bad`.
+fn classify(name: &str) -> ChunkFileKind {
+    if name.len() == 64 {
+        if let Some(d) = Digest::from_hex(name) {
+            if name.bytes().all(|b| !b.is_ascii_uppercase()) {
+                return ChunkFileKind::Chunk(d);
+            }
+        }
+    } else if name.len() == 70 && name.ends_with(".bad") && name.as_bytes()[64] == b'.' {
+        if let (Some(d), true) = (
+            Digest::from_hex(&name[..64]),
+            name.as_bytes()[65].is_ascii_digit(),
+        ) {
+            return ChunkFileKind::Bad(d);
+        }
+    }
+    ChunkFileKind::Other
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (PathBuf, ChunkStore) {
+        let root = std::env::temp_dir().join(format!(
+            "pbsfs-cs-{}-{}",
+            std::process::id(),
+            files::random_suffix(6)
+        ));
+        fs::create_dir_all(&root).unwrap();
+        let owner = Owner::of(&root).unwrap();
+        let cs = ChunkStore::create(&root, owner, false).unwrap();
+        (root, cs)
+    }
+
+    #[test]
+    fn insert_then_read_verified_and_existing_chunks_are_kept() {
+        let (root, cs) = store();
+        let data = vec![42u8; 10_000];
+        let (d, what, _) = cs.insert_plain(&data).unwrap();
+        assert_eq!(what, Inserted::New);
+        assert_eq!(cs.read_verified(&d, Some(10_000)).unwrap(), data);
+        let ino = fs::metadata(cs.chunk_path(&d)).unwrap().ino();
+        assert_eq!(cs.insert_plain(&data).unwrap().1, Inserted::Existed);
+        assert_eq!(
+            fs::metadata(cs.chunk_path(&d)).unwrap().ino(),
+            ino,
+            "not rewritten"
+        );
+        // An empty leftover is overwritten.
+        fs::write(cs.chunk_path(&d), b"").unwrap();
+        assert_eq!(cs.insert_plain(&data).unwrap().1, Inserted::Replaced);
+        assert_eq!(cs.read_verified(&d, None).unwrap(), data);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_chunk_whose_content_does_not_hash_to_its_name_is_a_digest_error_naming_it() {
+        let (root, cs) = store();
+        let fake = Digest::of(b"something else");
+        cs.insert_chunk(&fake, &blob::encode(b"content", false).unwrap())
+            .unwrap();
+        let err = cs.read_verified(&fake, None).unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)));
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&fake.to_hex()) && msg.contains("digest mismatch"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&cs.chunk_path(&fake).display().to_string()),
+            "{msg}"
+        );
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn length_flip_and_missing_are_corrupt() {
+        let (root, cs) = store();
+        let (d, _, _) = cs.insert_plain(&[1u8; 100]).unwrap();
+        assert!(cs
+            .read_verified(&d, Some(99))
+            .unwrap_err()
+            .to_string()
+            .contains("length"));
+        let p = cs.chunk_path(&d);
+        let mut raw = fs::read(&p).unwrap();
+        let n = raw.len() - 1;
+        raw[n] ^= 1;
+        fs::write(&p, &raw).unwrap();
+        assert!(cs
+            .read_verified(&d, None)
+            .unwrap_err()
+            .to_string()
+            .contains("CRC"));
+        fs::remove_file(&p).unwrap();
+        let e = cs.read_verified(&d, None).unwrap_err();
+        assert!(matches!(e, Error::Corrupt(_)) && e.to_string().contains("missing"));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn listing_classifies_chunks_bad_and_other_files() {
+        let (root, cs) = store();
+        let (d, _, _) = cs.insert_plain(b"x").unwrap();
+        let bad = cs.rename_bad(&d).unwrap();
+        assert!(bad.to_string_lossy().ends_with(".0.bad"));
+        cs.insert_plain(b"x").unwrap();
+        let dir = cs.chunk_path(&d).parent().unwrap().to_path_buf();
+        fs::write(dir.join(format!("{}.tmp_abcdef", d.to_hex())), b"").unwrap();
+        let prefix = u16::from_str_radix(&d.prefix(), 16).unwrap();
+        let mut kinds: Vec<_> = cs
+            .list_prefix(prefix)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.kind)
+            .collect();
+        kinds.sort_by_key(|k| format!("{k:?}"));
+        assert_eq!(
+            kinds,
+            vec![
+                ChunkFileKind::Bad(d),
+                ChunkFileKind::Chunk(d),
+                ChunkFileKind::Other
+            ]
+        );
+        assert!(cs.touch(&d).unwrap());
+        assert!(!cs.touch(&Digest::of(b"none")).unwrap());
+        fs::remove_dir_all(root).unwrap();
+    }
+}

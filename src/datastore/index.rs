@@ -1,0 +1,150 @@
+//! What fixed and dynamic indexes have in common: the 4096-byte header, chunk ranges,
+//! `locate(offset)`, and opening either kind by its magic.
+
+use std::fs;
+use std::path::Path;
+
+use crate::datastore::dynamic_index::{DynamicIndex, DYNAMIC_INDEX_MAGIC};
+use crate::datastore::files::{self, Owner};
+use crate::datastore::fixed_index::{FixedIndex, FIXED_INDEX_MAGIC};
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+
+pub const INDEX_HEADER_SIZE: usize = 4096;
+pub const INDEX_FILE_MODE: u32 = 0o644;
+
+/// One chunk of an index: the stream range `[start, end)` it covers and its digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkInfo {
+    pub start: u64,
+    pub end: u64,
+    pub digest: Digest,
+}
+
+impl ChunkInfo {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+/// A parsed `.fidx` or `.didx`.
+#[derive(Debug, Clone)]
+pub enum Index {
+    Fixed(FixedIndex),
+    Dynamic(DynamicIndex),
+}
+
+impl Index {
+    /// Read and validate an index file, choosing the kind by its magic. Errors name `path`.
+    pub fn open(path: &Path) -> Result<Index> {
+        let raw = fs::read(path).ctx(path.display())?;
+        Index::parse(&raw).map_err(|e| e.context(path.display()))
+    }
+
+    pub fn parse(raw: &[u8]) -> Result<Index> {
+        if raw.len() < INDEX_HEADER_SIZE {
+            return Err(Error::Corrupt(format!(
+                "index truncated: {} bytes, the header alone is {INDEX_HEADER_SIZE}",
+                raw.len()
+            )));
+        }
+        match <[u8; 8]>::try_from(&raw[..8]).expect("8 bytes") {
+            FIXED_INDEX_MAGIC => Ok(Index::Fixed(FixedIndex::parse(raw)?)),
+            DYNAMIC_INDEX_MAGIC => Ok(Index::Dynamic(DynamicIndex::parse(raw)?)),
+            m => Err(Error::Corrupt(format!(
+                "unknown index magic {}",
+                crate::digest::hex(&m)
+            ))),
+        }
+    }
+
+    pub fn chunk_count(&self) -> usize {
+        match self {
+            Index::Fixed(i) => i.chunk_count(),
+            Index::Dynamic(i) => i.chunk_count(),
+        }
+    }
+
+    pub fn chunk_info(&self, i: usize) -> Option<ChunkInfo> {
+        match self {
+            Index::Fixed(x) => x.chunk_info(i),
+            Index::Dynamic(x) => x.chunk_info(i),
+        }
+    }
+
+    /// Total bytes of the image or stream (the manifest's `size`).
+    pub fn size(&self) -> u64 {
+        match self {
+            Index::Fixed(i) => i.size,
+            Index::Dynamic(i) => i.size(),
+        }
+    }
+
+    /// The index checksum (the manifest's `csum`).
+    pub fn csum(&self) -> Digest {
+        match self {
+            Index::Fixed(i) => i.csum,
+            Index::Dynamic(i) => i.csum,
+        }
+    }
+
+    pub fn ctime(&self) -> i64 {
+        match self {
+            Index::Fixed(i) => i.ctime,
+            Index::Dynamic(i) => i.ctime,
+        }
+    }
+
+    /// The chunk holding byte `offset` and the offset inside it; `None` at or past the end.
+    pub fn locate(&self, offset: u64) -> Option<(usize, u64)> {
+        match self {
+            Index::Fixed(i) => i.locate(offset),
+            Index::Dynamic(i) => i.locate(offset),
+        }
+    }
+
+    pub fn chunks(&self) -> impl Iterator<Item = ChunkInfo> + '_ {
+        (0..self.chunk_count()).filter_map(|i| self.chunk_info(i))
+    }
+}
+
+/// Write an index file the way PBS does: `<name>.tmp_fidx|tmp_didx` next to it, fsync,
+/// rename. An index is written once; its folder is fsynced by the caller's final step.
+pub fn write_index_file(target: &Path, bytes: &[u8], owner: Owner) -> Result<()> {
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::InvalidInput(format!("bad index path {}", target.display())))?;
+    let (stem, ext) = name
+        .rsplit_once('.')
+        .ok_or_else(|| Error::InvalidInput(format!("index name {name} has no extension")))?;
+    let tmp = target.with_file_name(format!("{stem}.tmp_{ext}"));
+    let _ = fs::remove_file(&tmp);
+    let mut file = files::create_new(&tmp, INDEX_FILE_MODE, owner)?;
+    let res = std::io::Write::write_all(&mut file, bytes)
+        .and_then(|_| file.sync_all())
+        .ctx(tmp.display())
+        .and_then(|_| fs::rename(&tmp, target).ctx(format!("rename {}", tmp.display())));
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Write the common header fields: magic, uuid, ctime, csum.
+pub(crate) fn header(magic: [u8; 8], uuid: [u8; 16], ctime: i64, csum: &Digest) -> Vec<u8> {
+    let mut h = vec![0u8; INDEX_HEADER_SIZE];
+    h[..8].copy_from_slice(&magic);
+    h[8..24].copy_from_slice(&uuid);
+    h[24..32].copy_from_slice(&ctime.to_le_bytes());
+    h[32..64].copy_from_slice(csum.as_bytes());
+    h
+}
+
+pub(crate) fn read_u64(raw: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(raw[at..at + 8].try_into().expect("8 bytes"))
+}

@@ -1,0 +1,509 @@
+//! Lock placement (spec §5, §11.7) and the guards that hold them: `GroupLock`,
+//! `SnapshotLock`, `ManifestLock` (no public constructor: the only way to store a
+//! manifest) and `ProcessLock` (the datastore `.lock`, OFD `fcntl`). A lock is released
+//! when its guard drops; timeouts poll the non-blocking call, so no thread can take a
+//! lock late and leak it.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::datastore::files::{self, Owner};
+use crate::datastore::pbs_config::{self, StoreConfig};
+use crate::datastore::snapshot::{BackupDir, BackupGroup, BackupNamespace};
+use crate::error::{Error, IoContext, Result};
+use crate::sys;
+
+/// PBS's manifest lock wait, everywhere (spec §5.3, pitfall 8).
+pub const MANIFEST_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+pub const LOCK_FILE_MODE: u32 = 0o660;
+const LOCK_DIR_MODE: u32 = 0o755;
+
+/// systemd unit-name escaping in path mode (spec §5.3): leading `/` stripped, `/` to
+/// `-`, `[A-Za-z0-9_.]` kept (a `.` not as the first byte), everything else `\xNN`.
+pub fn systemd_escape_path(path: &str) -> String {
+    let p = path.trim_start_matches('/');
+    let mut out = String::with_capacity(p.len());
+    for (i, b) in p.bytes().enumerate() {
+        match b {
+            b'/' => out.push('-'),
+            b'.' if i > 0 => out.push('.'),
+            b if b.is_ascii_alphanumeric() || b == b'_' => out.push(b as char),
+            b => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Shared,
+    Exclusive,
+}
+
+/// Where a datastore's locks live and who owns the lock files.
+#[derive(Debug, Clone)]
+pub struct Locker {
+    store_root: PathBuf,
+    /// New-scheme root: `<run>/locks/<store>` on a PBS store, else `<store>/.locks`.
+    lock_root: PathBuf,
+    /// On a configured PBS store, take the old scheme's locks too (spec §11.7).
+    pbs: bool,
+    owner: Owner,
+}
+
+impl Locker {
+    pub fn new(store_root: &Path, store_owner: Owner, pbs: Option<&StoreConfig>) -> Locker {
+        match pbs {
+            Some(cfg) => Locker {
+                store_root: store_root.to_path_buf(),
+                lock_root: pbs_config::run_dir().join("locks").join(&cfg.name),
+                pbs: true,
+                owner: pbs_config::backup_user(),
+            },
+            None => Locker {
+                store_root: store_root.to_path_buf(),
+                lock_root: store_root.join(".locks"),
+                pbs: false,
+                owner: store_owner,
+            },
+        }
+    }
+
+    pub fn lock_root(&self) -> &Path {
+        &self.lock_root
+    }
+
+    /// New-scheme lock file of `rel` (`<type>/<id>[/<time>[/.index.json.lck]]`) in `ns`.
+    pub fn new_scheme_path(&self, ns: &BackupNamespace, rel: &str) -> PathBuf {
+        let mut dir = self.lock_root.clone();
+        if !ns.is_root() {
+            dir.push(ns.components().join(":"));
+        }
+        let escaped = systemd_escape_path(rel);
+        if escaped.len() >= 255 {
+            let hash = crate::digest::hex(&Sha256::digest(rel.as_bytes()));
+            let head: String = escaped.chars().take(80).collect();
+            let tail: String = {
+                let c: Vec<char> = escaped.chars().collect();
+                c[c.len().saturating_sub(80)..].iter().collect()
+            };
+            dir.join("hashed").join(format!("{head}...{tail}-{hash}"))
+        } else {
+            dir.join(escaped)
+        }
+    }
+
+    fn group_rel(g: &BackupGroup) -> String {
+        format!("{}/{}", g.ty, g.id)
+    }
+
+    fn snapshot_rel(d: &BackupDir) -> String {
+        format!("{}/{}", Self::group_rel(&d.group), d.time_string())
+    }
+
+    /// Every lock file a manifest lock takes: the new-scheme file, and on a PBS store the
+    /// 2.2+ old-scheme `<ns-path>/<type>/<id>/<time>/<time>.index.json.lck`.
+    pub fn manifest_lock_paths(&self, d: &BackupDir) -> Vec<PathBuf> {
+        let mut v = vec![self.new_scheme_path(
+            &d.group.ns,
+            &format!("{}/.index.json.lck", Self::snapshot_rel(d)),
+        )];
+        if self.pbs {
+            let t = d.time_string();
+            v.push(
+                self.lock_root
+                    .join(d.group.rel_path())
+                    .join(&t)
+                    .join(format!("{t}.index.json.lck")),
+            );
+        }
+        v
+    }
+
+    /// The group lock: exclusive, non-blocking.
+    pub fn lock_group(&self, g: &BackupGroup) -> Result<GroupLock> {
+        let what = format!("group {g}");
+        let mut held = vec![self.lock_file(
+            &self.new_scheme_path(&g.ns, &Self::group_rel(g)),
+            Mode::Exclusive,
+            None,
+            &what,
+        )?];
+        if self.pbs {
+            held.push(lock_dir(
+                &self.store_root.join(g.rel_path()),
+                Mode::Exclusive,
+                &what,
+            )?);
+        }
+        Ok(GroupLock { _held: held })
+    }
+
+    /// The snapshot lock, shared or exclusive, non-blocking.
+    pub fn lock_snapshot(&self, d: &BackupDir, exclusive: bool) -> Result<SnapshotLock> {
+        let mode = if exclusive {
+            Mode::Exclusive
+        } else {
+            Mode::Shared
+        };
+        let what = format!("snapshot {d}");
+        let mut held = vec![self.lock_file(
+            &self.new_scheme_path(&d.group.ns, &Self::snapshot_rel(d)),
+            mode,
+            None,
+            &what,
+        )?];
+        if self.pbs {
+            held.push(lock_dir(&self.store_root.join(d.rel_path()), mode, &what)?);
+        }
+        Ok(SnapshotLock {
+            _held: held,
+            exclusive,
+        })
+    }
+
+    /// The manifest lock(s), exclusive, all under one deadline. Crate-private: only the
+    /// manifest transaction functions may take it.
+    pub(crate) fn lock_manifest(&self, d: &BackupDir, timeout: Duration) -> Result<ManifestLock> {
+        let deadline = Instant::now() + timeout;
+        let what = format!("manifest of snapshot {d}");
+        let mut held = Vec::new();
+        for p in self.manifest_lock_paths(d) {
+            held.push(self.lock_file(&p, Mode::Exclusive, Some(deadline), &what)?);
+        }
+        Ok(ManifestLock {
+            _held: held,
+            since: Instant::now(),
+            what,
+        })
+    }
+
+    /// The datastore `.lock` (shared: backup; exclusive: gc), non-blocking.
+    pub fn lock_process(&self, exclusive: bool) -> Result<ProcessLock> {
+        let path = self.store_root.join(".lock");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .ctx(format!("datastore lock {}", path.display()))?;
+        if sys::ofd_try_lock(&file, exclusive).ctx(path.display())? {
+            Ok(ProcessLock { _file: file })
+        } else if exclusive {
+            Err(Error::LockBusy(format!(
+                "unable to get exclusive lock on {} - a backup or another gc is running",
+                path.display()
+            )))
+        } else {
+            Err(Error::LockBusy(format!(
+                "unable to get shared lock on {} - garbage collection is running",
+                path.display()
+            )))
+        }
+    }
+
+    /// Delete a destroyed snapshot's lock files (PBS does the same; waiters notice by
+    /// the double-stat check).
+    pub fn remove_snapshot_lock_files(&self, d: &BackupDir) {
+        let _ = fs::remove_file(self.new_scheme_path(&d.group.ns, &Self::snapshot_rel(d)));
+        for p in self.manifest_lock_paths(d) {
+            let _ = fs::remove_file(&p);
+        }
+        if self.pbs {
+            let _ = fs::remove_dir(self.lock_root.join(d.rel_path()));
+        }
+    }
+
+    pub fn remove_group_lock_file(&self, g: &BackupGroup) {
+        let _ = fs::remove_file(self.new_scheme_path(&g.ns, &Self::group_rel(g)));
+    }
+
+    /// Open (creating it as PBS does when missing) and lock one lock file. With no
+    /// deadline one attempt is made; otherwise attempts are polled until the deadline.
+    fn lock_file(
+        &self,
+        path: &Path,
+        mode: Mode,
+        deadline: Option<Instant>,
+        what: &str,
+    ) -> Result<File> {
+        let mut sleep = Duration::from_millis(1);
+        loop {
+            let file = self.open_lock_file(path)?;
+            let attempt = match mode {
+                Mode::Shared => file.try_lock_shared(),
+                Mode::Exclusive => file.try_lock(),
+            };
+            match attempt {
+                Ok(()) => {
+                    // Double stat: the file we locked must still be the one at `path`.
+                    let ours = file.metadata().ctx(path.display())?;
+                    match fs::metadata(path) {
+                        Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {
+                            return Ok(file)
+                        }
+                        _ => continue,
+                    }
+                }
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => {
+                    return Err(Error::io(format!("lock {}", path.display()), e))
+                }
+            }
+            let now = Instant::now();
+            match deadline {
+                Some(d) if now < d => {
+                    std::thread::sleep(sleep.min(d - now));
+                    sleep = (sleep * 2).min(Duration::from_millis(20));
+                }
+                Some(_) => {
+                    return Err(Error::LockBusy(format!(
+                        "{what}: timed out waiting for lock {}",
+                        path.display()
+                    )))
+                }
+                None => {
+                    return Err(Error::LockBusy(format!(
+                        "{what} is locked by another operation (lock {})",
+                        path.display()
+                    )))
+                }
+            }
+        }
+    }
+
+    fn open_lock_file(&self, path: &Path) -> Result<File> {
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(path)
+        };
+        for _ in 0..10 {
+            match open() {
+                Ok(f) => return Ok(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("lock file {}", path.display()), e)),
+            }
+            let dir = path.parent().expect("lock files live in a folder");
+            ensure_dir(dir, self.owner)?;
+            // Create atomically with its final mode and owner, then link into place.
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("lock");
+            let tmp = files::TempFile::new(dir, &format!(".{name}"), LOCK_FILE_MODE, self.owner)?;
+            match tmp.persist_new(path) {
+                Ok(()) | Err(Error::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::LockBusy(format!(
+            "lock file {} keeps disappearing",
+            path.display()
+        )))
+    }
+}
+
+/// Create `dir` and its missing parents with `owner` (lock folders; PBS uses the
+/// daemon's default mode).
+fn ensure_dir(dir: &Path, owner: Owner) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    while !cur.exists() {
+        missing.push(cur.to_path_buf());
+        match cur.parent() {
+            Some(p) => cur = p,
+            None => break,
+        }
+    }
+    for d in missing.iter().rev() {
+        files::create_dir(d, LOCK_DIR_MODE, owner)?;
+    }
+    Ok(())
+}
+
+/// Old scheme: a non-blocking `flock` on the folder itself.
+fn lock_dir(dir: &Path, mode: Mode, what: &str) -> Result<File> {
+    let file = File::open(dir).ctx(format!("{what}: {}", dir.display()))?;
+    let attempt = match mode {
+        Mode::Shared => file.try_lock_shared(),
+        Mode::Exclusive => file.try_lock(),
+    };
+    match attempt {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::LockBusy(format!(
+            "{what} is locked by another operation (folder lock on {})",
+            dir.display()
+        ))),
+        Err(TryLockError::Error(e)) => Err(Error::io(format!("lock {}", dir.display()), e)),
+    }
+}
+
+/// Held for a whole backup of a group (and for group notes on PBS 4.x).
+#[derive(Debug)]
+pub struct GroupLock {
+    _held: Vec<File>,
+}
+
+/// Shared: readers, verify, a backup's base, the manifest transaction. Exclusive:
+/// backup of this snapshot, forget, prune, protect.
+#[derive(Debug)]
+pub struct SnapshotLock {
+    _held: Vec<File>,
+    pub exclusive: bool,
+}
+
+/// Proof that the manifest lock(s) of one snapshot are held. It has no public
+/// constructor: `Locker::lock_manifest` is crate-private and only the manifest
+/// transaction functions call it, so nothing else can store a manifest.
+#[derive(Debug)]
+pub struct ManifestLock {
+    _held: Vec<File>,
+    since: Instant,
+    what: String,
+}
+
+impl Drop for ManifestLock {
+    fn drop(&mut self) {
+        let held = self.since.elapsed();
+        if held > Duration::from_secs(1) {
+            log::warn!(
+                "{} was locked for {:.1}s; a PBS backup finishing meanwhile waits at most 5s",
+                self.what,
+                held.as_secs_f64()
+            );
+        }
+    }
+}
+
+/// The datastore `.lock` record lock.
+#[derive(Debug)]
+pub struct ProcessLock {
+    _file: File,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datastore::snapshot::BackupType;
+
+    #[test]
+    fn escaping_matches_the_spec_examples() {
+        assert_eq!(
+            systemd_escape_path("vm/100/2024-05-02T08:11:33Z"),
+            "vm-100-2024\\x2d05\\x2d02T08\\x3a11\\x3a33Z"
+        );
+        assert_eq!(systemd_escape_path("host/my-host"), "host-my\\x2dhost");
+        assert_eq!(systemd_escape_path("/.hidden/a.b"), "\\x2ehidden-a.b");
+        let l = Locker {
+            store_root: "/s".into(),
+            lock_root: "/run/proxmox-backup/locks/store1".into(),
+            pbs: true,
+            owner: Owner { uid: 0, gid: 0 },
+        };
+        let ns = BackupNamespace::parse("a/b").unwrap();
+        let d = BackupDir::parse(&ns, "vm/100/2024-05-02T08:11:33Z").unwrap();
+        let paths = l.manifest_lock_paths(&d);
+        assert_eq!(
+            paths[0],
+            PathBuf::from(
+                "/run/proxmox-backup/locks/store1/a:b/vm-100-2024\\x2d05\\x2d02T08\\x3a11\\x3a33Z-.index.json.lck"
+            )
+        );
+        assert_eq!(
+            paths[1],
+            PathBuf::from(
+                "/run/proxmox-backup/locks/store1/ns/a/ns/b/vm/100/2024-05-02T08:11:33Z/2024-05-02T08:11:33Z.index.json.lck"
+            )
+        );
+        let g = BackupGroup::new(BackupNamespace::root(), BackupType::Vm, "100").unwrap();
+        assert_eq!(
+            l.new_scheme_path(&g.ns, &Locker::group_rel(&g)),
+            PathBuf::from("/run/proxmox-backup/locks/store1/vm-100")
+        );
+        let long =
+            BackupGroup::new(BackupNamespace::root(), BackupType::Host, &"x-".repeat(100)).unwrap();
+        let p = l.new_scheme_path(&long.ns, &Locker::group_rel(&long));
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert!(p.parent().unwrap().ends_with("hashed"));
+        assert!(name.contains("...") && name.len() < 255, "{name}");
+    }
+
+    fn temp_store() -> (PathBuf, Locker) {
+        let root = std::env::temp_dir().join(format!("pbsfs-lock-{}", files::random_suffix(8)));
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join(".lock"), b"").unwrap();
+        let owner = Owner::of(&root).unwrap();
+        (root.clone(), Locker::new(&root, owner, None))
+    }
+
+    #[test]
+    fn a_held_manifest_lock_makes_a_second_locker_time_out_with_a_clear_error() {
+        let (root, l) = temp_store();
+        let d = BackupDir::parse(&BackupNamespace::root(), "vm/1/2024-05-02T08:11:33Z").unwrap();
+        let held = l.lock_manifest(&d, MANIFEST_LOCK_TIMEOUT).unwrap();
+        let t = Instant::now();
+        let err = l.lock_manifest(&d, Duration::from_millis(300)).unwrap_err();
+        assert!(t.elapsed() >= Duration::from_millis(300));
+        assert!(matches!(err, Error::LockBusy(_)));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("timed out") && msg.contains("vm/1/2024-05-02T08:11:33Z"),
+            "{msg}"
+        );
+        drop(held);
+        l.lock_manifest(&d, Duration::from_millis(300)).unwrap();
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn snapshot_locks_share_and_exclude() {
+        let (root, l) = temp_store();
+        let d = BackupDir::parse(&BackupNamespace::root(), "ct/7/2024-05-02T08:11:33Z").unwrap();
+        let a = l.lock_snapshot(&d, false).unwrap();
+        let _b = l.lock_snapshot(&d, false).unwrap();
+        assert!(matches!(l.lock_snapshot(&d, true), Err(Error::LockBusy(_))));
+        drop(a);
+        drop(_b);
+        let _x = l.lock_snapshot(&d, true).unwrap();
+        assert!(matches!(
+            l.lock_snapshot(&d, false),
+            Err(Error::LockBusy(_))
+        ));
+        let p = l.new_scheme_path(&d.group.ns, &Locker::snapshot_rel(&d));
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, LOCK_FILE_MODE);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_lock_file_replaced_while_waiting_is_not_trusted() {
+        let (root, l) = temp_store();
+        let d = BackupDir::parse(&BackupNamespace::root(), "ct/7/2024-05-02T08:11:33Z").unwrap();
+        let x = l.lock_snapshot(&d, true).unwrap();
+        // Destroy: remove the lock files while held; a new locker gets a fresh file.
+        l.remove_snapshot_lock_files(&d);
+        let y = l.lock_snapshot(&d, true).unwrap();
+        drop((x, y));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn process_lock_shared_excludes_exclusive() {
+        let (root, l) = temp_store();
+        let s = l.lock_process(false).unwrap();
+        let _s2 = l.lock_process(false).unwrap();
+        let e = l.lock_process(true).unwrap_err();
+        assert!(e.to_string().contains("exclusive lock"), "{e}");
+        drop((s, _s2));
+        let _x = l.lock_process(true).unwrap();
+        assert!(l.lock_process(false).is_err());
+        fs::remove_dir_all(root).unwrap();
+    }
+}

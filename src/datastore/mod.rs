@@ -1,0 +1,356 @@
+//! The datastore: its folder layout (spec §1), opening and creating one, and listing
+//! namespaces, groups and snapshots. Writes live in `transaction.rs`.
+
+pub mod blob;
+pub mod chunk_store;
+pub mod dynamic_index;
+pub mod files;
+pub mod fixed_index;
+pub mod index;
+pub mod lock;
+pub mod manifest;
+pub mod notes;
+pub mod pbs_config;
+pub mod snapshot;
+mod transaction;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use chunk_store::ChunkStore;
+use files::Owner;
+use lock::Locker;
+use manifest::{Manifest, MANIFEST_BLOB_NAME};
+use pbs_config::StoreConfig;
+use snapshot::{BackupDir, BackupGroup, BackupNamespace, BackupType};
+
+/// `sha256("Proxmox Backup Catalog file v1.0")[0..8]`
+pub const CATALOG_MAGIC: [u8; 8] = [145, 253, 96, 249, 196, 103, 88, 213];
+
+pub const ROOT_DIR_MODE: u32 = 0o755;
+pub const DIR_MODE: u32 = 0o755;
+pub const FILE_MODE: u32 = 0o644;
+pub const PROTECTED_MARKER: &str = ".protected";
+pub const GROUP_NOTES: &str = "notes";
+pub const GROUP_OWNER: &str = "owner";
+
+/// A snapshot folder as found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub dir: BackupDir,
+    /// `index.json.blob` exists.
+    pub finished: bool,
+    /// `.protected` exists.
+    pub protected: bool,
+}
+
+/// An open datastore.
+#[derive(Debug)]
+pub struct Datastore {
+    root: PathBuf,
+    owner: Owner,
+    chunks: ChunkStore,
+    locker: Locker,
+    pbs: Option<StoreConfig>,
+}
+
+impl Datastore {
+    /// Open an existing datastore (a real PBS one opens as-is). `pbs_store` names the
+    /// PBS store explicitly; otherwise `datastore.cfg` is searched by path.
+    pub fn open(root: &Path, pbs_store: Option<&str>) -> Result<Datastore> {
+        let root = fs::canonicalize(root).ctx(format!("datastore {}", root.display()))?;
+        let owner = Owner::of(&root)?;
+        let chunks = ChunkStore::open(&root, owner)?;
+        let pbs = pbs_config::find_store(&root, pbs_store)?;
+        let locker = Locker::new(&root, owner, pbs.as_ref());
+        Ok(Datastore {
+            root,
+            owner,
+            chunks,
+            locker,
+            pbs,
+        })
+    }
+
+    /// Create a datastore at `root` (missing or empty). With `full`, all 65536 chunk
+    /// prefix folders are made, as PBS does; a sparse store creates them on demand.
+    pub fn create(root: &Path, full: bool) -> Result<Datastore> {
+        match fs::read_dir(root) {
+            Ok(mut rd) => {
+                if rd.any(|e| e.map(|e| e.file_name() != "lost+found").unwrap_or(true)) {
+                    return Err(Error::AlreadyExists(format!(
+                        "{} is not empty: refusing to create a datastore there",
+                        root.display()
+                    )));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let parent = root
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                let owner = Owner::of(parent)?;
+                files::create_dir(root, ROOT_DIR_MODE, owner)?;
+            }
+            Err(e) => return Err(Error::io(root.display(), e)),
+        }
+        let canon = fs::canonicalize(root).ctx(root.display())?;
+        // A store configured in PBS belongs to the backup user.
+        if let Some(_cfg) = pbs_config::find_store(&canon, None)? {
+            pbs_config::backup_user().apply_path(&canon)?;
+        }
+        let owner = Owner::of(&canon)?;
+        fs::set_permissions(
+            &canon,
+            std::os::unix::fs::PermissionsExt::from_mode(ROOT_DIR_MODE),
+        )
+        .ctx(canon.display())?;
+        ChunkStore::create(&canon, owner, full)?;
+        let lock = files::create_new(&canon.join(".lock"), FILE_MODE, owner)?;
+        drop(lock);
+        Datastore::open(&canon, None)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn owner(&self) -> Owner {
+        self.owner
+    }
+
+    pub fn chunk_store(&self) -> &ChunkStore {
+        &self.chunks
+    }
+
+    pub fn locker(&self) -> &Locker {
+        &self.locker
+    }
+
+    /// The PBS configuration of this store, when it is a configured PBS store.
+    pub fn pbs_config(&self) -> Option<&StoreConfig> {
+        self.pbs.as_ref()
+    }
+
+    /// The name used in UPIDs and logs: the PBS store name, or the folder name.
+    pub fn name(&self) -> String {
+        match &self.pbs {
+            Some(c) => c.name.clone(),
+            None => self
+                .root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "datastore".into()),
+        }
+    }
+
+    /// Refuse writes to an S3-backed store or one in maintenance mode (spec §5.5).
+    pub fn check_writable(&self) -> Result<()> {
+        match self.pbs.as_ref().and_then(StoreConfig::write_refusal) {
+            Some(reason) => Err(Error::ReadOnly(format!("{reason}: refusing to write"))),
+            None => Ok(()),
+        }
+    }
+
+    pub fn ns_path(&self, ns: &BackupNamespace) -> PathBuf {
+        self.root.join(ns.rel_path())
+    }
+
+    pub fn group_path(&self, g: &BackupGroup) -> PathBuf {
+        self.root.join(g.rel_path())
+    }
+
+    pub fn snapshot_path(&self, d: &BackupDir) -> PathBuf {
+        self.root.join(d.rel_path())
+    }
+
+    /// Direct child namespaces of `ns`.
+    pub fn list_child_namespaces(&self, ns: &BackupNamespace) -> Result<Vec<BackupNamespace>> {
+        let mut out = Vec::new();
+        for name in list_dir_names(&self.ns_path(ns).join("ns"))? {
+            if let Ok(child) = ns.child(&name) {
+                if self.ns_path(&child).is_dir() {
+                    out.push(child);
+                }
+            } else {
+                log::debug!("skipping namespace folder {name:?} in {ns}: not a valid name");
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every namespace, the root first, depth first.
+    pub fn list_all_namespaces(&self) -> Result<Vec<BackupNamespace>> {
+        let mut out = vec![BackupNamespace::root()];
+        let mut i = 0;
+        while i < out.len() {
+            let children = self.list_child_namespaces(&out[i])?;
+            out.extend(children);
+            i += 1;
+        }
+        Ok(out)
+    }
+
+    /// Groups of one namespace, sorted by type then id.
+    pub fn list_groups(&self, ns: &BackupNamespace) -> Result<Vec<BackupGroup>> {
+        if !ns.is_root() && !self.ns_path(ns).is_dir() {
+            return Err(Error::NotFound(format!("namespace '{ns}' does not exist")));
+        }
+        let mut out = Vec::new();
+        for ty in BackupType::ALL {
+            let dir = self.ns_path(ns).join(ty.as_str());
+            for id in list_dir_names(&dir)? {
+                match BackupGroup::new(ns.clone(), ty, &id) {
+                    Ok(g) => out.push(g),
+                    Err(_) => log::debug!("skipping group folder {ty}/{id:?}: not a valid id"),
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Snapshot folders of a group, oldest first; unfinished ones included.
+    pub fn list_snapshots(&self, g: &BackupGroup) -> Result<Vec<SnapshotInfo>> {
+        let gpath = self.group_path(g);
+        if !gpath.is_dir() {
+            return Err(Error::NotFound(format!("group {g} does not exist")));
+        }
+        let mut out = Vec::new();
+        for name in list_dir_names(&gpath)? {
+            let Some(time) = crate::time::parse_snapshot_time(&name) else {
+                continue;
+            };
+            let dir = BackupDir::new(g.clone(), time)?;
+            let path = gpath.join(&name);
+            out.push(SnapshotInfo {
+                finished: path.join(MANIFEST_BLOB_NAME).is_file(),
+                protected: path.join(PROTECTED_MARKER).exists(),
+                dir,
+            });
+        }
+        out.sort_by_key(|s| s.dir.time);
+        Ok(out)
+    }
+
+    /// The newest finished snapshot of a group.
+    pub fn last_finished(&self, g: &BackupGroup) -> Result<Option<SnapshotInfo>> {
+        Ok(self
+            .list_snapshots(g)?
+            .into_iter()
+            .rev()
+            .find(|s| s.finished))
+    }
+
+    pub fn snapshot_info(&self, d: &BackupDir) -> Result<SnapshotInfo> {
+        let path = self.snapshot_path(d);
+        if !path.is_dir() {
+            return Err(Error::NotFound(format!("snapshot {d} does not exist")));
+        }
+        Ok(SnapshotInfo {
+            dir: d.clone(),
+            finished: path.join(MANIFEST_BLOB_NAME).is_file(),
+            protected: path.join(PROTECTED_MARKER).exists(),
+        })
+    }
+
+    /// Read a snapshot's manifest (CRC checked, parsed, matching its folder). For readers:
+    /// the result can never be stored; writes go through `update_manifest`.
+    pub fn load_manifest(&self, d: &BackupDir) -> Result<Manifest> {
+        self.load_manifest_raw(d).map(|(m, _)| m)
+    }
+
+    /// The manifest and its raw blob bytes.
+    pub fn load_manifest_raw(&self, d: &BackupDir) -> Result<(Manifest, Vec<u8>)> {
+        let path = self.snapshot_path(d).join(MANIFEST_BLOB_NAME);
+        let raw = match fs::read(&path) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(if self.snapshot_path(d).is_dir() {
+                    Error::NotFound(format!(
+                        "snapshot {d} is not finished (no {MANIFEST_BLOB_NAME})"
+                    ))
+                } else {
+                    Error::NotFound(format!("snapshot {d} does not exist"))
+                })
+            }
+            Err(e) => return Err(Error::io(path.display(), e)),
+        };
+        let m = Manifest::from_blob(&raw).map_err(|e| e.context(format!("snapshot {d}")))?;
+        m.check_matches(d)
+            .map_err(|e| e.context(format!("snapshot {d}")))?;
+        Ok((m, raw))
+    }
+
+    /// Index and blob files present in a snapshot folder (`*.fidx|*.didx|*.blob`),
+    /// the manifest excluded.
+    pub fn snapshot_files(&self, d: &BackupDir) -> Result<Vec<String>> {
+        let mut v: Vec<String> = list_file_names(&self.snapshot_path(d))?
+            .into_iter()
+            .filter(|n| {
+                n != MANIFEST_BLOB_NAME
+                    && (n.ends_with(".fidx") || n.ends_with(".didx") || n.ends_with(".blob"))
+            })
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// The group's owner (first line of `owner`, end trimmed).
+    pub fn group_owner(&self, g: &BackupGroup) -> Result<String> {
+        let p = self.group_path(g).join(GROUP_OWNER);
+        let s = fs::read_to_string(&p).ctx(p.display())?;
+        Ok(s.lines().next().unwrap_or("").trim_end().to_string())
+    }
+
+    /// The group's notes, byte-exact (empty when there are none).
+    pub fn group_notes(&self, g: &BackupGroup) -> Result<String> {
+        let p = self.group_path(g).join(GROUP_NOTES);
+        match fs::read(&p) {
+            Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if self.group_path(g).is_dir() {
+                    Ok(String::new())
+                } else {
+                    Err(Error::NotFound(format!("group {g} does not exist")))
+                }
+            }
+            Err(e) => Err(Error::io(p.display(), e)),
+        }
+    }
+}
+
+/// Names of the sub-folders of `dir` (missing folder: none), skipping hidden ones.
+fn list_dir_names(dir: &Path) -> Result<Vec<String>> {
+    list_names(dir, true)
+}
+
+fn list_file_names(dir: &Path) -> Result<Vec<String>> {
+    list_names(dir, false)
+}
+
+fn list_names(dir: &Path, dirs: bool) -> Result<Vec<String>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir.display(), e)),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.ctx(dir.display())?;
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let ft = e.file_type().ctx(e.path().display())?;
+        if (dirs && ft.is_dir()) || (!dirs && ft.is_file()) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}

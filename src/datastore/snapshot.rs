@@ -1,0 +1,262 @@
+//! Names and paths of namespaces, backup groups and snapshots (spec §1.3-§1.5), each
+//! validated by the spec's rules so no name can leave the datastore (no `..`, no `/`).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::time;
+
+pub const MAX_NAMESPACE_DEPTH: usize = 7;
+pub const MAX_NAMESPACE_LENGTH: usize = 256;
+
+/// `[A-Za-z0-9_][A-Za-z0-9._\-]*`: namespace components and backup ids.
+pub fn is_safe_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// A namespace: `a/b/c` lives at `ns/a/ns/b/ns/c`. The root namespace is empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackupNamespace(Vec<String>);
+
+impl BackupNamespace {
+    pub fn root() -> BackupNamespace {
+        BackupNamespace(Vec::new())
+    }
+
+    /// Parse `a/b` (empty or `/` is the root).
+    pub fn parse(s: &str) -> Result<BackupNamespace> {
+        let s = s.trim_matches('/');
+        if s.is_empty() {
+            return Ok(BackupNamespace::root());
+        }
+        let mut ns = BackupNamespace::root();
+        for c in s.split('/') {
+            ns = ns.child(c)?;
+        }
+        Ok(ns)
+    }
+
+    /// This namespace with one more component.
+    pub fn child(&self, name: &str) -> Result<BackupNamespace> {
+        if !is_safe_id(name) {
+            return Err(Error::InvalidInput(format!(
+                "'{name}' is not a valid namespace name"
+            )));
+        }
+        let mut v = self.0.clone();
+        v.push(name.to_string());
+        if v.len() > MAX_NAMESPACE_DEPTH {
+            return Err(Error::InvalidInput(format!(
+                "namespace '{}' is deeper than {MAX_NAMESPACE_DEPTH} levels",
+                v.join("/")
+            )));
+        }
+        if v.join("/").len() > MAX_NAMESPACE_LENGTH {
+            return Err(Error::InvalidInput(format!(
+                "namespace '{}' is longer than {MAX_NAMESPACE_LENGTH} bytes",
+                v.join("/")
+            )));
+        }
+        Ok(BackupNamespace(v))
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn components(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn depth(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Path relative to the datastore root: `ns/a/ns/b` (empty for the root).
+    pub fn rel_path(&self) -> PathBuf {
+        let mut p = PathBuf::new();
+        for c in &self.0 {
+            p.push("ns");
+            p.push(c);
+        }
+        p
+    }
+}
+
+impl fmt::Display for BackupNamespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("/"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackupType {
+    Vm,
+    Ct,
+    Host,
+}
+
+impl BackupType {
+    pub const ALL: [BackupType; 3] = [BackupType::Vm, BackupType::Ct, BackupType::Host];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupType::Vm => "vm",
+            BackupType::Ct => "ct",
+            BackupType::Host => "host",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<BackupType> {
+        match s {
+            "vm" => Ok(BackupType::Vm),
+            "ct" => Ok(BackupType::Ct),
+            "host" => Ok(BackupType::Host),
+            _ => Err(Error::InvalidInput(format!(
+                "'{s}' is not a backup type (vm, ct or host)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for BackupType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A backup group `<type>/<id>` in a namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackupGroup {
+    pub ns: BackupNamespace,
+    pub ty: BackupType,
+    pub id: String,
+}
+
+impl BackupGroup {
+    pub fn new(ns: BackupNamespace, ty: BackupType, id: &str) -> Result<BackupGroup> {
+        if !is_safe_id(id) {
+            return Err(Error::InvalidInput(format!(
+                "'{id}' is not a valid backup id"
+            )));
+        }
+        Ok(BackupGroup {
+            ns,
+            ty,
+            id: id.to_string(),
+        })
+    }
+
+    /// Parse `TYPE/ID`.
+    pub fn parse(ns: &BackupNamespace, s: &str) -> Result<BackupGroup> {
+        let (ty, id) = s
+            .split_once('/')
+            .ok_or_else(|| Error::InvalidInput(format!("'{s}' is not a group: use TYPE/ID")))?;
+        BackupGroup::new(ns.clone(), BackupType::parse(ty)?, id)
+    }
+
+    /// `<type>/<id>` without the namespace.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.ty, self.id)
+    }
+
+    pub fn rel_path(&self) -> PathBuf {
+        self.ns.rel_path().join(self.ty.as_str()).join(&self.id)
+    }
+}
+
+impl fmt::Display for BackupGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.rel_path().display())
+    }
+}
+
+/// A snapshot `<type>/<id>/<time>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackupDir {
+    pub group: BackupGroup,
+    pub time: i64,
+}
+
+impl BackupDir {
+    pub fn new(group: BackupGroup, time: i64) -> Result<BackupDir> {
+        if time::format_utc(time).is_none() {
+            return Err(Error::InvalidInput(format!(
+                "backup time {time} is outside the years 0..9999"
+            )));
+        }
+        Ok(BackupDir { group, time })
+    }
+
+    /// Parse `TYPE/ID/YYYY-MM-DDTHH:MM:SSZ`.
+    pub fn parse(ns: &BackupNamespace, s: &str) -> Result<BackupDir> {
+        let (g, t) = s.rsplit_once('/').ok_or_else(|| {
+            Error::InvalidInput(format!("'{s}' is not a snapshot: use TYPE/ID/TIME"))
+        })?;
+        let group = BackupGroup::parse(ns, g)?;
+        let time = time::parse_snapshot_time(t).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "'{t}' is not a snapshot time (YYYY-MM-DDTHH:MM:SSZ)"
+            ))
+        })?;
+        BackupDir::new(group, time)
+    }
+
+    /// The folder name: `YYYY-MM-DDTHH:MM:SSZ`.
+    pub fn time_string(&self) -> String {
+        time::format_utc(self.time).expect("validated at construction")
+    }
+
+    /// `<type>/<id>/<time>` without the namespace.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.group.name(), self.time_string())
+    }
+
+    pub fn rel_path(&self) -> PathBuf {
+        self.group.rel_path().join(self.time_string())
+    }
+}
+
+impl fmt::Display for BackupDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.rel_path().display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        assert!(is_safe_id("100") && is_safe_id("my-host.lan") && is_safe_id("_x"));
+        for bad in ["", "..", ".x", "-x", "a/b", "a b", "ä"] {
+            assert!(!is_safe_id(bad), "{bad}");
+        }
+        assert!(BackupNamespace::parse("a/../b").is_err());
+        assert!(BackupNamespace::parse("1/2/3/4/5/6/7").is_ok());
+        assert!(BackupNamespace::parse("1/2/3/4/5/6/7/8").is_err());
+        assert!(BackupGroup::parse(&BackupNamespace::root(), "vm/..").is_err());
+        assert!(BackupGroup::parse(&BackupNamespace::root(), "xx/100").is_err());
+    }
+
+    #[test]
+    fn paths() {
+        let ns = BackupNamespace::parse("a/b").unwrap();
+        assert_eq!(ns.rel_path(), PathBuf::from("ns/a/ns/b"));
+        let d = BackupDir::parse(&ns, "vm/100/2024-05-02T08:11:33Z").unwrap();
+        assert_eq!(
+            d.rel_path(),
+            PathBuf::from("ns/a/ns/b/vm/100/2024-05-02T08:11:33Z")
+        );
+        assert_eq!(d.name(), "vm/100/2024-05-02T08:11:33Z");
+        assert_eq!(d.to_string(), "ns/a/ns/b/vm/100/2024-05-02T08:11:33Z");
+        assert!(BackupDir::parse(&ns, "vm/100/2024-05-02").is_err());
+    }
+}

@@ -1,0 +1,257 @@
+//! The audited libc calls std does not offer: atime updates, open-file-description
+//! record locks, the coarse clock, local time, syncfs, statvfs, setsid and geteuid.
+//! This is the crate's only module allowed to use `unsafe`; each block is one FFI call
+//! on values owned by the caller, checked for its documented error return.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+/// The effective user id of this process.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+fn utimensat_atime(path: &Path, atime: libc::timespec) -> io::Result<()> {
+    let c = cpath(path)?;
+    let times = [
+        atime,
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+    ];
+    // SAFETY: `c` is a valid NUL-terminated path and `times` an array of two timespecs,
+    // both alive for the duration of the call.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Set a file's atime to now, leaving mtime alone (PBS's chunk "touch").
+pub fn touch_atime(path: &Path) -> io::Result<()> {
+    utimensat_atime(
+        path,
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+    )
+}
+
+/// Set a file's atime to `secs` since the epoch, leaving mtime alone.
+pub fn set_atime(path: &Path, secs: i64) -> io::Result<()> {
+    utimensat_atime(
+        path,
+        libc::timespec {
+            tv_sec: secs as libc::time_t,
+            tv_nsec: 0,
+        },
+    )
+}
+
+/// Try to take an open-file-description record lock on the whole file, without
+/// blocking. `Ok(false)` means someone holds a conflicting lock. OFD locks conflict with
+/// PBS's classic `fcntl(F_SETLK)` locks and are owned by the open file, not the process.
+pub fn ofd_try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
+    // SAFETY: an all-zero `flock` is a valid value of this plain C struct.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = if exclusive {
+        libc::F_WRLCK as _
+    } else {
+        libc::F_RDLCK as _
+    };
+    fl.l_whence = libc::SEEK_SET as _;
+    fl.l_start = 0;
+    fl.l_len = 0;
+    // SAFETY: the fd is open for the lifetime of `file`; `fl` is a valid flock struct.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+/// Seconds since the epoch from `CLOCK_REALTIME_COARSE`: the clock the kernel stamps
+/// `UTIME_NOW` with, so a GC start read from it is never later than a mark's atime.
+pub fn coarse_now() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; this clock id exists on every Linux since 2.6.32.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    if rc != 0 {
+        return std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+    }
+    ts.tv_sec
+}
+
+/// Broken-down local time (honours `TZ`), as prune needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalTm {
+    pub year: i32,
+    /// 1..=12
+    pub month: u32,
+    pub mday: u32,
+    pub hour: u32,
+    /// 0..=365
+    pub yday: u32,
+    /// 0 = Sunday
+    pub wday: u32,
+}
+
+/// Convert epoch seconds to local time with the C library's rules (like PBS).
+pub fn localtime(epoch: i64) -> io::Result<LocalTm> {
+    extern "C" {
+        fn tzset();
+    }
+    let t = epoch as libc::time_t;
+    // SAFETY: an all-zero `tm` is a valid value of this plain C struct.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: tzset only reads the environment; localtime_r writes into `tm`, which we own.
+    let res = unsafe {
+        tzset();
+        libc::localtime_r(&t, &mut tm)
+    };
+    if res.is_null() {
+        return Err(io::Error::other(format!("localtime({epoch}) failed")));
+    }
+    Ok(LocalTm {
+        year: tm.tm_year + 1900,
+        month: (tm.tm_mon + 1) as u32,
+        mday: tm.tm_mday as u32,
+        hour: tm.tm_hour as u32,
+        yday: tm.tm_yday as u32,
+        wday: tm.tm_wday as u32,
+    })
+}
+
+/// Flush the whole filesystem holding `file` (PBS's default "filesystem" sync level).
+pub fn syncfs(file: &File) -> io::Result<()> {
+    // SAFETY: the fd is open for the lifetime of `file`.
+    let rc = unsafe { libc::syncfs(file.as_raw_fd()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Filesystem sizes for `df`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FsStats {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
+pub fn statvfs(path: &Path) -> io::Result<FsStats> {
+    let c = cpath(path)?;
+    // SAFETY: an all-zero `statvfs` is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid path and `st` a valid out-pointer.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(FsStats {
+        blocks: st.f_blocks as u64,
+        bfree: st.f_bfree as u64,
+        bavail: st.f_bavail as u64,
+        files: st.f_files as u64,
+        ffree: st.f_ffree as u64,
+        bsize: st.f_bsize as u32,
+        namelen: st.f_namemax as u32,
+        frsize: st.f_frsize as u32,
+    })
+}
+
+/// Start a new session, detaching from the controlling terminal (the background mount).
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: setsid has no memory preconditions.
+    let rc = unsafe { libc::setsid() };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn atime_can_be_set_and_touched_without_changing_mtime() {
+        let dir = std::env::temp_dir().join(format!("pbsfs-sys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("f");
+        std::fs::write(&f, b"x").unwrap();
+        let mtime = std::fs::metadata(&f).unwrap().mtime();
+        set_atime(&f, 1_000_000).unwrap();
+        assert_eq!(std::fs::metadata(&f).unwrap().atime(), 1_000_000);
+        touch_atime(&f).unwrap();
+        let md = std::fs::metadata(&f).unwrap();
+        assert!(md.atime() >= coarse_now() - 5);
+        assert_eq!(md.mtime(), mtime);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ofd_locks_conflict_between_open_files_of_one_process() {
+        let dir = std::env::temp_dir().join(format!("pbsfs-ofd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("lock");
+        std::fs::write(&p, b"").unwrap();
+        let a = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        let b = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        assert!(ofd_try_lock(&a, false).unwrap());
+        assert!(ofd_try_lock(&b, false).unwrap());
+        assert!(!ofd_try_lock(&b, true).unwrap());
+        drop(a);
+        assert!(ofd_try_lock(&b, true).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

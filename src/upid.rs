@@ -1,0 +1,157 @@
+//! UPID task ids (spec §11.1), as PBS writes them into `verify_state` and `.gc-status`:
+//! `UPID:node:PID:PSTART:TASKID:STARTTIME:type:worker_id:authid:`.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::error::{Error, Result};
+
+/// Worker type of a state typed by hand through the mount (`ok`/`failed`): never trusted
+/// to skip a check (spec §11.5).
+pub const PBSFS_EDIT: &str = "pbsfs-edit";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upid {
+    pub node: String,
+    pub pid: u32,
+    pub pstart: u64,
+    pub task_id: u64,
+    pub starttime: i64,
+    pub worker_type: String,
+    pub worker_id: String,
+    pub authid: String,
+}
+
+static TASK_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn valid_node(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+}
+
+fn hex_field(s: &str, min: usize, max: usize, what: &str) -> Result<u64> {
+    if s.len() < min || s.len() > max || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::InvalidInput(format!(
+            "UPID {what} '{s}' is not {min}-{max} hex digits"
+        )));
+    }
+    u64::from_str_radix(s, 16)
+        .map_err(|_| Error::InvalidInput(format!("UPID {what} '{s}' overflows")))
+}
+
+/// This machine's node name: the host name up to its first dot.
+pub fn node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let node = host.trim().split('.').next().unwrap_or("").to_string();
+    if valid_node(&node) {
+        node
+    } else {
+        "localhost".to_string()
+    }
+}
+
+/// Field 22 of `/proc/self/stat`: the process start time in clock ticks.
+fn process_start() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name (field 2) may contain spaces: count fields after its ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Upid {
+    /// A new task id of this process, started now.
+    pub fn new(worker_type: &str, worker_id: &str, authid: &str) -> Upid {
+        Upid {
+            node: node_name(),
+            pid: std::process::id(),
+            pstart: process_start(),
+            task_id: TASK_COUNTER.fetch_add(1, Ordering::Relaxed) as u64,
+            starttime: crate::time::now(),
+            worker_type: worker_type.to_string(),
+            worker_id: crate::datastore::lock::systemd_escape_path(worker_id).replace(':', "\\x3a"),
+            authid: authid.to_string(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Upid> {
+        let bad = |why: &str| Error::InvalidInput(format!("'{s}' is not a valid UPID: {why}"));
+        let body = s
+            .strip_prefix("UPID:")
+            .and_then(|b| b.strip_suffix(':'))
+            .ok_or_else(|| bad("must start with 'UPID:' and end with ':'"))?;
+        let f: Vec<&str> = body.split(':').collect();
+        if f.len() != 8 {
+            return Err(bad(&format!("{} fields instead of 8", f.len())));
+        }
+        if !valid_node(f[0]) {
+            return Err(bad("bad node name"));
+        }
+        if f[5].is_empty() || f[5].contains(char::is_whitespace) {
+            return Err(bad("bad worker type"));
+        }
+        if f[7].is_empty() || f[7].contains(char::is_whitespace) {
+            return Err(bad("bad auth id"));
+        }
+        if f[6].contains(char::is_whitespace) {
+            return Err(bad("bad worker id"));
+        }
+        Ok(Upid {
+            node: f[0].to_string(),
+            pid: hex_field(f[1], 8, 8, "pid")? as u32,
+            pstart: hex_field(f[2], 8, 9, "pstart")?,
+            task_id: hex_field(f[3], 8, 16, "task id")?,
+            starttime: hex_field(f[4], 8, 8, "starttime")? as i64,
+            worker_type: f[5].to_string(),
+            worker_id: f[6].to_string(),
+            authid: f[7].to_string(),
+        })
+    }
+}
+
+impl fmt::Display for Upid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "UPID:{}:{:08X}:{:08X}:{:08X}:{:08X}:{}:{}:{}:",
+            self.node,
+            self.pid,
+            self.pstart,
+            self.task_id,
+            self.starttime,
+            self.worker_type,
+            self.worker_id,
+            self.authid
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_validation() {
+        let u = Upid::new("verify_snapshot", "store1:vm/100/6633CBB5", "root@pam");
+        let s = u.to_string();
+        assert!(s.starts_with("UPID:") && s.ends_with(":root@pam:"), "{s}");
+        assert_eq!(Upid::parse(&s).unwrap(), u);
+        let real = "UPID:pbs:000004D2:00ABCDEF:00000001:6633CBB5:verificationjob:store1\\x3av\\x2dabc:root@pam:";
+        let p = Upid::parse(real).unwrap();
+        assert_eq!(p.starttime, 0x6633CBB5);
+        assert_eq!(p.worker_type, "verificationjob");
+        for bad in [
+            "",
+            "UPID:pbs:1:2:3:4:t:w:a:",
+            "UPID:-x:000004D2:00ABCDEF:00000001:6633CBB5:t::a:",
+            "garbage",
+        ] {
+            assert!(Upid::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Upid::parse("UPID:pbs:000004D2:00ABCDEF:00000001:6633CBB5:t::a:").is_ok());
+    }
+}
