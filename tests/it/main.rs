@@ -1,0 +1,12 @@
+//! pbsfs integration tests: one binary, one module per intent. Tests run the real
+//! `pbsfs` binary (`CARGO_BIN_EXE_pbsfs`), real mounts, real editors, real processes.
+
+mod common;
+
+mod cli;
+mod concurrency;
+mod corruption;
+mod format;
+mod mount;
+mod vfs;
+mod editors;
