@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() {
+    pbsfs::sys::default_sigpipe();
     let cli = pbsfs::cli::Cli::parse();
     let foreground_mount = matches!(&cli.command, pbsfs::cli::Command::Mount(m) if m.foreground);
     let default_level = if foreground_mount { "info" } else { "warn" };

@@ -1,5 +1,5 @@
 //! The audited libc calls std does not offer: atime updates, open-file-description
-//! record locks, the coarse clock, local time, syncfs, statvfs, setsid and geteuid.
+//! record locks, the coarse clock, local time, syncfs, statvfs, setsid, geteuid, SIGPIPE.
 //! This is the crate's only module allowed to use `unsafe`; each block is one FFI call
 //! on values owned by the caller, checked for its documented error return.
 #![allow(unsafe_code)]
@@ -207,6 +207,15 @@ pub fn setsid() -> io::Result<()> {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
+    }
+}
+
+/// Let a closed stdout end the process quietly, as for any Unix filter (`| head`),
+/// instead of Rust's default of ignoring SIGPIPE and panicking in `println!`.
+pub fn default_sigpipe() {
+    // SAFETY: installing SIG_DFL for SIGPIPE has no memory preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -1,7 +1,13 @@
 //! One module per subcommand: each turns parsed arguments into library calls and prints
 //! the result. Shared here: opening the store and resolving SNAPSHOT / GROUP arguments.
 
+pub mod backup;
+pub mod cat;
+pub mod list;
+pub mod manage;
 pub mod mount;
+pub mod notes;
+pub mod verify;
 
 use std::path::Path;
 
@@ -14,11 +20,40 @@ use crate::error::{Error, Result};
 pub fn run(cli: Cli) -> Result<i32> {
     let pbs = cli.pbs_store.as_deref();
     match cli.command {
+        Command::Init { store } => backup::init(&store),
+        Command::Backup(args) => backup::run(&args, pbs),
+        Command::Snapshots(args) => list::snapshots(&args, pbs),
+        Command::Groups {
+            store,
+            ns,
+            output_format,
+        } => list::groups(&store, ns.as_deref(), output_format, pbs),
+        Command::Cat {
+            store,
+            snapshot,
+            archive,
+            ns,
+        } => cat::run(&store, ns.as_deref(), &snapshot, &archive, pbs),
+        Command::Notes(args) => notes::run(&args, pbs),
+        Command::Verify(args) => verify::run(&args, pbs),
+        Command::Forget {
+            store,
+            snapshot,
+            ns,
+        } => manage::forget(&store, ns.as_deref(), &snapshot, pbs),
+        Command::Protected {
+            store,
+            snapshot,
+            state,
+            ns,
+        } => manage::protected(&store, ns.as_deref(), &snapshot, state, pbs),
+        Command::Prune(args) => manage::prune(&args, pbs),
+        Command::Gc {
+            store,
+            atime_cutoff,
+        } => manage::gc(&store, atime_cutoff, pbs),
         Command::Mount(args) => mount::run(&args, pbs),
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
-        other => Err(Error::InvalidInput(format!(
-            "{other:?}: not implemented yet"
-        ))),
     }
 }
 

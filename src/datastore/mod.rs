@@ -1,18 +1,22 @@
 //! The datastore: its folder layout (spec §1), opening and creating one, and listing
 //! namespaces, groups and snapshots. Writes live in `transaction.rs`.
 
+pub mod backup;
 pub mod blob;
 pub mod chunk_store;
 pub mod dynamic_index;
 pub mod files;
 pub mod fixed_index;
+pub mod gc;
 pub mod index;
 pub mod lock;
 pub mod manifest;
 pub mod notes;
 pub mod pbs_config;
+pub mod prune;
 pub mod snapshot;
 mod transaction;
+pub mod verify;
 
 use std::fs;
 use std::io;

@@ -1,0 +1,82 @@
+//! `pbsfs init` and `pbsfs backup`.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use crate::cli::BackupArgs;
+use crate::datastore::backup::{run_backup, ArchiveSource, BackupOptions, DEFAULT_CHUNK_SIZE};
+use crate::datastore::snapshot::BackupGroup;
+use crate::datastore::Datastore;
+use crate::error::Result;
+
+pub fn init(store: &Path) -> Result<i32> {
+    let ds = Datastore::create(store, true)?;
+    println!("created datastore {}", ds.root().display());
+    Ok(0)
+}
+
+static BAR: OnceLock<indicatif::ProgressBar> = OnceLock::new();
+
+fn progress(done: u64, total: u64) {
+    let bar = BAR.get_or_init(|| {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        b
+    });
+    bar.set_length(total);
+    bar.set_position(done);
+}
+
+pub fn run(args: &BackupArgs, pbs: Option<&str>) -> Result<i32> {
+    let ds = super::open_store(&args.store, pbs)?;
+    let ns = super::parse_ns(args.ns.as_deref())?;
+    let group = BackupGroup::parse(&ns, &args.group)?;
+    let sources = args
+        .archives
+        .iter()
+        .map(|a| ArchiveSource::parse(a))
+        .collect::<Result<Vec<_>>>()?;
+    let time = args
+        .backup_time
+        .as_deref()
+        .map(crate::time::parse_time_arg)
+        .transpose()?;
+    let opts = BackupOptions {
+        time,
+        notes: args.notes.clone(),
+        chunk_size: args.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE),
+        owner: args.owner.clone(),
+        progress: std::io::stderr()
+            .is_terminal()
+            .then_some(progress as fn(u64, u64)),
+    };
+    let r = run_backup(&ds, &group, &sources, &opts)?;
+    if let Some(b) = BAR.get() {
+        b.finish_and_clear();
+    }
+    let snap = r
+        .snapshot
+        .as_ref()
+        .expect("a finished backup names its snapshot");
+    let mib = r.bytes as f64 / (1024.0 * 1024.0);
+    let dedup = if r.dedup_ratio().is_finite() {
+        format!("{:.2}x", r.dedup_ratio())
+    } else {
+        "all reused".to_string()
+    };
+    println!(
+        "{snap}: {} bytes ({mib:.1} MiB) in {} chunks, {} new, {} reused, dedup {dedup}, {:.1} MiB/s",
+        r.bytes,
+        r.chunks,
+        r.new_chunks,
+        r.reused_chunks,
+        mib / r.seconds.max(1e-6)
+    );
+    Ok(0)
+}

@@ -1,0 +1,194 @@
+//! `pbsfs snapshots` and `pbsfs groups`: text tables or JSON with PBS's API field names.
+
+use serde_json::{json, Value};
+
+use crate::cli::{OutputFormat, SnapshotsArgs};
+use crate::datastore::snapshot::BackupGroup;
+use crate::datastore::{Datastore, SnapshotInfo};
+use crate::error::Result;
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+/// One snapshot as PBS's API lists it.
+fn snapshot_json(ds: &Datastore, s: &SnapshotInfo) -> Value {
+    let mut v = json!({
+        "backup-type": s.dir.group.ty.as_str(),
+        "backup-id": s.dir.group.id,
+        "backup-time": s.dir.time,
+        "protected": s.protected,
+    });
+    if !s.dir.group.ns.is_root() {
+        v["ns"] = Value::from(s.dir.group.ns.to_string());
+    }
+    if !s.finished {
+        v["files"] = json!(ds.snapshot_files(&s.dir).unwrap_or_default());
+        v["unfinished"] = Value::Bool(true);
+        return v;
+    }
+    match ds.load_manifest(&s.dir) {
+        Ok(m) => {
+            let files = m.files().unwrap_or_default();
+            let size: u64 = files.iter().map(|f| f.size).sum();
+            v["size"] = Value::from(size);
+            v["files"] = Value::Array(
+                files
+                    .iter()
+                    .map(|f| json!({"filename": f.filename, "crypt-mode": f.crypt_mode, "size": f.size}))
+                    .collect(),
+            );
+            if let Some(n) = m.notes() {
+                v["comment"] = Value::from(first_line(n));
+            }
+            if let Some(vs) = m.unprotected().get("verify_state") {
+                v["verification"] = vs.clone();
+            }
+        }
+        Err(e) => {
+            v["error"] = Value::from(e.to_string());
+        }
+    }
+    v
+}
+
+fn human(bytes: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+pub fn snapshots(args: &SnapshotsArgs, pbs: Option<&str>) -> Result<i32> {
+    let ds = super::open_store(&args.store, pbs)?;
+    let ns = super::parse_ns(args.ns.as_deref())?;
+    let groups = match &args.group {
+        Some(g) => vec![BackupGroup::parse(&ns, g)?],
+        None => ds.list_groups(&ns)?,
+    };
+    let mut rows = Vec::new();
+    for g in &groups {
+        for s in ds.list_snapshots(g)? {
+            if s.finished || args.all {
+                rows.push(snapshot_json(&ds, &s));
+            }
+        }
+    }
+    if args.output_format == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+        return Ok(0);
+    }
+    println!(
+        "{:<40} {:>10} {:>5} {:<8} {:<9} notes",
+        "snapshot", "size", "files", "verify", "protected"
+    );
+    for r in &rows {
+        let name = format!(
+            "{}/{}/{}",
+            r["backup-type"].as_str().unwrap_or(""),
+            r["backup-id"].as_str().unwrap_or(""),
+            crate::time::format_utc(r["backup-time"].as_i64().unwrap_or(0)).unwrap_or_default()
+        );
+        let unfinished = r.get("unfinished").is_some();
+        let size = r
+            .get("size")
+            .and_then(Value::as_u64)
+            .map(human)
+            .unwrap_or_else(|| "-".into());
+        let files = r["files"].as_array().map(|a| a.len()).unwrap_or(0);
+        let verify = r
+            .get("verification")
+            .and_then(|v| v.get("state"))
+            .and_then(Value::as_str)
+            .unwrap_or(if unfinished { "-" } else { "none" });
+        let prot = if r["protected"].as_bool().unwrap_or(false) {
+            "yes"
+        } else {
+            "no"
+        };
+        let comment = if unfinished {
+            "(unfinished)".to_string()
+        } else if let Some(e) = r.get("error").and_then(Value::as_str) {
+            format!("(error: {e})")
+        } else {
+            r.get("comment")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        println!("{name:<40} {size:>10} {files:>5} {verify:<8} {prot:<9} {comment}");
+    }
+    Ok(0)
+}
+
+pub fn groups(
+    store: &std::path::Path,
+    ns: Option<&str>,
+    format: OutputFormat,
+    pbs: Option<&str>,
+) -> Result<i32> {
+    let ds = super::open_store(store, pbs)?;
+    let ns = super::parse_ns(ns)?;
+    let mut rows = Vec::new();
+    for g in ds.list_groups(&ns)? {
+        let snaps: Vec<SnapshotInfo> = ds
+            .list_snapshots(&g)?
+            .into_iter()
+            .filter(|s| s.finished)
+            .collect();
+        let mut v = json!({
+            "backup-type": g.ty.as_str(),
+            "backup-id": g.id,
+            "backup-count": snaps.len(),
+            "owner": ds.group_owner(&g).unwrap_or_default(),
+            "comment": first_line(&ds.group_notes(&g).unwrap_or_default()),
+        });
+        if let Some(last) = snaps.last() {
+            v["last-backup"] = Value::from(last.dir.time);
+            if let Ok(m) = ds.load_manifest(&last.dir) {
+                v["files"] = json!(m
+                    .files()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|f| f.filename.clone())
+                    .collect::<Vec<_>>());
+            }
+        }
+        rows.push(v);
+    }
+    if format == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+        return Ok(0);
+    }
+    println!(
+        "{:<24} {:>9} {:<22} {:<16} notes",
+        "group", "snapshots", "last backup", "owner"
+    );
+    for r in &rows {
+        let name = format!(
+            "{}/{}",
+            r["backup-type"].as_str().unwrap_or(""),
+            r["backup-id"].as_str().unwrap_or("")
+        );
+        let last = r
+            .get("last-backup")
+            .and_then(Value::as_i64)
+            .and_then(crate::time::format_utc)
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{name:<24} {:>9} {last:<22} {:<16} {}",
+            r["backup-count"],
+            r["owner"].as_str().unwrap_or(""),
+            r["comment"].as_str().unwrap_or("")
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,109 @@
+//! `pbsfs forget`, `pbsfs protected`, `pbsfs prune` and `pbsfs gc`: removing snapshots
+//! and chunks.
+
+use crate::cli::{OnOff, PruneArgs};
+use crate::datastore::gc::{run_gc, DEFAULT_ATIME_CUTOFF};
+use crate::datastore::prune::{compute_prune, KeepOptions, PruneMark};
+use crate::datastore::snapshot::BackupGroup;
+use crate::error::Result;
+
+pub fn forget(
+    store: &std::path::Path,
+    ns: Option<&str>,
+    snapshot: &str,
+    pbs: Option<&str>,
+) -> Result<i32> {
+    let ds = super::open_store(store, pbs)?;
+    let ns = super::parse_ns(ns)?;
+    let d = super::resolve_snapshot(&ds, &ns, snapshot)?;
+    ds.destroy_snapshot(&d)?;
+    println!("removed {d}");
+    Ok(0)
+}
+
+pub fn protected(
+    store: &std::path::Path,
+    ns: Option<&str>,
+    snapshot: &str,
+    state: Option<OnOff>,
+    pbs: Option<&str>,
+) -> Result<i32> {
+    let ds = super::open_store(store, pbs)?;
+    let ns = super::parse_ns(ns)?;
+    let d = super::resolve_snapshot(&ds, &ns, snapshot)?;
+    match state {
+        Some(s) => ds.set_protected(&d, s == OnOff::On)?,
+        None => println!(
+            "{}",
+            if ds.snapshot_info(&d)?.protected {
+                "on"
+            } else {
+                "off"
+            }
+        ),
+    }
+    Ok(0)
+}
+
+pub fn prune(args: &PruneArgs, pbs: Option<&str>) -> Result<i32> {
+    let ds = super::open_store(&args.store, pbs)?;
+    let ns = super::parse_ns(args.ns.as_deref())?;
+    let g = BackupGroup::parse(&ns, &args.group)?;
+    let opts = KeepOptions {
+        last: args.keep_last,
+        hourly: args.keep_hourly,
+        daily: args.keep_daily,
+        weekly: args.keep_weekly,
+        monthly: args.keep_monthly,
+        yearly: args.keep_yearly,
+    };
+    let plan = compute_prune(ds.list_snapshots(&g)?, &opts)?;
+    for (s, mark) in &plan {
+        println!("{} {mark}", s.dir.name());
+    }
+    if args.dry_run {
+        return Ok(0);
+    }
+    // Oldest first; a snapshot that cannot be removed now (locked) is logged and skipped.
+    for (s, mark) in plan.iter().rev() {
+        if *mark == PruneMark::Remove {
+            if let Err(e) = ds.destroy_snapshot(&s.dir) {
+                eprintln!("pbsfs: warning: could not remove {}: {e}", s.dir);
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub fn gc(store: &std::path::Path, cutoff: Option<u64>, pbs: Option<&str>) -> Result<i32> {
+    let ds = super::open_store(store, pbs)?;
+    let r = run_gc(&ds, cutoff.unwrap_or(DEFAULT_ATIME_CUTOFF))?;
+    println!(
+        "index files: {} ({} bytes of data)",
+        r.index_file_count, r.index_data_bytes
+    );
+    println!(
+        "removed: {} chunks, {} bytes ({} bad)",
+        r.removed_chunks, r.removed_bytes, r.removed_bad
+    );
+    println!(
+        "pending: {} chunks, {} bytes",
+        r.pending_chunks, r.pending_bytes
+    );
+    println!(
+        "on disk: {} chunks, {} bytes; dedup factor {:.2}",
+        r.disk_chunks,
+        r.disk_bytes,
+        r.dedup_factor()
+    );
+    if r.still_bad > 0 {
+        println!("bad chunks kept: {}", r.still_bad);
+    }
+    if r.missing_chunks > 0 {
+        eprintln!(
+            "pbsfs: warning: {} referenced chunks are missing; run pbsfs verify",
+            r.missing_chunks
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,579 @@
+//! Backup: read sources into a new snapshot (fixed indexes for images, blobs for small
+//! files) under the locks a PBS backup takes, writing the manifest last so a crash never
+//! leaves a finished snapshot that references missing data. Chunks the base snapshot
+//! already references are reused; their existence is checked in the background (spec
+//! §11.5) unless the base was verified recently.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use super::blob;
+use super::chunk_store::Inserted;
+use super::files::TempFile;
+use super::fixed_index::FixedIndex;
+use super::index::{self, Index};
+use super::manifest::{FileEntry, Manifest, VerifyState};
+use super::snapshot::{is_safe_id, BackupDir, BackupGroup};
+use super::{Datastore, SnapshotInfo, FILE_MODE};
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::upid::Upid;
+
+pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
+/// A blob source larger than this is refused (the protocol's blob limit).
+pub const MAX_BLOB_SOURCE: u64 = 16 << 20;
+
+/// What to back up under which archive name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveSource {
+    /// `NAME.img:FILE`: a fixed index of a regular file or block device.
+    Image { name: String, path: PathBuf },
+    /// `NAME.conf|.json|.log:FILE`: a blob.
+    Blob { name: String, path: PathBuf },
+}
+
+impl ArchiveSource {
+    /// Parse `ARCHIVE:PATH`.
+    pub fn parse(spec: &str) -> Result<ArchiveSource> {
+        let (name, path) = spec.split_once(':').ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "'{spec}' is not ARCHIVE:PATH (e.g. drive-scsi0.img:/dev/sda)"
+            ))
+        })?;
+        if !is_safe_id(name) || name.starts_with("index.json") || name == "client.log" {
+            return Err(Error::InvalidInput(format!(
+                "'{name}' is not a valid archive name"
+            )));
+        }
+        let path = PathBuf::from(path);
+        let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+        match ext {
+            "img" => Ok(ArchiveSource::Image {
+                name: name.into(),
+                path,
+            }),
+            "conf" | "json" | "log" => Ok(ArchiveSource::Blob {
+                name: name.into(),
+                path,
+            }),
+            "pxar" | "mpxar" | "ppxar" => Err(Error::InvalidInput(format!(
+                "'{name}': pxar archives are not supported yet"
+            ))),
+            _ => Err(Error::InvalidInput(format!(
+                "'{name}': archive names end in .img (image) or .conf, .json, .log (blob)"
+            ))),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            ArchiveSource::Image { name, .. } | ArchiveSource::Blob { name, .. } => name,
+        }
+    }
+
+    /// The file name in the snapshot folder.
+    pub fn server_name(&self) -> String {
+        match self {
+            ArchiveSource::Image { name, .. } => format!("{name}.fidx"),
+            ArchiveSource::Blob { name, .. } => format!("{name}.blob"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub time: Option<i64>,
+    pub notes: Option<String>,
+    pub chunk_size: u64,
+    pub owner: String,
+    /// Called with bytes done and total after each chunk (progress bar).
+    pub progress: Option<fn(u64, u64)>,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            time: None,
+            notes: None,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            owner: "root@pam".into(),
+            progress: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BackupReport {
+    pub snapshot: Option<BackupDir>,
+    /// Logical bytes read from the sources.
+    pub bytes: u64,
+    pub chunks: u64,
+    /// Chunks written to the store.
+    pub new_chunks: u64,
+    /// Plain bytes of the written chunks.
+    pub new_bytes: u64,
+    /// Chunks not written: referenced by the base, or already in the store.
+    pub reused_chunks: u64,
+    /// Reused chunks whose existence was checked in the background.
+    pub validated_chunks: u64,
+    pub seconds: f64,
+}
+
+impl BackupReport {
+    /// Logical bytes per byte actually written.
+    pub fn dedup_ratio(&self) -> f64 {
+        if self.new_bytes == 0 {
+            f64::INFINITY
+        } else {
+            self.bytes as f64 / self.new_bytes as f64
+        }
+    }
+}
+
+/// Is the base's verify state a recent, trustworthy success (spec §11.5)?
+pub fn recently_verified(ds: &Datastore, m: &Manifest) -> bool {
+    let Some(Ok(state)) = m.verify_state() else {
+        return false;
+    };
+    if !state.ok {
+        return false;
+    }
+    let Ok(upid) = Upid::parse(&state.upid) else {
+        return false;
+    };
+    if !matches!(
+        upid.worker_type.as_str(),
+        "verify_snapshot" | "verify_group" | "verify" | "verificationjob"
+    ) {
+        return false;
+    }
+    let now = crate::time::now();
+    if now - upid.starttime > 7 * 86_400 {
+        return false;
+    }
+    match super::gc::last_gc_start(ds) {
+        Some(gc_start) => upid.starttime > gc_start,
+        None => true,
+    }
+}
+
+/// Run a backup of `sources` into a new snapshot of `group`.
+pub fn run_backup(
+    ds: &Datastore,
+    group: &BackupGroup,
+    sources: &[ArchiveSource],
+    opts: &BackupOptions,
+) -> Result<BackupReport> {
+    let started = Instant::now();
+    ds.check_writable()?;
+    if !opts.chunk_size.is_power_of_two() || !(64..=(16 << 20)).contains(&opts.chunk_size) {
+        return Err(Error::InvalidInput(format!(
+            "chunk size {} must be a power of two from 64 bytes to 16M",
+            opts.chunk_size
+        )));
+    }
+    let mut names = HashSet::new();
+    for s in sources {
+        if !names.insert(s.server_name()) {
+            return Err(Error::InvalidInput(format!(
+                "archive '{}' given twice",
+                s.name()
+            )));
+        }
+    }
+    if let Some(n) = &opts.notes {
+        super::notes::validate_notes(n.as_bytes(), "backup notes")?;
+    }
+    let _process = ds.locker().lock_process(false)?;
+    ds.create_group(group, &opts.owner)?;
+    let _group_lock = ds.locker().lock_group(group)?;
+
+    let time = opts.time.unwrap_or_else(crate::time::now);
+    let base = ds.last_finished(group)?;
+    if let Some(b) = &base {
+        if time <= b.dir.time {
+            return Err(Error::InvalidInput(format!(
+                "backup time {} is not newer than the group's last snapshot {}",
+                crate::time::format_utc(time).unwrap_or_else(|| time.to_string()),
+                b.dir
+            )));
+        }
+    }
+    let dir = BackupDir::new(group.clone(), time)?;
+
+    // The base stays locked shared, so it cannot be pruned while we rely on its chunks.
+    let (reuse, base_lock, validate) = match &base {
+        Some(b) => load_base(ds, b)?,
+        None => (HashSet::new(), None, false),
+    };
+
+    let snap_lock = ds.create_snapshot_dir(&dir)?;
+    let result = (|| {
+        let mut report = BackupReport::default();
+        let (tx, rx) = mpsc::channel::<Digest>();
+        let store = ds.chunk_store().clone();
+        let checker = std::thread::spawn(move || {
+            let mut missing = Vec::new();
+            let mut checked = 0u64;
+            for d in rx {
+                checked += 1;
+                if !store.exists(&d) {
+                    missing.push(d);
+                }
+            }
+            (checked, missing)
+        });
+        let mut manifest = Manifest::new(&dir);
+        let mut stats = UploadStats::default();
+        let mut outcome = Ok(());
+        for src in sources {
+            let entry = match src {
+                ArchiveSource::Image { path, .. } => {
+                    let tx = validate.then_some(&tx);
+                    backup_image(
+                        ds,
+                        &dir,
+                        src,
+                        path,
+                        opts,
+                        &reuse,
+                        tx,
+                        &mut report,
+                        &mut stats,
+                    )
+                }
+                ArchiveSource::Blob { path, .. } => backup_blob(ds, &dir, src, path, &mut report),
+            };
+            match entry {
+                Ok(e) => manifest.add_file(&e),
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let (checked, missing) = checker.join().expect("checker thread");
+        report.validated_chunks = checked;
+        outcome?;
+        if let Some(first) = missing.first() {
+            let b = base.as_ref().expect("validation only with a base");
+            mark_base_failed(ds, &b.dir);
+            return Err(Error::Corrupt(format!(
+                "chunk {first} referenced by base snapshot {} is missing from the store ({} missing in all); \
+                 the base has been marked as failed verification and will not be reused, run the backup again",
+                b.dir,
+                missing.len()
+            )));
+        }
+        // Chunks are written without fsync each; one syncfs makes them all durable
+        // before the manifest makes the snapshot visible (PBS's "filesystem" level).
+        let f = File::open(ds.chunk_store().dir()).ctx(ds.chunk_store().dir().display())?;
+        crate::sys::syncfs(&f).ctx("syncfs")?;
+        if let Some(n) = &opts.notes {
+            manifest
+                .unprotected_mut()
+                .insert("notes".into(), Value::String(n.clone()));
+        }
+        manifest.unprotected_mut().insert(
+            "chunk_upload_stats".into(),
+            json!({
+                "count": stats.count,
+                "size": stats.size,
+                "compressed_size": stats.compressed_size,
+                "duplicates": stats.duplicates,
+            }),
+        );
+        ds.create_manifest(&dir, &manifest, &snap_lock)?;
+        report.snapshot = Some(dir.clone());
+        Ok(report)
+    })();
+    drop(base_lock);
+    match result {
+        Ok(mut r) => {
+            r.seconds = started.elapsed().as_secs_f64();
+            Ok(r)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(ds.snapshot_path(&dir));
+            drop(snap_lock);
+            ds.locker().remove_snapshot_lock_files(&dir);
+            Err(e.context(format!("backup {dir}")))
+        }
+    }
+}
+
+#[derive(Default)]
+struct UploadStats {
+    count: u64,
+    size: u64,
+    compressed_size: u64,
+    duplicates: u64,
+}
+
+type BaseInfo = (HashSet<Digest>, Option<super::lock::SnapshotLock>, bool);
+
+/// Lock the base shared and collect the digests it references; a base whose verify
+/// state is failed is never reused, so the next run heals the store.
+fn load_base(ds: &Datastore, base: &SnapshotInfo) -> Result<BaseInfo> {
+    let lock = ds.locker().lock_snapshot(&base.dir, false)?;
+    let m = match ds.load_manifest(&base.dir) {
+        Ok(m) => m,
+        Err(e) => {
+            log::warn!("not reusing chunks of base {}: {e}", base.dir);
+            return Ok((HashSet::new(), Some(lock), false));
+        }
+    };
+    if let Some(Ok(VerifyState { ok: false, .. })) = m.verify_state() {
+        log::info!(
+            "base {} failed verification: not reusing its chunks",
+            base.dir
+        );
+        return Ok((HashSet::new(), Some(lock), false));
+    }
+    let mut digests = HashSet::new();
+    for f in m.files()? {
+        if f.crypt_mode != "none"
+            || !(f.filename.ends_with(".fidx") || f.filename.ends_with(".didx"))
+        {
+            continue;
+        }
+        match Index::open(&ds.snapshot_path(&base.dir).join(&f.filename)) {
+            Ok(idx) => digests.extend(idx.chunks().map(|c| c.digest)),
+            Err(e) => log::warn!("not reusing chunks of {}/{}: {e}", base.dir, f.filename),
+        }
+    }
+    let validate = !recently_verified(ds, &m);
+    Ok((digests, Some(lock), validate))
+}
+
+fn mark_base_failed(ds: &Datastore, base: &BackupDir) {
+    let upid = Upid::new(
+        "backup",
+        &super::verify::snapshot_worker_id(ds, base),
+        "root@pam",
+    );
+    let res = ds.update_manifest(base, |u| {
+        let state = VerifyState {
+            ok: false,
+            upid: upid.to_string(),
+        };
+        u.insert("verify_state".into(), state.to_value());
+        Ok(())
+    });
+    if let Err(e) = res {
+        log::error!("could not mark base {base} as failed: {e}");
+    }
+}
+
+fn source_len(file: &mut File, path: &std::path::Path) -> Result<u64> {
+    let md = file.metadata().ctx(path.display())?;
+    if md.is_file() {
+        Ok(md.len())
+    } else if md.file_type().is_block_device() {
+        let len = file.seek(SeekFrom::End(0)).ctx(path.display())?;
+        file.seek(SeekFrom::Start(0)).ctx(path.display())?;
+        Ok(len)
+    } else {
+        Err(Error::InvalidInput(format!(
+            "{}: images must be regular files or block devices",
+            path.display()
+        )))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backup_image(
+    ds: &Datastore,
+    dir: &BackupDir,
+    src: &ArchiveSource,
+    path: &std::path::Path,
+    opts: &BackupOptions,
+    reuse: &HashSet<Digest>,
+    validate: Option<&mpsc::Sender<Digest>>,
+    report: &mut BackupReport,
+    stats: &mut UploadStats,
+) -> Result<FileEntry> {
+    let mut file = File::open(path).ctx(path.display())?;
+    let size = source_len(&mut file, path)?;
+    let cs = opts.chunk_size;
+    let n = size.div_ceil(cs) as usize;
+    let mut digests = vec![Digest([0; 32]); n];
+    // Read sequentially; hash, compress and insert on all cores.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(1);
+    let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(workers * 2);
+    // Workers own the receiver: once they stop, the reader's next send fails and it stops.
+    let work_rx = std::sync::Arc::new(parking_lot::Mutex::new(work_rx));
+    let (done_tx, done_rx) =
+        mpsc::channel::<Result<(usize, Digest, u64, Option<(Inserted, u64)>)>>();
+    let store = ds.chunk_store();
+    let mut read_err = None;
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let done_tx = done_tx.clone();
+            let work_rx = std::sync::Arc::clone(&work_rx);
+            s.spawn(move || loop {
+                let job = work_rx.lock().recv();
+                let Ok((i, data)) = job else { break };
+                let digest = Digest::of(&data);
+                let len = data.len() as u64;
+                let res = if reuse.contains(&digest) {
+                    Ok((i, digest, len, None))
+                } else {
+                    let encoded = blob::encode(&data, true);
+                    encoded
+                        .and_then(|enc| {
+                            store
+                                .insert_chunk(&digest, &enc)
+                                .map(|w| (w, enc.len() as u64))
+                        })
+                        .map(|w| (i, digest, len, Some(w)))
+                };
+                if done_tx.send(res).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(done_tx);
+        drop(work_rx);
+        let reader = s.spawn(move || -> Result<()> {
+            for i in 0..n {
+                let len = (size - i as u64 * cs).min(cs) as usize;
+                let mut buf = vec![0u8; len];
+                file.read_exact(&mut buf)
+                    .ctx(format!("read {}", path.display()))?;
+                if work_tx.send((i, buf)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut done = 0u64;
+        for r in done_rx {
+            match r {
+                Ok((i, d, len, w)) => {
+                    digests[i] = d;
+                    report.chunks += 1;
+                    report.bytes += len;
+                    done += len;
+                    match w {
+                        None => {
+                            report.reused_chunks += 1;
+                            if let Some(tx) = validate {
+                                let _ = tx.send(d);
+                            }
+                        }
+                        Some((kind, enc_len)) => {
+                            stats.count += 1;
+                            stats.size += len;
+                            stats.compressed_size += enc_len;
+                            if kind == Inserted::Existed {
+                                stats.duplicates += 1;
+                                report.reused_chunks += 1;
+                            } else {
+                                report.new_chunks += 1;
+                                report.new_bytes += len;
+                            }
+                        }
+                    }
+                    if let Some(p) = opts.progress {
+                        p(done, size);
+                    }
+                }
+                Err(e) => {
+                    read_err.get_or_insert(e);
+                    // Dropping the receiver stops the workers and the reader.
+                    break;
+                }
+            }
+        }
+        if let Ok(Err(e)) = reader.join() {
+            read_err.get_or_insert(e);
+        }
+    });
+    if let Some(e) = read_err {
+        return Err(e);
+    }
+    let idx = FixedIndex::new(size, cs, digests, crate::time::now())?;
+    let target = ds.snapshot_path(dir).join(src.server_name());
+    index::write_index_file(&target, &idx.to_bytes(), ds.owner())?;
+    Ok(FileEntry {
+        filename: src.server_name(),
+        crypt_mode: "none".into(),
+        size,
+        csum: idx.csum,
+    })
+}
+
+fn backup_blob(
+    ds: &Datastore,
+    dir: &BackupDir,
+    src: &ArchiveSource,
+    path: &std::path::Path,
+    report: &mut BackupReport,
+) -> Result<FileEntry> {
+    let md = std::fs::metadata(path).ctx(path.display())?;
+    if !md.is_file() {
+        return Err(Error::InvalidInput(format!(
+            "{}: blobs must be regular files",
+            path.display()
+        )));
+    }
+    if md.len() > MAX_BLOB_SOURCE {
+        return Err(Error::TooLarge(format!(
+            "{}: {} bytes is over the blob limit of 16 MiB; back it up as an image",
+            path.display(),
+            md.len()
+        )));
+    }
+    let data = std::fs::read(path).ctx(path.display())?;
+    let encoded = blob::encode(&data, true)?;
+    let target = ds.snapshot_path(dir).join(src.server_name());
+    let folder = ds.snapshot_path(dir);
+    let mut tmp = TempFile::new(&folder, src.name(), FILE_MODE, ds.owner())?;
+    tmp.write_all(&encoded)?;
+    tmp.sync()?;
+    tmp.persist(&target)?;
+    report.bytes += data.len() as u64;
+    Ok(FileEntry {
+        filename: src.server_name(),
+        crypt_mode: "none".into(),
+        size: encoded.len() as u64,
+        csum: Digest::of(&encoded),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_specs() {
+        assert!(matches!(
+            ArchiveSource::parse("drive-scsi0.img:/dev/sda").unwrap(),
+            ArchiveSource::Image { .. }
+        ));
+        let b = ArchiveSource::parse("qemu-server.conf:/etc/x.conf").unwrap();
+        assert_eq!(b.server_name(), "qemu-server.conf.blob");
+        for bad in [
+            "noext:/x",
+            "a/b.img:/x",
+            "root.pxar:/",
+            "index.json:/x",
+            "x.img",
+            "client.log:/x",
+        ] {
+            assert!(ArchiveSource::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
