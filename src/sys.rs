@@ -99,6 +99,11 @@ pub fn ofd_try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
 /// Seconds since the epoch from `CLOCK_REALTIME_COARSE`: the clock the kernel stamps
 /// `UTIME_NOW` with, so a GC start read from it is never later than a mark's atime.
 pub fn coarse_now() -> i64 {
+    coarse_now_ns().0
+}
+
+/// `CLOCK_REALTIME_COARSE` as (seconds, nanoseconds).
+pub fn coarse_now_ns() -> (i64, i64) {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -106,12 +111,12 @@ pub fn coarse_now() -> i64 {
     // SAFETY: `ts` is a valid out-pointer; this clock id exists on every Linux since 2.6.32.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
     if rc != 0 {
-        return std::time::SystemTime::now()
+        let d = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+            .unwrap_or_default();
+        return (d.as_secs() as i64, d.subsec_nanos() as i64);
     }
-    ts.tv_sec
+    (ts.tv_sec, ts.tv_nsec)
 }
 
 /// Broken-down local time (honours `TZ`), as prune needs it.

@@ -43,6 +43,7 @@ pub struct ChunkFile {
     pub kind: ChunkFileKind,
     pub size: u64,
     pub atime: i64,
+    pub atime_nsec: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,6 +288,7 @@ impl ChunkStore {
                 kind,
                 size: md.len(),
                 atime: md.atime(),
+                atime_nsec: md.atime_nsec(),
             });
         }
         Ok(out)

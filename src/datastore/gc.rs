@@ -132,7 +132,8 @@ pub fn run_gc(ds: &Datastore, cutoff: u64) -> Result<GcReport> {
     let _lock = ds.locker().lock_process(true)?;
     // The coarse clock is what the kernel stamps atimes with: a chunk touched now never
     // gets an atime before `start` (spec §11.8).
-    let start = sys::coarse_now();
+    let start_ns = sys::coarse_now_ns();
+    let start = start_ns.0;
     let upid = Upid::new("garbage_collection", &ds.name(), "root@pam");
     let mut report = GcReport {
         upid: upid.to_string(),
@@ -181,7 +182,9 @@ pub fn run_gc(ds: &Datastore, cutoff: u64) -> Result<GcReport> {
                         report.removed_bytes += f.size;
                         continue;
                     }
-                    if f.atime < start {
+                    // Not marked by this run (marks are stamped from the same coarse
+                    // clock, so never before the start): removed by a later gc.
+                    if (f.atime, f.atime_nsec) < start_ns {
                         report.pending_chunks += 1;
                         report.pending_bytes += f.size;
                     }

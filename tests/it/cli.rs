@@ -1,1 +1,560 @@
-//! cli tests.
+//! The CLI end to end, run as a user scripts it: backup/cat round trips, incremental
+//! reuse and its background validation, notes, listings, prune rules, forget, gc.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+#[test]
+fn backup_then_cat_gives_back_the_source_bytes_at_every_size() {
+    let tmp = TempDir::new("roundtrip");
+    let store = sparse_store(&tmp);
+    for (i, len) in [0usize, 1, 4095, 4096, 4097, 3 * 4096 + 100]
+        .into_iter()
+        .enumerate()
+    {
+        let data = pseudo_random(len, i as u64 + 10);
+        let group = format!("vm/{}", 100 + i);
+        let out = backup_image(&store, &tmp, &group, &data, "2024-05-02T08:11:33Z");
+        assert!(out.status.success(), "size {len}: {}", stderr(&out));
+        let out = pbsfs(&[
+            "cat",
+            s(&store),
+            &format!("{group}/latest"),
+            "drive-scsi0.img",
+        ]);
+        assert!(out.status.success(), "size {len}: {}", stderr(&out));
+        assert_eq!(out.stdout, data, "size {len}");
+        // The index name works too.
+        let out = pbsfs(&[
+            "cat",
+            s(&store),
+            &format!("{group}/2024-05-02T08:11:33Z"),
+            "drive-scsi0.img.fidx",
+        ]);
+        assert_eq!(out.stdout.len(), len);
+    }
+    // A blob: arbitrary bytes, not only text.
+    let conf = tmp.join("conf");
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    std::fs::write(&conf, &bytes).unwrap();
+    pbsfs_ok(&[
+        "backup",
+        s(&store),
+        "ct/9",
+        &format!("pct.conf:{}", s(&conf)),
+    ]);
+    let out = pbsfs(&["cat", s(&store), "ct/9/latest", "pct.conf"]);
+    assert_eq!(out.stdout, bytes);
+    let out = pbsfs(&["cat", s(&store), "ct/9/latest", "nope.img"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("nope.img") && stderr(&out).contains("pct.conf.blob"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_unchanged_image_backs_up_with_no_new_chunk_file() {
+    let tmp = TempDir::new("reuse");
+    let store = sparse_store(&tmp);
+    let data = pseudo_random(20 * 4096 + 5, 7);
+    let out = backup_image(&store, &tmp, "vm/100", &data, "2024-05-02T08:00:00Z");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(line.contains("21 chunks, 21 new, 0 reused"), "{line}");
+    let before = chunk_files(&store);
+    assert_eq!(before.len(), 21);
+    let out = backup_image(&store, &tmp, "vm/100", &data, "2024-05-02T09:00:00Z");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(line.contains("21 chunks, 0 new, 21 reused"), "{line}");
+    assert_eq!(chunk_files(&store), before, "no chunk file written");
+    let snaps = snapshots_json(&store);
+    assert_eq!(snaps.len(), 2);
+    assert_eq!(snaps[1]["files"][0]["size"], data.len() as u64);
+    // Upload stats of the incremental run: nothing uploaded.
+    let ds = pbsfs::Datastore::open(&store, None).unwrap();
+    let d = pbsfs::datastore::snapshot::BackupDir::parse(
+        &Default::default(),
+        "vm/100/2024-05-02T09:00:00Z",
+    )
+    .unwrap();
+    assert_eq!(
+        ds.load_manifest(&d).unwrap().unprotected()["chunk_upload_stats"]["count"],
+        0
+    );
+    // A time at or before the newest snapshot is refused.
+    let out = backup_image(&store, &tmp, "vm/100", &data, "2024-05-02T09:00:00Z");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not newer"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_missing_reused_chunk_fails_the_backup_marks_the_base_and_the_next_run_heals() {
+    let tmp = TempDir::new("heal");
+    let store = sparse_store(&tmp);
+    let data = pseudo_random(8 * 4096, 8);
+    assert!(
+        backup_image(&store, &tmp, "vm/100", &data, "2024-05-02T08:00:00Z")
+            .status
+            .success()
+    );
+    let victim = chunk_files(&store)[3].clone();
+    let digest = victim.file_name().unwrap().to_str().unwrap().to_string();
+    std::fs::remove_file(&victim).unwrap();
+
+    let out = backup_image(&store, &tmp, "vm/100", &data, "2024-05-02T09:00:00Z");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&digest) && err.contains("marked as failed"),
+        "{err}"
+    );
+    let snaps = snapshots_json(&store);
+    assert_eq!(
+        snaps.len(),
+        1,
+        "no new snapshot, finished or not: {snaps:?}"
+    );
+    assert_eq!(snaps[0]["verification"]["state"], "failed");
+    assert!(!store.join("vm/100/2024-05-02T09:00:00Z").exists());
+
+    let out = backup_image(&store, &tmp, "vm/100", &data, "2024-05-02T10:00:00Z");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        victim.exists(),
+        "the failed base is not reused, so the chunk is written again"
+    );
+    let out = pbsfs(&["verify", s(&store)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for snap in snapshots_json(&store) {
+        assert_eq!(snap["verification"]["state"], "ok");
+    }
+}
+
+#[test]
+fn notes_are_byte_exact_and_cleared_to_an_empty_string() {
+    let tmp = TempDir::new("notes");
+    let store = sparse_store(&tmp);
+    assert!(
+        backup_image(&store, &tmp, "vm/1", b"x", "2024-01-01T00:00:00Z")
+            .status
+            .success()
+    );
+    let text = "first line\n\n  trailing spaces  \nno newline at end";
+    pbsfs_ok(&["notes", s(&store), "vm/1/latest", "--set", text]);
+    assert_eq!(
+        pbsfs_ok(&["notes", s(&store), "vm/1/2024-01-01T00:00:00Z"]),
+        text
+    );
+    let f = tmp.join("n");
+    std::fs::write(&f, "from a file\n").unwrap();
+    pbsfs_ok(&["notes", s(&store), "vm/1/latest", "--set-file", s(&f)]);
+    assert_eq!(
+        pbsfs_ok(&["notes", s(&store), "vm/1/latest"]),
+        "from a file\n"
+    );
+    let snaps = snapshots_json(&store);
+    assert_eq!(snaps[0]["comment"], "from a file");
+    pbsfs_ok(&["notes", s(&store), "vm/1/latest", "--set", ""]);
+    assert_eq!(pbsfs_ok(&["notes", s(&store), "vm/1/latest"]), "");
+    let ds = pbsfs::Datastore::open(&store, None).unwrap();
+    let d = pbsfs::datastore::snapshot::BackupDir::parse(
+        &Default::default(),
+        "vm/1/2024-01-01T00:00:00Z",
+    )
+    .unwrap();
+    assert_eq!(
+        ds.load_manifest(&d).unwrap().unprotected()["notes"],
+        "",
+        "cleared notes are an empty string"
+    );
+    // Invalid content changes nothing and says why.
+    let before = std::fs::read(store.join("vm/1/2024-01-01T00:00:00Z/index.json.blob")).unwrap();
+    std::fs::write(&f, [b'a', 0xff, b'b']).unwrap();
+    let out = pbsfs(&["notes", s(&store), "vm/1/latest", "--set-file", s(&f)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("UTF-8"), "{}", stderr(&out));
+    std::fs::write(&f, vec![b'a'; 1024 * 1024 + 1]).unwrap();
+    let out = pbsfs(&["notes", s(&store), "vm/1/latest", "--set-file", s(&f)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("limit"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(store.join("vm/1/2024-01-01T00:00:00Z/index.json.blob")).unwrap(),
+        before
+    );
+    // Group notes.
+    pbsfs_ok(&["notes", s(&store), "vm/1", "--set", "group\nnotes"]);
+    assert_eq!(pbsfs_ok(&["notes", s(&store), "vm/1"]), "group\nnotes");
+    assert_eq!(
+        std::fs::read_to_string(store.join("vm/1/notes")).unwrap(),
+        "group\nnotes"
+    );
+    let groups: Value =
+        serde_json::from_str(&pbsfs_ok(&["groups", s(&store), "--output-format", "json"])).unwrap();
+    assert_eq!(groups[0]["comment"], "group");
+    assert_eq!(groups[0]["owner"], "root@pam");
+    assert_eq!(groups[0]["backup-count"], 1);
+}
+
+#[test]
+fn listings_use_pbs_field_names_and_show_unfinished_only_with_all() {
+    let tmp = TempDir::new("list");
+    let store = sparse_store(&tmp);
+    assert!(
+        backup_image(&store, &tmp, "vm/1", b"abc", "2024-01-01T00:00:00Z")
+            .status
+            .success()
+    );
+    std::fs::create_dir(store.join("vm/1/2024-01-02T00:00:00Z")).unwrap();
+    let out = pbsfs_ok(&["snapshots", s(&store), "--output-format", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    let snap = &v[0];
+    for key in [
+        "backup-type",
+        "backup-id",
+        "backup-time",
+        "files",
+        "size",
+        "protected",
+    ] {
+        assert!(snap.get(key).is_some(), "{key} missing in {snap}");
+    }
+    assert_eq!(snap["backup-time"], 1_704_067_200);
+    assert_eq!(snapshots_json(&store).len(), 2);
+    let text = pbsfs_ok(&["snapshots", s(&store), "--all"]);
+    assert!(
+        text.contains("vm/1/2024-01-02T00:00:00Z") && text.contains("unfinished"),
+        "{text}"
+    );
+    let out = pbsfs(&["snapshots", s(&store), "vm/2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("vm/2"));
+}
+
+#[test]
+fn forget_removes_a_snapshot_and_refuses_protected_ones() {
+    let tmp = TempDir::new("forget");
+    let store = sparse_store(&tmp);
+    for t in ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"] {
+        assert!(backup_image(&store, &tmp, "vm/1", b"abc", t)
+            .status
+            .success());
+    }
+    pbsfs_ok(&["protected", s(&store), "vm/1/2024-01-01T00:00:00Z", "on"]);
+    assert_eq!(
+        pbsfs_ok(&["protected", s(&store), "vm/1/2024-01-01T00:00:00Z"]).trim(),
+        "on"
+    );
+    let out = pbsfs(&["forget", s(&store), "vm/1/2024-01-01T00:00:00Z"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("protected"), "{}", stderr(&out));
+    assert!(store
+        .join("vm/1/2024-01-01T00:00:00Z/index.json.blob")
+        .exists());
+    pbsfs_ok(&["forget", s(&store), "vm/1/latest"]);
+    assert!(!store.join("vm/1/2024-01-02T00:00:00Z").exists());
+    pbsfs_ok(&["protected", s(&store), "vm/1/latest", "off"]);
+    pbsfs_ok(&["forget", s(&store), "vm/1/2024-01-01T00:00:00Z"]);
+    assert!(!store.join("vm/1").exists(), "an emptied group is removed");
+    let out = pbsfs(&["forget", s(&store), "vm/1/2024-01-01T00:00:00Z"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Create finished snapshots at `times` (epoch) in `vm/1`, oldest first.
+fn make_snapshots(store: &Path, tmp: &TempDir, times: &[i64]) {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    for t in sorted {
+        let out = backup_image(store, tmp, "vm/1", b"p", &t.to_string());
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
+fn prune(store: &Path, tz: &str, args: &[&str]) -> Vec<(String, String)> {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["prune", s(store), "vm/1"])
+        .args(args)
+        .env("TZ", tz);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (a, b) = l.rsplit_once(' ').unwrap();
+            (a.trim_start_matches("vm/1/").to_string(), b.to_string())
+        })
+        .collect()
+}
+
+fn t(s: &str) -> i64 {
+    pbsfs::time::parse_time_arg(s).unwrap()
+}
+
+/// A POSIX TZ rule for Central Europe: needs no time zone database.
+const CET: &str = "CET-1CEST,M3.5.0,M10.5.0/3";
+
+#[test]
+fn prune_keep_daily_uses_local_days_across_the_dst_change() {
+    let tmp = TempDir::new("prune-dst");
+    let store = sparse_store(&tmp);
+    // 2024-10-27 is the autumn change in CET: 02:00-03:00 local happens twice.
+    let times = [
+        "2024-10-25T10:00:00Z", // local Oct 25
+        "2024-10-26T10:00:00Z", // local Oct 26
+        "2024-10-26T23:30:00Z", // local Oct 27 01:30 CEST (a UTC day earlier!)
+        "2024-10-27T00:30:00Z", // local Oct 27 02:30 CEST
+        "2024-10-27T01:30:00Z", // local Oct 27 02:30 CET
+        "2024-10-27T22:30:00Z", // local Oct 27 23:30 CET
+    ];
+    make_snapshots(&store, &tmp, &times.map(t));
+    let plan = prune(&store, CET, &["--keep-daily", "2", "--dry-run"]);
+    let expect = [
+        ("2024-10-27T22:30:00Z", "keep"),
+        ("2024-10-27T01:30:00Z", "remove"),
+        ("2024-10-27T00:30:00Z", "remove"),
+        ("2024-10-26T23:30:00Z", "remove"),
+        ("2024-10-26T10:00:00Z", "keep"),
+        ("2024-10-25T10:00:00Z", "remove"),
+    ];
+    assert_eq!(plan, expect.map(|(a, b)| (a.to_string(), b.to_string())));
+    // In UTC the same snapshots fall on other days: the rule really uses local time.
+    let utc = prune(&store, "UTC", &["--keep-daily", "2", "--dry-run"]);
+    assert_eq!(
+        utc[3],
+        ("2024-10-26T23:30:00Z".to_string(), "keep".to_string())
+    );
+
+    // Both 02:30s of the repeated hour are one local hour.
+    let hourly = prune(&store, CET, &["--keep-hourly", "10", "--dry-run"]);
+    assert_eq!(hourly[1].1, "keep");
+    assert_eq!(
+        hourly[2],
+        ("2024-10-27T00:30:00Z".to_string(), "remove".to_string())
+    );
+    assert_eq!(snapshots_json(&store).len(), 6, "dry run removes nothing");
+
+    let plan = prune(&store, CET, &["--keep-daily", "2"]);
+    assert_eq!(plan.len(), 6);
+    let left: Vec<String> = snapshots_json(&store)
+        .iter()
+        .map(|v| pbsfs::time::format_utc(v["backup-time"].as_i64().unwrap()).unwrap())
+        .collect();
+    assert_eq!(left, vec!["2024-10-26T10:00:00Z", "2024-10-27T22:30:00Z"]);
+}
+
+#[test]
+fn prune_keep_weekly_uses_iso_week_years() {
+    let tmp = TempDir::new("prune-iso");
+    let store = sparse_store(&tmp);
+    let times = [
+        "2020-12-28T12:00:00Z", // Monday, 2020-W53
+        "2021-01-03T12:00:00Z", // Sunday, 2020-W53
+        "2021-01-04T12:00:00Z", // Monday, 2021-W01
+        "2024-12-29T12:00:00Z", // Sunday, 2024-W52
+        "2024-12-30T12:00:00Z", // Monday, 2025-W01 (calendar year 2024!)
+        "2025-01-05T12:00:00Z", // Sunday, 2025-W01
+    ];
+    make_snapshots(&store, &tmp, &times.map(t));
+    let plan = prune(&store, CET, &["--keep-weekly", "3", "--dry-run"]);
+    let expect = [
+        ("2025-01-05T12:00:00Z", "keep"),
+        ("2024-12-30T12:00:00Z", "remove"),
+        ("2024-12-29T12:00:00Z", "keep"),
+        ("2021-01-04T12:00:00Z", "keep"),
+        ("2021-01-03T12:00:00Z", "remove"),
+        ("2020-12-28T12:00:00Z", "remove"),
+    ];
+    assert_eq!(plan, expect.map(|(a, b)| (a.to_string(), b.to_string())));
+    let plan = prune(&store, CET, &["--keep-weekly", "4", "--dry-run"]);
+    assert_eq!(
+        plan[4],
+        ("2021-01-03T12:00:00Z".to_string(), "keep".to_string())
+    );
+    assert_eq!(
+        plan[5].1, "remove",
+        "same ISO week as the 2021-01-03 snapshot"
+    );
+}
+
+#[test]
+fn prune_combines_rules_and_handles_unfinished_and_protected_snapshots() {
+    let tmp = TempDir::new("prune-mix");
+    let store = sparse_store(&tmp);
+    // keep-last=1 with keep-daily=2: the newest, plus the newest of two earlier days.
+    let day = |d: u32, h: u32| t(&format!("2024-03-0{d}T{h:02}:00:00Z"));
+    make_snapshots(
+        &store,
+        &tmp,
+        &[
+            day(1, 8),
+            day(1, 20),
+            day(2, 8),
+            day(2, 20),
+            day(3, 8),
+            day(3, 20),
+        ],
+    );
+    let plan = prune(
+        &store,
+        "UTC",
+        &["--keep-last", "1", "--keep-daily", "2", "--dry-run"],
+    );
+    let marks: Vec<&str> = plan.iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(
+        marks,
+        ["keep", "remove", "keep", "remove", "keep", "remove"]
+    );
+    // No option at all keeps everything.
+    let plan = prune(&store, "UTC", &[]);
+    assert!(plan.iter().all(|(_, m)| m == "keep"));
+    assert_eq!(snapshots_json(&store).len(), 6);
+
+    let tmp2 = TempDir::new("prune-partial");
+    let store = sparse_store(&tmp2);
+    make_snapshots(
+        &store,
+        &tmp2,
+        &[
+            t("2024-01-01T00:00:00Z"),
+            t("2024-01-02T00:00:00Z"),
+            t("2024-01-04T00:00:00Z"),
+        ],
+    );
+    pbsfs_ok(&["protected", s(&store), "vm/1/2024-01-02T00:00:00Z", "on"]);
+    std::fs::create_dir(store.join("vm/1/2024-01-03T00:00:00Z")).unwrap(); // unfinished, not newest
+    std::fs::create_dir(store.join("vm/1/2024-01-05T00:00:00Z")).unwrap(); // unfinished, newest
+    let plan = prune(&store, "UTC", &["--keep-last", "1"]);
+    let expect = [
+        ("2024-01-05T00:00:00Z", "keep-partial"),
+        ("2024-01-04T00:00:00Z", "keep"),
+        ("2024-01-03T00:00:00Z", "remove"),
+        ("2024-01-02T00:00:00Z", "protected"),
+        ("2024-01-01T00:00:00Z", "remove"),
+    ];
+    assert_eq!(plan, expect.map(|(a, b)| (a.to_string(), b.to_string())));
+    let mut left: Vec<String> = std::fs::read_dir(store.join("vm/1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("2024"))
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "2024-01-02T00:00:00Z",
+            "2024-01-04T00:00:00Z",
+            "2024-01-05T00:00:00Z"
+        ]
+    );
+}
+
+#[test]
+fn gc_removes_exactly_the_unreferenced_chunks_older_than_the_cutoff() {
+    let tmp = TempDir::new("gc");
+    let store = sparse_store(&tmp);
+    let keep = pseudo_random(6 * 4096, 21);
+    let gone = pseudo_random(5 * 4096, 22);
+    assert!(
+        backup_image(&store, &tmp, "vm/1", &keep, "2024-01-01T00:00:00Z")
+            .status
+            .success()
+    );
+    let referenced = chunk_files(&store);
+    assert!(
+        backup_image(&store, &tmp, "vm/2", &gone, "2024-01-01T00:00:00Z")
+            .status
+            .success()
+    );
+    let all = chunk_files(&store);
+    let unreferenced: Vec<_> = all
+        .iter()
+        .filter(|p| !referenced.contains(p))
+        .cloned()
+        .collect();
+    assert_eq!(unreferenced.len(), 5);
+    pbsfs_ok(&["forget", s(&store), "vm/2/latest"]);
+    // Everything looks two days old; one unreferenced chunk was used an hour ago.
+    let old = pbsfs::time::now() - 2 * 86_400;
+    for p in &all {
+        pbsfs::sys::set_atime(p, old).unwrap();
+    }
+    pbsfs::sys::set_atime(&unreferenced[0], pbsfs::time::now() - 3600).unwrap();
+
+    let out = pbsfs_ok(&["gc", s(&store)]);
+    assert!(out.contains("removed: 4 chunks"), "{out}");
+    assert!(out.contains("pending: 1 chunks"), "{out}");
+    let left = chunk_files(&store);
+    let mut expect: Vec<_> = referenced.clone();
+    expect.push(unreferenced[0].clone());
+    expect.sort();
+    assert_eq!(left, expect);
+    assert_eq!(
+        pbsfs(&["cat", s(&store), "vm/1/latest", "drive-scsi0.img"]).stdout,
+        keep
+    );
+    let status: Value =
+        serde_json::from_slice(&std::fs::read(store.join(".gc-status")).unwrap()).unwrap();
+    assert_eq!(status["removed-chunks"], 4);
+    assert_eq!(status["index-file-count"], 1);
+    assert!(status["upid"]
+        .as_str()
+        .unwrap()
+        .contains(":garbage_collection:"));
+
+    // With no cutoff the last unreferenced chunk goes too; referenced ones stay.
+    let out = pbsfs_ok(&["gc", s(&store), "--atime-cutoff", "0"]);
+    assert!(out.contains("removed: 1 chunks"), "{out}");
+    assert_eq!(chunk_files(&store), referenced);
+    pbsfs_ok(&["verify", s(&store)]);
+}
+
+#[test]
+fn bad_arguments_exit_2_and_name_what_is_wrong() {
+    let tmp = TempDir::new("args");
+    let store = sparse_store(&tmp);
+    for (args, needle) in [
+        (
+            vec!["snapshots", "/nonexistent/store"],
+            "/nonexistent/store",
+        ),
+        (
+            vec!["notes", s(&store), "vm/../x/2024-01-01T00:00:00Z"],
+            "..",
+        ),
+        (vec!["cat", s(&store), "xx/1/latest", "a.img"], "xx"),
+        (
+            vec!["backup", s(&store), "vm/1", "disk.qcow2:/dev/null"],
+            "disk.qcow2",
+        ),
+        (
+            vec!["backup", s(&store), "vm/1", "d.img:/nonexistent/src"],
+            "/nonexistent/src",
+        ),
+        (vec!["notes", s(&store), "vm/1/latest"], "vm/1"),
+        (
+            vec!["verify", s(&store), "vm/1/2024-13-01T00:00:00Z"],
+            "2024-13-01",
+        ),
+    ] {
+        let out = pbsfs(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+    assert!(
+        snapshots_json(&store).is_empty(),
+        "a failed backup leaves no snapshot"
+    );
+    assert!(!store.join("vm/1").join("2024").exists());
+}

@@ -63,3 +63,76 @@ pub fn pbsfs_ok(args: &[&str]) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Deterministic pseudo-random bytes (xorshift), different per seed.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A new sparse datastore (prefix folders made on demand) at `dir/store`.
+pub fn sparse_store(dir: &TempDir) -> PathBuf {
+    let p = dir.join("store");
+    pbsfs::Datastore::create(&p, false).expect("create store");
+    p
+}
+
+/// Every chunk file below `.chunks/`.
+pub fn chunk_files(store: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for prefix in std::fs::read_dir(store.join(".chunks")).unwrap() {
+        let prefix = prefix.unwrap().path();
+        if prefix.is_dir() {
+            for f in std::fs::read_dir(&prefix).unwrap() {
+                out.push(f.unwrap().path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `pbsfs snapshots STORE --all --output-format json`, parsed.
+pub fn snapshots_json(store: &Path) -> Vec<serde_json::Value> {
+    let out = pbsfs_ok(&[
+        "snapshots",
+        store.to_str().unwrap(),
+        "--all",
+        "--output-format",
+        "json",
+    ]);
+    serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Back up `data` as `drive-scsi0.img` of `group` with 4 KiB chunks.
+pub fn backup_image(store: &Path, dir: &TempDir, group: &str, data: &[u8], time: &str) -> Output {
+    let src = dir.join(format!("src-{}", pbsfs::datastore::files::random_suffix(6)));
+    std::fs::write(&src, data).unwrap();
+    let arg = format!("drive-scsi0.img:{}", s(&src));
+    pbsfs(&[
+        "backup",
+        s(store),
+        group,
+        &arg,
+        "--chunk-size",
+        "4K",
+        "--backup-time",
+        time,
+    ])
+}

@@ -6,7 +6,7 @@ mod common;
 mod cli;
 mod concurrency;
 mod corruption;
+mod editors;
 mod format;
 mod mount;
 mod vfs;
-mod editors;
