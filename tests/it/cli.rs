@@ -558,3 +558,121 @@ fn bad_arguments_exit_2_and_name_what_is_wrong() {
     );
     assert!(!store.join("vm/1").join("2024").exists());
 }
+
+#[test]
+fn namespaces_nest_and_whole_store_commands_cover_them() {
+    let tmp = TempDir::new("ns");
+    let store = sparse_store(&tmp);
+    let src = tmp.join("img");
+    std::fs::write(&src, pseudo_random(10_000, 3)).unwrap();
+    let arg = format!("drive-scsi0.img:{}", s(&src));
+    pbsfs_ok(&[
+        "backup",
+        s(&store),
+        "vm/7",
+        &arg,
+        "--ns",
+        "a/b",
+        "--chunk-size",
+        "4K",
+    ]);
+    pbsfs_ok(&["backup", s(&store), "vm/7", &arg, "--chunk-size", "4K"]);
+    assert!(store.join("ns/a/ns/b/vm/7").is_dir());
+    let in_ns: Value = serde_json::from_str(&pbsfs_ok(&[
+        "snapshots",
+        s(&store),
+        "--ns",
+        "a/b",
+        "--output-format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(in_ns.as_array().unwrap().len(), 1);
+    let root: Value = serde_json::from_str(&pbsfs_ok(&[
+        "snapshots",
+        s(&store),
+        "--output-format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        root.as_array().unwrap().len(),
+        1,
+        "without --ns only the root namespace"
+    );
+    let out = pbsfs(&[
+        "cat",
+        s(&store),
+        "vm/7/latest",
+        "drive-scsi0.img",
+        "--ns",
+        "a/b",
+    ]);
+    assert_eq!(out.stdout, pseudo_random(10_000, 3));
+    let out = pbsfs_ok(&["verify", s(&store)]);
+    assert!(
+        out.contains("verified 2 snapshots"),
+        "verify STORE covers every namespace: {out}"
+    );
+    for bad in ["a/../b", "a//b/c/d/e/f/g/h/i", ".hidden"] {
+        let o = pbsfs(&["snapshots", s(&store), "--ns", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+    }
+}
+
+#[test]
+fn verify_ignore_verified_and_outdated_after() {
+    let tmp = TempDir::new("ignore");
+    let store = sparse_store(&tmp);
+    assert!(
+        backup_image(&store, &tmp, "vm/1", b"abc", "2024-01-01T00:00:00Z")
+            .status
+            .success()
+    );
+    assert!(
+        backup_image(&store, &tmp, "vm/1", b"abd", "2024-01-02T00:00:00Z")
+            .status
+            .success()
+    );
+    pbsfs_ok(&["verify", s(&store), "vm/1/2024-01-01T00:00:00Z"]);
+    let out = pbsfs_ok(&["verify", s(&store), "vm/1", "--ignore-verified"]);
+    assert!(
+        out.contains("2024-01-01T00:00:00Z: skipped") && out.contains("2024-01-02T00:00:00Z: ok"),
+        "{out}"
+    );
+    // A state 3 days old is outdated after 2 days, not after 5.
+    let ds = pbsfs::Datastore::open(&store, None).unwrap();
+    let d = pbsfs::datastore::snapshot::BackupDir::parse(
+        &Default::default(),
+        "vm/1/2024-01-01T00:00:00Z",
+    )
+    .unwrap();
+    let mut upid = pbsfs::upid::Upid::new("verify_snapshot", "x", "root@pam");
+    upid.starttime -= 3 * 86_400;
+    ds.update_manifest(&d, |u| {
+        u.insert(
+            "verify_state".into(),
+            serde_json::json!({"state": "ok", "upid": upid.to_string()}),
+        );
+        Ok(())
+    })
+    .unwrap();
+    let out = pbsfs_ok(&[
+        "verify",
+        s(&store),
+        "vm/1/2024-01-01T00:00:00Z",
+        "--ignore-verified",
+        "--outdated-after",
+        "5",
+    ]);
+    assert!(out.contains("skipped"), "{out}");
+    let out = pbsfs_ok(&[
+        "verify",
+        s(&store),
+        "vm/1/2024-01-01T00:00:00Z",
+        "--ignore-verified",
+        "--outdated-after",
+        "2",
+    ]);
+    assert!(out.contains(": ok"), "{out}");
+}

@@ -108,3 +108,46 @@ fn gc_refuses_to_run_while_a_backup_holds_the_datastore_lock() {
     drop(gc);
     pbsfs_ok(&["gc", s(&store)]);
 }
+
+#[test]
+fn a_second_backup_of_a_group_is_refused_while_one_holds_its_lock() {
+    let tmp = TempDir::new("grouplock");
+    let store = sparse_store(&tmp);
+    assert!(
+        backup_image(&store, &tmp, "vm/1", b"a", "2024-01-01T00:00:00Z")
+            .status
+            .success()
+    );
+    let ds = Datastore::open(&store, None).unwrap();
+    let g =
+        pbsfs::datastore::snapshot::BackupGroup::parse(&BackupNamespace::root(), "vm/1").unwrap();
+    let held = ds.locker().lock_group(&g).unwrap();
+    let out = backup_image(&store, &tmp, "vm/1", b"b", "2024-01-02T00:00:00Z");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("group vm/1 is locked"),
+        "{}",
+        stderr(&out)
+    );
+    // Group notes wait for no one: they fail fast with the same lock held.
+    let out = pbsfs(&["notes", s(&store), "vm/1", "--set", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    drop(held);
+    assert!(
+        backup_image(&store, &tmp, "vm/1", b"b", "2024-01-02T00:00:00Z")
+            .status
+            .success()
+    );
+    // While a reader holds the base shared, prune cannot remove it; it says so and goes on.
+    let d = BackupDir::parse(&BackupNamespace::root(), "vm/1/2024-01-01T00:00:00Z").unwrap();
+    let reader = ds.locker().lock_snapshot(&d, false).unwrap();
+    let out = pbsfs(&["prune", s(&store), "vm/1", "--keep-last", "1"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("could not remove vm/1/2024-01-01T00:00:00Z"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(store.join("vm/1/2024-01-01T00:00:00Z").exists());
+    drop(reader);
+}

@@ -181,3 +181,55 @@ fn a_corrupt_manifest_is_reported_not_trusted() {
         "nothing written over a manifest it cannot read"
     );
 }
+
+#[test]
+fn encrypted_chunks_are_checked_by_crc_and_reported_as_not_verifiable() {
+    use pbsfs::datastore::blob::ENCRYPTED_BLOB_MAGIC_1_0;
+    use pbsfs::datastore::fixed_index::FixedIndex;
+    use pbsfs::datastore::manifest::{FileEntry, Manifest};
+    use pbsfs::datastore::snapshot::{BackupDir, BackupNamespace};
+    let tmp = TempDir::new("encrypted");
+    let store = sparse_store(&tmp);
+    let ds = pbsfs::Datastore::open(&store, None).unwrap();
+    let d = BackupDir::parse(&BackupNamespace::root(), "vm/5/2024-01-01T00:00:00Z").unwrap();
+    ds.create_group(&d.group, "root@pam").unwrap();
+    let lock = ds.create_snapshot_dir(&d).unwrap();
+    // An encrypted chunk: magic, CRC over the ciphertext, iv, tag, ciphertext.
+    let cipher = pseudo_random(4096, 77);
+    let mut raw = ENCRYPTED_BLOB_MAGIC_1_0.to_vec();
+    raw.extend_from_slice(&crc32fast::hash(&cipher).to_le_bytes());
+    raw.extend_from_slice(&[7u8; 32]);
+    raw.extend_from_slice(&cipher);
+    let digest = pbsfs::Digest::of(b"plaintext || id_key, unknowable here");
+    ds.chunk_store().insert_chunk(&digest, &raw).unwrap();
+    let idx = FixedIndex::new(4096, 4096, vec![digest], 0).unwrap();
+    let path = ds.snapshot_path(&d).join("drive-scsi0.img.fidx");
+    pbsfs::datastore::index::write_index_file(&path, &idx.to_bytes(), ds.owner()).unwrap();
+    let mut m = Manifest::new(&d);
+    m.add_file(&FileEntry {
+        filename: "drive-scsi0.img.fidx".into(),
+        crypt_mode: "encrypt".into(),
+        size: 4096,
+        csum: idx.csum,
+    });
+    ds.create_manifest(&d, &m, &lock).unwrap();
+    drop(lock);
+
+    let out = pbsfs(&["verify", s(&store)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("1 encrypted") && text.contains("not verifiable by content"),
+        "{text}"
+    );
+    let cat = pbsfs(&["cat", s(&store), "vm/5/latest", "drive-scsi0.img"]);
+    assert_eq!(cat.status.code(), Some(2));
+    assert!(stderr(&cat).contains("key required"), "{}", stderr(&cat));
+    // A flipped ciphertext bit is still found: the CRC covers it.
+    let chunk = ds.chunk_store().chunk_path(&digest);
+    let mut bad = std::fs::read(&chunk).unwrap();
+    let n = bad.len() - 1;
+    bad[n] ^= 1;
+    std::fs::write(&chunk, bad).unwrap();
+    assert_eq!(pbsfs(&["verify", s(&store)]).status.code(), Some(1));
+}
