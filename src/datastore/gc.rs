@@ -170,38 +170,42 @@ pub fn run_gc(ds: &Datastore, cutoff: u64) -> Result<GcReport> {
         }
     }
 
-    // Phase 2: sweep.
+    // Phase 2: sweep, prefix folders shared out to all cores.
     let min_atime = start - cutoff as i64;
-    for prefix in 0..=0xffffu16 {
-        for f in cs.list_prefix(prefix)? {
-            match f.kind {
-                ChunkFileKind::Chunk(_) => {
-                    if f.atime < min_atime {
-                        remove(&f.path)?;
-                        report.removed_chunks += 1;
-                        report.removed_bytes += f.size;
-                        continue;
+    let next = std::sync::atomic::AtomicU32::new(0);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let parts: Vec<Result<GcReport>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut part = GcReport::default();
+                    loop {
+                        let prefix = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if prefix > 0xffff {
+                            return Ok(part);
+                        }
+                        sweep_prefix(cs, prefix as u16, min_atime, start_ns, &mut part)?;
                     }
-                    // Not marked by this run (marks are stamped from the same coarse
-                    // clock, so never before the start): removed by a later gc.
-                    if (f.atime, f.atime_nsec) < start_ns {
-                        report.pending_chunks += 1;
-                        report.pending_bytes += f.size;
-                    }
-                    report.disk_chunks += 1;
-                    report.disk_bytes += f.size;
-                }
-                ChunkFileKind::Bad(_) => {
-                    if f.atime < min_atime {
-                        remove(&f.path)?;
-                        report.removed_bad += 1;
-                    } else {
-                        report.still_bad += 1;
-                    }
-                }
-                ChunkFileKind::Other => {}
-            }
-        }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("sweep thread"))
+            .collect()
+    });
+    for part in parts {
+        let p = part?;
+        report.removed_chunks += p.removed_chunks;
+        report.removed_bytes += p.removed_bytes;
+        report.pending_chunks += p.pending_chunks;
+        report.pending_bytes += p.pending_bytes;
+        report.disk_chunks += p.disk_chunks;
+        report.disk_bytes += p.disk_bytes;
+        report.removed_bad += p.removed_bad;
+        report.still_bad += p.still_bad;
     }
 
     let status = json!({
@@ -226,6 +230,46 @@ pub fn run_gc(ds: &Datastore, cutoff: u64) -> Result<GcReport> {
         true,
     )?;
     Ok(report)
+}
+
+/// Sweep one prefix folder into `r`.
+fn sweep_prefix(
+    cs: &super::chunk_store::ChunkStore,
+    prefix: u16,
+    min_atime: i64,
+    start_ns: (i64, i64),
+    r: &mut GcReport,
+) -> Result<()> {
+    for f in cs.list_prefix(prefix)? {
+        match f.kind {
+            ChunkFileKind::Chunk(_) => {
+                if f.atime < min_atime {
+                    remove(&f.path)?;
+                    r.removed_chunks += 1;
+                    r.removed_bytes += f.size;
+                    continue;
+                }
+                // Not marked by this run (marks are stamped from the same coarse clock,
+                // so never before the start): removed by a later gc.
+                if (f.atime, f.atime_nsec) < start_ns {
+                    r.pending_chunks += 1;
+                    r.pending_bytes += f.size;
+                }
+                r.disk_chunks += 1;
+                r.disk_bytes += f.size;
+            }
+            ChunkFileKind::Bad(_) => {
+                if f.atime < min_atime {
+                    remove(&f.path)?;
+                    r.removed_bad += 1;
+                } else {
+                    r.still_bad += 1;
+                }
+            }
+            ChunkFileKind::Other => {}
+        }
+    }
+    Ok(())
 }
 
 fn remove(path: &Path) -> Result<()> {
