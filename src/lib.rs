@@ -36,9 +36,11 @@ pub mod commands;
 pub mod datastore;
 pub mod digest;
 pub mod error;
+pub mod fuse;
 pub mod sys;
 pub mod time;
 pub mod upid;
+pub mod vfs;
 
 pub use datastore::Datastore;
 pub use digest::Digest;

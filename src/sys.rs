@@ -1,5 +1,6 @@
 //! The audited libc calls std does not offer: atime updates, open-file-description
-//! record locks, the coarse clock, local time, syncfs, statvfs, setsid, geteuid, SIGPIPE.
+//! record locks, the coarse clock, local time, syncfs, statvfs, setsid, geteuid, SIGPIPE,
+//! and the signal and descriptor calls of the background mount.
 //! This is the crate's only module allowed to use `unsafe`; each block is one FFI call
 //! on values owned by the caller, checked for its documented error return.
 #![allow(unsafe_code)]
@@ -221,6 +222,73 @@ pub fn default_sigpipe() {
     // SAFETY: installing SIG_DFL for SIGPIPE has no memory preconditions.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+fn sigset(signals: &[i32]) -> io::Result<libc::sigset_t> {
+    // SAFETY: an all-zero `sigset_t` is a valid value; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, owned sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for &s in signals {
+        // SAFETY: `set` is a valid, owned sigset_t; a bad signal number is reported.
+        if unsafe { libc::sigaddset(&mut set, s) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(set)
+}
+
+/// Block `signals` in the calling thread and in every thread it spawns afterwards, so
+/// that `wait_signal` can take them synchronously (the foreground mount).
+pub fn block_signals(signals: &[i32]) -> io::Result<()> {
+    let set = sigset(signals)?;
+    // SAFETY: `set` is a valid sigset_t; the old mask is not requested.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Wait for one of `signals` (which must be blocked) and return it.
+pub fn wait_signal(signals: &[i32]) -> io::Result<i32> {
+    let set = sigset(signals)?;
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` and `sig` are valid for the duration of the call.
+    let rc = unsafe { libc::sigwait(&set, &mut sig) };
+    if rc == 0 {
+        Ok(sig)
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Send `signal` to this process.
+pub fn signal_self(signal: i32) -> io::Result<()> {
+    // SAFETY: kill has no memory preconditions; getpid cannot fail.
+    let rc = unsafe { libc::kill(libc::getpid(), signal) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Point descriptor `fd` at /dev/null (a background mount detaching from the pipe its
+/// parent reads).
+pub fn redirect_to_null(fd: i32) -> io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    // SAFETY: `null` is open for the duration of the call; dup2 atomically replaces `fd`.
+    let rc = unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 

@@ -1,0 +1,546 @@
+//! The FUSE adapter, the only file that imports fuser: it converts requests to `vfs`
+//! calls and results to replies, and negotiates the kernel connection. No logic here:
+//! every errno comes from `Error::errno()` through `reply_err`.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::time::SystemTime;
+
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::error::{Error, IoContext, Result};
+use crate::vfs::{Attr, Caller, Kind, Opened, SetAttr, Vfs};
+
+/// Largest read the kernel is asked to send (it caps this at its own max_pages).
+const MAX_READAHEAD: u32 = 4 << 20;
+
+/// How to mount, in fuser-free terms (parsed from `-o` by the mount command).
+#[derive(Debug, Clone, Default)]
+pub struct MountOpts {
+    pub read_only: bool,
+    pub allow_other: bool,
+    pub allow_root: bool,
+    pub default_permissions: bool,
+    pub auto_unmount: bool,
+    pub fsname: String,
+    pub subtype: Option<String>,
+    /// Kernel flags passed as-is: dev, nodev, suid, nosuid, exec, noexec, atime, noatime,
+    /// sync, async, dirsync.
+    pub flags: Vec<String>,
+    /// FUSE worker threads.
+    pub threads: usize,
+}
+
+/// A served mount: unmount it, or wait for it to end.
+pub struct MountSession {
+    unmounter: fuser::SessionUnmounter,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+    mountpoint: std::path::PathBuf,
+}
+
+impl MountSession {
+    /// Unmount (the serving threads then end).
+    pub fn unmount(&mut self) -> Result<()> {
+        self.unmounter
+            .unmount()
+            .ctx(format!("unmount {}", self.mountpoint.display()))
+    }
+
+    /// Wait until the serving threads have ended (after an unmount from anywhere).
+    pub fn join(self) -> Result<()> {
+        match self.thread.join() {
+            Ok(r) => r.ctx(format!("serving {}", self.mountpoint.display())),
+            Err(_) => Err(Error::Io {
+                context: format!("serving {}", self.mountpoint.display()),
+                source: std::io::Error::other("a FUSE thread panicked"),
+            }),
+        }
+    }
+}
+
+/// Mount `vfs` on `mountpoint` and serve it on background threads. Returns once the
+/// kernel's INIT is answered, so the mount answers requests. `on_exit` runs when
+/// serving ends, however the mount went away.
+pub fn mount(
+    vfs: Vfs,
+    mountpoint: &Path,
+    opts: &MountOpts,
+    on_exit: impl FnOnce() + Send + 'static,
+) -> Result<MountSession> {
+    use fuser::MountOption as M;
+    let mut o = vec![M::FSName(opts.fsname.clone())];
+    o.push(M::Subtype(
+        opts.subtype.clone().unwrap_or_else(|| "pbsfs".into()),
+    ));
+    o.push(if opts.read_only { M::RO } else { M::RW });
+    if opts.default_permissions {
+        o.push(M::DefaultPermissions);
+    }
+    if opts.auto_unmount {
+        o.push(M::AutoUnmount);
+    }
+    for f in &opts.flags {
+        o.push(match f.as_str() {
+            "dev" => M::Dev,
+            "nodev" => M::NoDev,
+            "suid" => M::Suid,
+            "nosuid" => M::NoSuid,
+            "exec" => M::Exec,
+            "noexec" => M::NoExec,
+            "atime" => M::Atime,
+            "noatime" => M::NoAtime,
+            "sync" => M::Sync,
+            "async" => M::Async,
+            "dirsync" => M::DirSync,
+            other => M::CUSTOM(other.to_string()),
+        });
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = o;
+    config.acl = if opts.allow_other {
+        fuser::SessionACL::All
+    } else if opts.allow_root {
+        fuser::SessionACL::RootAndOwner
+    } else {
+        fuser::SessionACL::Owner
+    };
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+    let mut session = fuser::Session::new(PbsFs { vfs }, mountpoint, &config)
+        .ctx(format!("mount on {}", mountpoint.display()))?;
+    let unmounter = session.unmount_callable();
+    let thread = std::thread::Builder::new()
+        .name("pbsfs-session".into())
+        .spawn(move || {
+            let r = session.run();
+            on_exit();
+            r
+        })
+        .ctx("start the FUSE session")?;
+    Ok(MountSession {
+        unmounter,
+        thread,
+        mountpoint: mountpoint.to_path_buf(),
+    })
+}
+
+struct PbsFs {
+    vfs: Vfs,
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
+}
+
+fn kind(k: Kind) -> FileType {
+    match k {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+    }
+}
+
+fn attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: kind(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn open_flags(o: &Opened) -> FopenFlags {
+    let mut f = FopenFlags::empty();
+    if o.direct_io {
+        f |= FopenFlags::FOPEN_DIRECT_IO;
+    }
+    if o.keep_cache {
+        f |= FopenFlags::FOPEN_KEEP_CACHE;
+    }
+    f
+}
+
+/// The one place an error becomes a reply; failures other than "not found" are logged.
+fn errno(op: &str, e: &Error) -> Errno {
+    let n = e.errno();
+    if n == libc::ENOENT {
+        log::trace!("{op}: {e}");
+    } else {
+        log::debug!("{op}: {e} (errno {n})");
+    }
+    Errno::from_i32(n)
+}
+
+fn time(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+impl Filesystem for PbsFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
+            log::warn!("kernel lacks {missing:?}: O_TRUNC arrives as a separate truncation");
+        }
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        if let Err(max) = config.set_max_readahead(MAX_READAHEAD) {
+            let _ = config.set_max_readahead(max);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.vfs.lookup(parent.0, name) {
+            Ok(e) => reply.entry_with_ttls(&e.ttl, &e.entry_ttl, &attr(&e.attr), Generation(0)),
+            Err(e) => reply.error(errno("lookup", &e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.vfs.getattr(ino.0) {
+            Ok(e) => reply.attr(&e.ttl, &attr(&e.attr)),
+            Err(e) => reply.error(errno("getattr", &e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            size,
+            mode,
+            uid,
+            gid,
+            mtime: mtime.map(time),
+        };
+        match self.vfs.setattr(ino.0, fh.map(|f| f.0), set, caller(req)) {
+            Ok(e) => reply.attr(&e.ttl, &attr(&e.attr)),
+            Err(e) => reply.error(errno("setattr", &e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.vfs.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno("readlink", &e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(errno("mknod", &self.vfs.refuse_change("mknod")));
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(errno("mkdir", &self.vfs.refuse_change("mkdir")));
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.vfs.unlink(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("unlink", &e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(errno("rmdir", &self.vfs.refuse_change("rmdir")));
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(errno("symlink", &self.vfs.refuse_change("symlink")));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self
+            .vfs
+            .rename(parent.0, name, newparent.0, newname, flags.bits())
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("rename", &e)),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(errno("link", &self.vfs.refuse_change("link")));
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.vfs.open(ino.0, flags.0, caller(req)) {
+            Ok(o) => reply.opened(FileHandle(o.fh), open_flags(&o)),
+            Err(e) => reply.error(errno("open", &e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.vfs.read(fh.0, offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno("read", &e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.vfs.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno("write", &e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        match self.vfs.flush(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("flush", &e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.vfs.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.vfs.fsync(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("fsync", &e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.vfs.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno("opendir", &e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.vfs.readdir(ino.0, fh.0, offset) {
+            Ok(entries) => {
+                for e in entries {
+                    if reply.add(INodeNo(e.ino), e.next_offset, kind(e.kind), &e.name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno("readdir", &e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.vfs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.vfs.statfs() {
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, 255, s.frsize,
+            ),
+            Err(e) => reply.error(errno("statfs", &e)),
+        }
+    }
+
+    /// Extended attributes are not offered: ACL writes must fail so `sed -i` and `mv`
+    /// fall back to chmod (editor-saves.md).
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::from_i32(libc::ENOSYS));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::from_i32(libc::ENOSYS));
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // ENOSYS: the kernel stops asking and allows; permissions are checked on open.
+        reply.error(Errno::from_i32(libc::ENOSYS));
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.vfs.create(parent.0, name, mode, flags, caller(req)) {
+            Ok((e, o)) => reply.created(
+                &e.ttl,
+                &attr(&e.attr),
+                Generation(0),
+                FileHandle(o.fh),
+                open_flags(&o),
+            ),
+            Err(e) => reply.error(errno("create", &e)),
+        }
+    }
+}

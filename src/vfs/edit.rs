@@ -1,0 +1,229 @@
+//! Changing the view: setattr (truncation of metadata files, attributes of scratch
+//! files), create, unlink and rename. Only scratch files come and go; `notes` and
+//! `verify_state` change content only (a rename of a scratch file over one is a save),
+//! and are never removed or renamed away (EPERM, so editors save in place).
+
+use std::ffi::OsStr;
+
+use crate::error::{Error, Result};
+
+use super::meta::MetaFile;
+use super::node::Node;
+use super::scratch::errno_error;
+use super::{bad_handle, Caller, Entry, Handle, Opened, SetAttr, Vfs};
+
+impl Vfs {
+    pub fn setattr(
+        &self,
+        ino: u64,
+        fh: Option<u64>,
+        set: SetAttr,
+        caller: Caller,
+    ) -> Result<Entry> {
+        let node = self.node(ino)?;
+        let changes = set.size.is_some()
+            || set.mode.is_some()
+            || set.uid.is_some()
+            || set.gid.is_some()
+            || set.mtime.is_some();
+        if changes {
+            self.check_rw()?;
+        }
+        match &node {
+            Node::SnapNotes(_) | Node::VerifyState(_) | Node::GroupNotes(_) => {
+                let f = MetaFile::from_node(&node).expect("a metadata node");
+                // Mode, owner and times of a metadata file are fixed: accepted as no-ops.
+                if let Some(size) = set.size {
+                    self.truncate_meta(&f, fh, size, caller)?;
+                }
+            }
+            Node::Scratch(id) => {
+                let file = self
+                    .scratch
+                    .get(*id)
+                    .ok_or_else(|| Error::NotFound(format!("scratch file {id} is gone")))?;
+                let mut f = file.lock();
+                if let Some(size) = set.size {
+                    f.truncate(size)?;
+                }
+                if let Some(mode) = set.mode {
+                    f.mode = mode & 0o7777;
+                }
+                if let Some(uid) = set.uid {
+                    f.uid = uid;
+                }
+                if let Some(gid) = set.gid {
+                    f.gid = gid;
+                }
+                if let Some(t) = set.mtime {
+                    f.mtime = t;
+                }
+            }
+            _ => {
+                if set.size.is_some() {
+                    return Err(self.not_writable("this file"));
+                }
+                if changes {
+                    return Err(Error::NotPermitted(
+                        "modes, owners and times of this view are fixed".into(),
+                    ));
+                }
+            }
+        }
+        self.entry(&node)
+    }
+
+    /// Truncation of a metadata file: through its handle; without one, on the caller's
+    /// open write handles, else as a save of its own, committed at once.
+    fn truncate_meta(
+        &self,
+        f: &MetaFile,
+        fh: Option<u64>,
+        size: u64,
+        caller: Caller,
+    ) -> Result<()> {
+        let targets: Vec<_> = match fh {
+            Some(fh) => match self.meta_of(fh)? {
+                Some(m) => vec![m],
+                None => return Err(bad_handle(fh)),
+            },
+            None => self
+                .meta_handles(f)
+                .into_iter()
+                .filter(|m| {
+                    let st = m.lock();
+                    st.h.writable && st.h.pid == caller.pid
+                })
+                .collect(),
+        };
+        if targets.is_empty() {
+            let mut content = self.meta_committed(f)?;
+            content.resize(size as usize, 0);
+            return self.meta_commit(f, &content);
+        }
+        for m in targets {
+            let mut st = m.lock();
+            st.flushed = false;
+            st.h.truncate(size)?;
+        }
+        Ok(())
+    }
+
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+        caller: Caller,
+    ) -> Result<(Entry, Opened)> {
+        self.check_rw()?;
+        let p = self.node(parent)?;
+        if self.lookup_real(&p, name)?.is_some() {
+            return Err(Error::AlreadyExists(format!("{name:?} exists")));
+        }
+        if !p.holds_scratch() {
+            return Err(errno_error(
+                libc::EACCES,
+                format!("cannot create {name:?}: only snapshot and group folders take new files"),
+            ));
+        }
+        let file = self.scratch.create(
+            parent,
+            name,
+            mode & 0o7777,
+            caller.uid,
+            caller.gid,
+            flags & libc::O_EXCL != 0,
+        )?;
+        if flags & libc::O_TRUNC != 0 {
+            file.lock().truncate(0)?;
+        }
+        let id = file.lock().id;
+        let fh = self.add_handle(Handle::Scratch {
+            file,
+            append: flags & libc::O_APPEND != 0,
+            writable: true,
+        });
+        let entry = self.entry(&Node::Scratch(id))?;
+        Ok((
+            entry,
+            Opened {
+                fh,
+                direct_io: true,
+                keep_cache: false,
+            },
+        ))
+    }
+
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.check_rw()?;
+        let p = self.node(parent)?;
+        if self.lookup_real(&p, name)?.is_some() {
+            return Err(Error::NotPermitted(format!(
+                "{name:?} cannot be removed (truncate notes to clear them)"
+            )));
+        }
+        if p.holds_scratch() && self.scratch.unlink(parent, name).is_some() {
+            return Ok(());
+        }
+        Err(Error::NotFound(format!("{name:?} does not exist")))
+    }
+
+    /// `flags`: `RENAME_NOREPLACE` and `RENAME_EXCHANGE` as in renameat2.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
+        self.check_rw()?;
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            return Err(Error::InvalidInput(
+                "RENAME_EXCHANGE is not supported".into(),
+            ));
+        }
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        let p = self.node(parent)?;
+        if self.lookup_real(&p, name)?.is_some() {
+            return Err(Error::NotPermitted(format!("{name:?} cannot be renamed")));
+        }
+        let src = if p.holds_scratch() {
+            self.scratch.lookup(parent, name)
+        } else {
+            None
+        }
+        .ok_or_else(|| Error::NotFound(format!("{name:?} does not exist")))?;
+        let np = self.node(new_parent)?;
+        match self.lookup_real(&np, new_name)? {
+            Some(target) => {
+                if noreplace {
+                    return Err(Error::AlreadyExists(format!("{new_name:?} exists")));
+                }
+                let Some(f) = MetaFile::from_node(&target) else {
+                    return Err(Error::NotPermitted(format!(
+                        "{new_name:?} cannot be replaced"
+                    )));
+                };
+                // A save by rename: the scratch content becomes the new value.
+                let content = src.lock().data().to_vec();
+                self.commit_pending(&f);
+                self.meta_commit(&f, &content)?;
+                self.scratch.unlink(parent, name);
+                Ok(())
+            }
+            None => {
+                if !np.holds_scratch() {
+                    return Err(errno_error(
+                        libc::EACCES,
+                        format!("cannot move {name:?} there"),
+                    ));
+                }
+                self.scratch
+                    .rename(parent, name, new_parent, new_name, noreplace)
+            }
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! Editable metadata files (snapshot `notes` and `verify_state`, group `notes`) and the
+//! read-only `manifest.json`: their content, the write-time checks, the commit of one
+//! save as one transaction, and the per-handle buffer with the commit rules of
+//! ARCHITECTURE §3 (flush when written since the last commit, fsync when dirty, release
+//! when still dirty, a poisoned handle never commits).
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use crate::datastore::blob;
+use crate::datastore::manifest::{Manifest, VerifyState, MANIFEST_BLOB_NAME};
+use crate::datastore::notes::MAX_NOTES_LEN;
+use crate::datastore::snapshot::{BackupDir, BackupGroup};
+use crate::error::{Error, IoContext, Result};
+use crate::upid::{Upid, PBSFS_EDIT};
+
+use super::node::{systime, Node};
+use super::{dup_error, Vfs};
+
+/// `verify_state` content is a small JSON object; anything longer is refused.
+pub const MAX_VERIFY_STATE_LEN: usize = 64 * 1024;
+/// Who a state typed by hand through the mount is attributed to.
+const EDIT_AUTHID: &str = "root@pam";
+/// Snapshot views kept at most; the cache is cleared beyond (it only saves decoding).
+const MAX_VIEWS: usize = 512;
+
+/// A snapshot's manifest as the mount shows it, valid while the blob's stat is unchanged.
+#[derive(Debug)]
+pub struct SnapView {
+    stamp: (u64, i64, i64, u64),
+    /// The parsed manifest and its decoded JSON bytes, or why it cannot be read.
+    pub manifest: std::result::Result<(Manifest, Vec<u8>), String>,
+    pub mtime: SystemTime,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl SnapView {
+    fn manifest(&self) -> Result<&(Manifest, Vec<u8>)> {
+        self.manifest
+            .as_ref()
+            .map_err(|e| Error::Corrupt(e.clone()))
+    }
+
+    /// `unprotected.notes`, byte-exact (empty when unset).
+    pub fn notes(&self) -> Result<Vec<u8>> {
+        Ok(self.manifest()?.0.notes().unwrap_or("").as_bytes().to_vec())
+    }
+
+    /// `unprotected.verify_state` as pretty JSON plus a newline, empty when unset.
+    pub fn verify_state_text(&self) -> Result<Vec<u8>> {
+        Ok(match self.manifest()?.0.unprotected().get("verify_state") {
+            None => Vec::new(),
+            Some(v) => {
+                let mut s = serde_json::to_string_pretty(v).expect("a JSON value serialises");
+                s.push('\n');
+                s.into_bytes()
+            }
+        })
+    }
+
+    /// The decoded manifest, as stored.
+    pub fn json(&self) -> Result<&[u8]> {
+        Ok(&self.manifest()?.1)
+    }
+}
+
+/// An editable file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaFile {
+    SnapNotes(BackupDir),
+    VerifyState(BackupDir),
+    GroupNotes(BackupGroup),
+}
+
+impl MetaFile {
+    pub fn from_node(node: &Node) -> Option<MetaFile> {
+        match node {
+            Node::SnapNotes(d) => Some(MetaFile::SnapNotes(d.clone())),
+            Node::VerifyState(d) => Some(MetaFile::VerifyState(d.clone())),
+            Node::GroupNotes(g) => Some(MetaFile::GroupNotes(g.clone())),
+            _ => None,
+        }
+    }
+
+    pub fn what(&self) -> String {
+        match self {
+            MetaFile::SnapNotes(d) => format!("notes of snapshot {d}"),
+            MetaFile::VerifyState(d) => format!("verify_state of snapshot {d}"),
+            MetaFile::GroupNotes(g) => format!("notes of group {g}"),
+        }
+    }
+
+    /// Write-time check of a buffer that may still grow: reject only what can never
+    /// become valid.
+    pub fn check_partial(&self, buf: &[u8]) -> Result<()> {
+        match self {
+            MetaFile::SnapNotes(_) | MetaFile::GroupNotes(_) => {
+                if buf.len() > MAX_NOTES_LEN {
+                    return Err(Error::TooLarge(format!(
+                        "{}: {} bytes exceed the limit of {MAX_NOTES_LEN}",
+                        self.what(),
+                        buf.len()
+                    )));
+                }
+                match std::str::from_utf8(buf) {
+                    Ok(_) => Ok(()),
+                    // An incomplete sequence at the end may be completed by the next write.
+                    Err(e) if e.error_len().is_none() => Ok(()),
+                    Err(e) => Err(Error::InvalidUtf8(format!(
+                        "{}: not valid UTF-8 (invalid byte at offset {})",
+                        self.what(),
+                        e.valid_up_to()
+                    ))),
+                }
+            }
+            MetaFile::VerifyState(_) => {
+                if buf.len() > MAX_VERIFY_STATE_LEN {
+                    return Err(Error::TooLarge(format!(
+                        "{}: {} bytes exceed the limit of {MAX_VERIFY_STATE_LEN}",
+                        self.what(),
+                        buf.len()
+                    )));
+                }
+                let t = buf.trim_ascii();
+                if t.is_empty() || t[0] == b'{' || b"ok".starts_with(t) || b"failed".starts_with(t)
+                {
+                    Ok(())
+                } else {
+                    Err(Error::InvalidVerifyState(format!(
+                        "{}: write ok, failed, a JSON object {{\"state\", \"upid\"}} or nothing",
+                        self.what()
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// The new `verify_state` value of a save: `None` removes the key.
+pub fn parse_verify_state(ds_name: &str, d: &BackupDir, buf: &[u8]) -> Result<Option<Value>> {
+    let what = format!("verify_state of snapshot {d}");
+    let t = buf.trim_ascii();
+    let ok = match t {
+        b"" => return Ok(None),
+        b"ok" => true,
+        b"failed" => false,
+        _ => {
+            let v: Value = serde_json::from_slice(t).map_err(|e| {
+                Error::InvalidVerifyState(format!("{what}: not ok, failed or valid JSON: {e}"))
+            })?;
+            let vs = VerifyState::from_value(&v).map_err(|e| e.context(&what))?;
+            return Ok(Some(vs.to_value()));
+        }
+    };
+    let ns = if d.group.ns.is_root() {
+        String::new()
+    } else {
+        format!("{}/", d.group.ns.rel_path().display())
+    };
+    let worker_id = format!("{ds_name}:{ns}{}/{:08X}", d.group.name(), d.time);
+    let upid = Upid::new(PBSFS_EDIT, &worker_id, EDIT_AUTHID).to_string();
+    Ok(Some(VerifyState { ok, upid }.to_value()))
+}
+
+/// One open handle of a metadata file.
+#[derive(Debug)]
+pub struct MetaHandle {
+    pub file: MetaFile,
+    pub pid: u32,
+    pub writable: bool,
+    pub append: bool,
+    /// What this handle sees: the committed content at open (empty with `O_TRUNC`) plus
+    /// its own writes.
+    pub buf: Vec<u8>,
+    /// `buf` differs from what this handle last committed (a write or a truncation).
+    pub dirty: bool,
+    /// A `write` arrived since the last commit.
+    pub wrote: bool,
+    /// A rejected write or a failed commit: later writes, flushes and fsyncs return it,
+    /// nothing is ever committed.
+    pub poisoned: Option<Error>,
+}
+
+impl MetaHandle {
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<u32> {
+        if let Some(e) = &self.poisoned {
+            return Err(dup_error(e));
+        }
+        let at = if self.append {
+            self.buf.len()
+        } else {
+            offset as usize
+        };
+        let end = at.saturating_add(data.len());
+        // Refuse before allocating: the limits are far below any sane offset.
+        let limit = match self.file {
+            MetaFile::VerifyState(_) => MAX_VERIFY_STATE_LEN,
+            _ => MAX_NOTES_LEN,
+        };
+        let mut candidate;
+        if end > limit {
+            candidate = vec![0u8; limit + 1];
+        } else {
+            candidate = self.buf.clone();
+            if candidate.len() < end {
+                candidate.resize(end, 0);
+            }
+            candidate[at..end].copy_from_slice(data);
+        }
+        if let Err(e) = self.file.check_partial(&candidate) {
+            log::warn!("refused write: {e}");
+            self.poisoned = Some(dup_error(&e));
+            return Err(e);
+        }
+        self.buf = candidate;
+        self.dirty = true;
+        self.wrote = true;
+        Ok(data.len() as u32)
+    }
+
+    pub fn truncate(&mut self, size: u64) -> Result<()> {
+        if let Some(e) = &self.poisoned {
+            return Err(dup_error(e));
+        }
+        let limit = match self.file {
+            MetaFile::VerifyState(_) => MAX_VERIFY_STATE_LEN,
+            _ => MAX_NOTES_LEN,
+        };
+        if size as usize > limit {
+            return Err(Error::TooLarge(format!(
+                "{}: {size} bytes exceed the limit of {limit}",
+                self.file.what()
+            )));
+        }
+        self.buf.resize(size as usize, 0);
+        self.dirty = true;
+        Ok(())
+    }
+}
+
+impl Vfs {
+    /// The manifest view of a snapshot, reloaded when `index.json.blob` changed.
+    pub(super) fn snap_view(&self, d: &BackupDir) -> Result<Arc<SnapView>> {
+        let path = self.ds.snapshot_path(d).join(MANIFEST_BLOB_NAME);
+        let md = fs::metadata(&path).ctx(path.display())?;
+        let stamp = (md.ino(), md.mtime(), md.mtime_nsec(), md.len());
+        if let Some(v) = self.views.lock().get(d) {
+            if v.stamp == stamp {
+                return Ok(v.clone());
+            }
+        }
+        let manifest = self
+            .ds
+            .load_manifest_raw(d)
+            .and_then(|(m, raw)| Ok((m, blob::decode(&raw)?)))
+            .map_err(|e| {
+                self.log_once(&format!("manifest {d}"), &e);
+                e.to_string()
+            });
+        let view = Arc::new(SnapView {
+            stamp,
+            manifest,
+            mtime: systime(md.mtime(), md.mtime_nsec()),
+            uid: md.uid(),
+            gid: md.gid(),
+        });
+        let mut views = self.views.lock();
+        if views.len() >= MAX_VIEWS {
+            views.clear();
+        }
+        views.insert(d.clone(), view.clone());
+        Ok(view)
+    }
+
+    /// The committed content of an editable file.
+    pub(super) fn meta_committed(&self, f: &MetaFile) -> Result<Vec<u8>> {
+        match f {
+            MetaFile::SnapNotes(d) => self.snap_view(d)?.notes(),
+            MetaFile::VerifyState(d) => self.snap_view(d)?.verify_state_text(),
+            MetaFile::GroupNotes(g) => {
+                let p = self.ds.group_path(g).join(crate::datastore::GROUP_NOTES);
+                match fs::read(&p) {
+                    Ok(b) => Ok(b),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        if self.ds.group_path(g).is_dir() {
+                            Ok(Vec::new())
+                        } else {
+                            Err(Error::NotFound(format!("group {g} does not exist")))
+                        }
+                    }
+                    Err(e) => Err(Error::io(p.display(), e)),
+                }
+            }
+        }
+    }
+
+    /// One save: the full content check, then one transaction. Logged either way.
+    pub(super) fn meta_commit(&self, f: &MetaFile, content: &[u8]) -> Result<()> {
+        let res = match f {
+            MetaFile::SnapNotes(d) => self.ds.set_snapshot_notes(d, content),
+            MetaFile::VerifyState(d) => {
+                parse_verify_state(&self.ds.name(), d, content).and_then(|v| {
+                    self.ds.update_manifest(d, |u| {
+                        match v {
+                            Some(v) => u.insert("verify_state".into(), v),
+                            None => u.remove("verify_state"),
+                        };
+                        Ok(())
+                    })
+                })
+            }
+            MetaFile::GroupNotes(g) => self.ds.set_group_notes(g, content),
+        };
+        match &res {
+            Ok(()) => log::info!("commit: {} ({} bytes)", f.what(), content.len()),
+            Err(e) => log::warn!("commit of {} failed: {e}", f.what()),
+        }
+        res
+    }
+
+    /// Commit a handle's buffer; a failure poisons it.
+    pub(super) fn meta_commit_handle(&self, h: &mut MetaHandle) -> Result<()> {
+        match self.meta_commit(&h.file, &h.buf) {
+            Ok(()) => {
+                h.dirty = false;
+                h.wrote = false;
+                Ok(())
+            }
+            Err(e) => {
+                h.poisoned = Some(dup_error(&e));
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) fn meta_flush(&self, h: &mut MetaHandle) -> Result<()> {
+        if let Some(e) = &h.poisoned {
+            return Err(dup_error(e));
+        }
+        if h.wrote {
+            self.meta_commit_handle(h)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn meta_fsync(&self, h: &mut MetaHandle) -> Result<()> {
+        if let Some(e) = &h.poisoned {
+            return Err(dup_error(e));
+        }
+        if h.dirty {
+            self.meta_commit_handle(h)?;
+        }
+        Ok(())
+    }
+
+    /// The last close: a still-dirty handle (a truncate-only save) commits now; errors
+    /// can only be logged (`meta_commit` did).
+    pub(super) fn meta_release(&self, h: &mut MetaHandle) {
+        if h.poisoned.is_none() && h.dirty {
+            let _ = self.meta_commit_handle(h);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datastore::snapshot::BackupNamespace;
+
+    fn dir() -> BackupDir {
+        BackupDir::parse(&BackupNamespace::root(), "vm/100/2024-05-02T08:11:33Z").unwrap()
+    }
+
+    #[test]
+    fn partial_checks() {
+        let vs = MetaFile::VerifyState(dir());
+        for ok in [
+            &b""[..],
+            b"  ",
+            b"o",
+            b"ok\n",
+            b"fai",
+            b" failed ",
+            b"{\"state",
+        ] {
+            assert!(vs.check_partial(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [&b"garbage"[..], b"oks", b"failedx", b"[1]", b"OK"] {
+            assert_eq!(vs.check_partial(bad).unwrap_err().errno(), libc::EINVAL);
+        }
+        let n = MetaFile::SnapNotes(dir());
+        assert!(n.check_partial("grüß".as_bytes()).is_ok());
+        assert!(n.check_partial(&"ü".as_bytes()[..1]).is_ok());
+        assert_eq!(
+            n.check_partial(&[b'a', 0xff, b'b']).unwrap_err().errno(),
+            libc::EILSEQ
+        );
+        assert_eq!(
+            n.check_partial(&vec![b'a'; MAX_NOTES_LEN + 1])
+                .unwrap_err()
+                .errno(),
+            libc::EFBIG
+        );
+    }
+
+    #[test]
+    fn verify_state_words_get_a_valid_upid() {
+        let v = parse_verify_state("store", &dir(), b" ok\n")
+            .unwrap()
+            .unwrap();
+        let vs = VerifyState::from_value(&v).unwrap();
+        assert!(vs.ok);
+        assert_eq!(Upid::parse(&vs.upid).unwrap().worker_type, PBSFS_EDIT);
+        assert!(parse_verify_state("s", &dir(), b" \n").unwrap().is_none());
+        assert_eq!(
+            parse_verify_state("s", &dir(), b"{\"state\":\"ok\"}")
+                .unwrap_err()
+                .errno(),
+            libc::EINVAL
+        );
+    }
+
+    #[test]
+    fn a_rejected_write_poisons_the_handle() {
+        let mut h = MetaHandle {
+            file: MetaFile::VerifyState(dir()),
+            pid: 1,
+            writable: true,
+            append: false,
+            buf: Vec::new(),
+            dirty: true,
+            wrote: false,
+            poisoned: None,
+        };
+        assert_eq!(h.write(0, b"garbage\n").unwrap_err().errno(), libc::EINVAL);
+        assert!(h.buf.is_empty());
+        assert_eq!(h.write(0, b"ok").unwrap_err().errno(), libc::EINVAL);
+        assert_eq!(h.truncate(0).unwrap_err().errno(), libc::EINVAL);
+    }
+}

@@ -1,0 +1,569 @@
+//! The mount without a kernel: every filesystem operation pbsfs answers, on inode
+//! numbers and file handles, returning `crate::Error` (whose `errno()` is the only errno
+//! mapping). `fuse.rs` only translates between this and fuser; tests drive it directly.
+//!
+//! Invariants: inode numbers come from `InodeTable` and never change for a key; archive
+//! bytes come only from `ChunkStore::read_verified` (via `reader.rs`); a metadata file
+//! changes only through `meta.rs`, one transaction per save; scratch files never touch
+//! the datastore.
+
+mod edit;
+pub mod inode;
+pub mod meta;
+pub mod node;
+pub mod reader;
+pub mod scratch;
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+
+use crate::datastore::snapshot::{BackupDir, BackupNamespace};
+use crate::datastore::Datastore;
+use crate::error::{Error, IoContext, Result};
+use crate::sys::FsStats;
+
+use inode::{InodeTable, ROOT_INO};
+use meta::{MetaFile, MetaHandle, SnapView};
+use node::Node;
+use reader::{ArchiveHandle, ChunkCache, Prefetcher};
+use scratch::{errno_error, ScratchStore, Shared};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// What `stat` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: SystemTime,
+    pub nlink: u32,
+}
+
+/// An answer to lookup/getattr: attributes and how long the kernel may cache them (and
+/// the name binding).
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub attr: Attr,
+    /// How long the attributes may be cached.
+    pub ttl: Duration,
+    /// How long the name -> inode binding may be cached.
+    pub entry_ttl: Duration,
+}
+
+/// An open file: its handle and how the kernel should cache it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    pub fh: u64,
+    /// Bypass the page cache (content that changes: metadata and scratch files).
+    pub direct_io: bool,
+    /// Keep cached pages from earlier opens (archive content never changes).
+    pub keep_cache: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    /// The offset to ask for to continue after this entry.
+    pub next_offset: u64,
+    pub kind: Kind,
+    pub name: OsString,
+}
+
+/// Attribute changes of a setattr; unset fields stay.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttr {
+    pub size: Option<u64>,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mtime: Option<SystemTime>,
+}
+
+/// Who sent a request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub read_only: bool,
+    /// Bytes of verified chunks kept in memory.
+    pub cache_size: u64,
+    /// The namespace shown as the mount root.
+    pub ns: BackupNamespace,
+}
+
+#[derive(Debug)]
+enum Handle {
+    /// A directory listing, taken at offset 0.
+    Dir(Arc<Mutex<Vec<DirEntry>>>),
+    Archive(Arc<ArchiveHandle>),
+    /// Read-only content fixed at open (manifest.json, owner, metadata opened to read).
+    Bytes(Arc<Vec<u8>>),
+    Meta(MetaFile, Arc<Mutex<MetaState>>),
+    Scratch {
+        file: Shared,
+        append: bool,
+        writable: bool,
+    },
+}
+
+/// A metadata handle and whether its last close (flush) came after its last change, so
+/// another open may commit it before its release arrives.
+#[derive(Debug)]
+struct MetaState {
+    h: MetaHandle,
+    flushed: bool,
+}
+
+/// The filesystem.
+#[derive(Debug)]
+pub struct Vfs {
+    ds: Arc<Datastore>,
+    read_only: bool,
+    inodes: InodeTable,
+    cache: Arc<ChunkCache>,
+    prefetch: Prefetcher,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    scratch: ScratchStore,
+    views: Mutex<HashMap<BackupDir, Arc<SnapView>>>,
+    sizes: Mutex<HashMap<Node, u64>>,
+    logged: Mutex<HashSet<String>>,
+}
+
+/// A copy of an error (same variant, so the same errno), for poisoned handles and
+/// repeated reports.
+pub fn dup_error(e: &Error) -> Error {
+    match e {
+        Error::NotFound(m) => Error::NotFound(m.clone()),
+        Error::Corrupt(m) => Error::Corrupt(m.clone()),
+        Error::Encrypted(m) => Error::Encrypted(m.clone()),
+        Error::LockBusy(m) => Error::LockBusy(m.clone()),
+        Error::InvalidVerifyState(m) => Error::InvalidVerifyState(m.clone()),
+        Error::InvalidUtf8(m) => Error::InvalidUtf8(m.clone()),
+        Error::TooLarge(m) => Error::TooLarge(m.clone()),
+        Error::ReadOnly(m) => Error::ReadOnly(m.clone()),
+        Error::InvalidInput(m) => Error::InvalidInput(m.clone()),
+        Error::AlreadyExists(m) => Error::AlreadyExists(m.clone()),
+        Error::NotPermitted(m) => Error::NotPermitted(m.clone()),
+        Error::Io { context, source } => Error::Io {
+            context: context.clone(),
+            source: match source.raw_os_error() {
+                Some(n) => io::Error::from_raw_os_error(n),
+                None => io::Error::new(source.kind(), source.to_string()),
+            },
+        },
+    }
+}
+
+fn bad_handle(fh: u64) -> Error {
+    errno_error(libc::EBADF, format!("file handle {fh}"))
+}
+
+fn slice_at(data: &[u8], offset: u64, size: u32) -> Vec<u8> {
+    let start = (offset.min(data.len() as u64)) as usize;
+    let end = start.saturating_add(size as usize).min(data.len());
+    data[start..end].to_vec()
+}
+
+impl Vfs {
+    pub fn new(ds: Datastore, opts: Options) -> Result<Vfs> {
+        if !opts.ns.is_root() && !ds.ns_path(&opts.ns).is_dir() {
+            return Err(Error::NotFound(format!(
+                "namespace '{}' does not exist",
+                opts.ns
+            )));
+        }
+        Ok(Vfs {
+            ds: Arc::new(ds),
+            read_only: opts.read_only,
+            inodes: InodeTable::new(Node::Namespace(opts.ns)),
+            cache: Arc::new(ChunkCache::new(opts.cache_size)),
+            prefetch: Prefetcher::new(),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            scratch: ScratchStore::default(),
+            views: Mutex::new(HashMap::new()),
+            sizes: Mutex::new(HashMap::new()),
+            logged: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn datastore(&self) -> &Datastore {
+        &self.ds
+    }
+
+    pub fn chunk_cache(&self) -> &ChunkCache {
+        &self.cache
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    pub fn root_ino(&self) -> u64 {
+        ROOT_INO
+    }
+
+    /// Log an error the first time its key is seen.
+    fn log_once(&self, key: &str, e: &Error) {
+        if self.logged.lock().insert(key.to_string()) {
+            log::error!("{e}");
+        }
+    }
+
+    fn node(&self, ino: u64) -> Result<Node> {
+        self.inodes
+            .node(ino)
+            .ok_or_else(|| Error::NotFound(format!("inode {ino} is unknown")))
+    }
+
+    fn entry(&self, node: &Node) -> Result<Entry> {
+        let mut attr = self.attr_of(node)?;
+        attr.ino = self.inodes.ino(node);
+        Ok(Entry {
+            attr,
+            ttl: node.ttl(),
+            entry_ttl: node.entry_ttl(),
+        })
+    }
+
+    /// EROFS on a read-only mount, else EACCES (a read-only file of a writable mount).
+    fn not_writable(&self, what: &str) -> Error {
+        if self.read_only {
+            Error::ReadOnly(format!("{what}: the mount is read-only"))
+        } else {
+            errno_error(libc::EACCES, format!("{what} is read-only"))
+        }
+    }
+
+    fn check_rw(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly("the mount is read-only".into()));
+        }
+        Ok(())
+    }
+
+    /// Refusal of operations the view does not offer (mkdir, rmdir, links).
+    pub fn refuse_change(&self, what: &str) -> Error {
+        if self.read_only {
+            Error::ReadOnly(format!("{what}: the mount is read-only"))
+        } else {
+            Error::NotPermitted(format!("{what} is not supported here"))
+        }
+    }
+
+    fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, h);
+        fh
+    }
+
+    fn meta_handles(&self, f: &MetaFile) -> Vec<Arc<Mutex<MetaState>>> {
+        self.handles
+            .lock()
+            .values()
+            .filter_map(|h| match h {
+                Handle::Meta(file, m) if file == f => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Commit the closed-but-not-released saves of `f`, so a newer save can never be
+    /// overtaken by an older one's release.
+    fn commit_pending(&self, f: &MetaFile) {
+        for m in self.meta_handles(f) {
+            let mut st = m.lock();
+            if st.flushed && st.h.dirty && st.h.poisoned.is_none() {
+                let _ = self.meta_commit_handle(&mut st.h);
+            }
+        }
+    }
+
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
+        let p = self.node(parent)?;
+        if let Some(n) = self.lookup_real(&p, name)? {
+            return self.entry(&n);
+        }
+        if p.holds_scratch() {
+            if let Some(f) = self.scratch.lookup(parent, name) {
+                let id = f.lock().id;
+                return self.entry(&Node::Scratch(id));
+            }
+        }
+        Err(Error::NotFound(format!("{name:?} does not exist")))
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Entry> {
+        self.entry(&self.node(ino)?)
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        match self.node(ino)? {
+            Node::Latest(g) => Ok(self.latest_target(&g)?.into_bytes()),
+            _ => Err(Error::InvalidInput("not a symbolic link".into())),
+        }
+    }
+
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let n = self.node(ino)?;
+        if n.kind() != Kind::Dir {
+            return Err(errno_error(libc::ENOTDIR, "not a directory"));
+        }
+        Ok(self.add_handle(Handle::Dir(Arc::new(Mutex::new(Vec::new())))))
+    }
+
+    /// Entries from `offset` on; the listing is read afresh at offset 0.
+    pub fn readdir(&self, ino: u64, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
+        let listing = match self.handles.lock().get(&fh) {
+            Some(Handle::Dir(l)) => l.clone(),
+            _ => return Err(bad_handle(fh)),
+        };
+        let mut l = listing.lock();
+        if offset == 0 {
+            let node = self.node(ino)?;
+            let mut names: Vec<(OsString, u64, Kind)> =
+                vec![(".".into(), ino, Kind::Dir), ("..".into(), ino, Kind::Dir)];
+            for (name, n) in self.list_dir(&node)? {
+                names.push((name.into(), self.inodes.ino(&n), n.kind()));
+            }
+            if node.holds_scratch() {
+                for (name, id) in self.scratch.list(ino) {
+                    let n = Node::Scratch(id);
+                    names.push((name, self.inodes.ino(&n), Kind::File));
+                }
+            }
+            *l = names
+                .into_iter()
+                .enumerate()
+                .map(|(i, (name, ino, kind))| DirEntry {
+                    ino,
+                    next_offset: i as u64 + 1,
+                    kind,
+                    name,
+                })
+                .collect();
+        }
+        Ok(l.iter().skip(offset as usize).cloned().collect())
+    }
+
+    pub fn open(&self, ino: u64, flags: i32, caller: Caller) -> Result<Opened> {
+        let node = self.node(ino)?;
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let trunc = flags & libc::O_TRUNC != 0;
+        let direct = |fh| Opened {
+            fh,
+            direct_io: true,
+            keep_cache: false,
+        };
+        match &node {
+            Node::Archive { dir, file, .. } => {
+                if write {
+                    return Err(self.not_writable(file));
+                }
+                // The name now holds other content (a snapshot made again at the same
+                // time): make the kernel look it up again rather than mix pages.
+                if self.archive_node(dir, file)? != node {
+                    return Err(errno_error(libc::ESTALE, format!("{dir}/{file} changed")));
+                }
+                let h = self.open_archive(dir, file)?;
+                Ok(Opened {
+                    fh: self.add_handle(Handle::Archive(Arc::new(h))),
+                    direct_io: false,
+                    keep_cache: true,
+                })
+            }
+            Node::ManifestJson(d) => {
+                if write {
+                    return Err(self.not_writable("manifest.json"));
+                }
+                let bytes = self.snap_view(d)?.json()?.to_vec();
+                Ok(direct(self.add_handle(Handle::Bytes(Arc::new(bytes)))))
+            }
+            Node::GroupOwner(g) => {
+                if write {
+                    return Err(self.not_writable("owner"));
+                }
+                let p = self.ds.group_path(g).join(crate::datastore::GROUP_OWNER);
+                let bytes = std::fs::read(&p).ctx(p.display())?;
+                Ok(direct(self.add_handle(Handle::Bytes(Arc::new(bytes)))))
+            }
+            Node::SnapNotes(_) | Node::VerifyState(_) | Node::GroupNotes(_) => {
+                let f = MetaFile::from_node(&node).expect("a metadata node");
+                if write {
+                    self.check_rw()?;
+                }
+                self.commit_pending(&f);
+                if !write {
+                    let bytes = self.meta_committed(&f)?;
+                    return Ok(direct(self.add_handle(Handle::Bytes(Arc::new(bytes)))));
+                }
+                let buf = if trunc {
+                    Vec::new()
+                } else {
+                    self.meta_committed(&f)?
+                };
+                let h = MetaHandle {
+                    file: f.clone(),
+                    pid: caller.pid,
+                    writable: true,
+                    append: flags & libc::O_APPEND != 0,
+                    buf,
+                    dirty: trunc,
+                    wrote: false,
+                    poisoned: None,
+                };
+                let st = MetaState { h, flushed: false };
+                Ok(direct(
+                    self.add_handle(Handle::Meta(f, Arc::new(Mutex::new(st)))),
+                ))
+            }
+            Node::Scratch(id) => {
+                let file = self
+                    .scratch
+                    .get(*id)
+                    .ok_or_else(|| Error::NotFound(format!("scratch file {id} is gone")))?;
+                if write {
+                    self.check_rw()?;
+                    if trunc {
+                        file.lock().truncate(0)?;
+                    }
+                }
+                Ok(direct(self.add_handle(Handle::Scratch {
+                    file,
+                    append: flags & libc::O_APPEND != 0,
+                    writable: write,
+                })))
+            }
+            Node::Latest(_) => Err(Error::InvalidInput("a symbolic link".into())),
+            Node::Namespace(_)
+            | Node::NsDir(_)
+            | Node::TypeDir(..)
+            | Node::Group(_)
+            | Node::Snapshot(..) => Err(errno_error(libc::EISDIR, "a directory")),
+        }
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let h = match self.handles.lock().get(&fh) {
+            Some(Handle::Archive(a)) => Handle::Archive(a.clone()),
+            Some(Handle::Bytes(b)) => Handle::Bytes(b.clone()),
+            Some(Handle::Meta(f, m)) => Handle::Meta(f.clone(), m.clone()),
+            Some(Handle::Scratch { file, .. }) => Handle::Scratch {
+                file: file.clone(),
+                append: false,
+                writable: false,
+            },
+            Some(Handle::Dir(_)) => return Err(errno_error(libc::EISDIR, "a directory")),
+            None => return Err(bad_handle(fh)),
+        };
+        match h {
+            Handle::Archive(a) => self.read_archive(&a, offset, size),
+            Handle::Bytes(b) => Ok(slice_at(&b, offset, size)),
+            Handle::Meta(_, m) => Ok(slice_at(&m.lock().h.buf, offset, size)),
+            Handle::Scratch { file, .. } => Ok(slice_at(file.lock().data(), offset, size)),
+            Handle::Dir(_) => Err(errno_error(libc::EISDIR, "a directory")),
+        }
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let h = self.handles.lock().get(&fh).map(|h| match h {
+            Handle::Meta(f, m) => Ok(Handle::Meta(f.clone(), m.clone())),
+            Handle::Scratch {
+                file,
+                append,
+                writable,
+            } => Ok(Handle::Scratch {
+                file: file.clone(),
+                append: *append,
+                writable: *writable,
+            }),
+            _ => Err(bad_handle(fh)),
+        });
+        match h.ok_or_else(|| bad_handle(fh))?? {
+            Handle::Meta(_, m) => {
+                let mut st = m.lock();
+                st.flushed = false;
+                st.h.write(offset, data)
+            }
+            Handle::Scratch {
+                file,
+                append,
+                writable: true,
+            } => {
+                let mut f = file.lock();
+                let at = if append {
+                    f.data().len() as u64
+                } else {
+                    offset
+                };
+                f.write(at, data)
+            }
+            _ => Err(bad_handle(fh)),
+        }
+    }
+
+    fn meta_of(&self, fh: u64) -> Result<Option<Arc<Mutex<MetaState>>>> {
+        match self.handles.lock().get(&fh) {
+            Some(Handle::Meta(_, m)) => Ok(Some(m.clone())),
+            Some(_) => Ok(None),
+            None => Err(bad_handle(fh)),
+        }
+    }
+
+    /// A `close()` of one descriptor: commits a metadata handle that wrote since its last
+    /// commit; the error reaches `close()`.
+    pub fn flush(&self, fh: u64) -> Result<()> {
+        if let Some(m) = self.meta_of(fh)? {
+            let mut st = m.lock();
+            let res = self.meta_flush(&mut st.h);
+            st.flushed = true;
+            return res;
+        }
+        Ok(())
+    }
+
+    pub fn fsync(&self, fh: u64) -> Result<()> {
+        if let Some(m) = self.meta_of(fh)? {
+            return self.meta_fsync(&mut m.lock().h);
+        }
+        Ok(())
+    }
+
+    /// The last close of a handle (asynchronous to the application).
+    pub fn release(&self, fh: u64) {
+        let h = self.handles.lock().remove(&fh);
+        if let Some(Handle::Meta(_, m)) = h {
+            self.meta_release(&mut m.lock().h);
+        }
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.lock().remove(&fh);
+    }
+
+    /// Sizes of the filesystem holding the datastore.
+    pub fn statfs(&self) -> Result<FsStats> {
+        crate::sys::statvfs(self.ds.root()).ctx(self.ds.root().display())
+    }
+}
