@@ -9,4 +9,5 @@ mod corruption;
 mod editors;
 mod format;
 mod mount;
+mod mount_util;
 mod vfs;

@@ -1,1 +1,436 @@
-//! vfs tests.
+//! The vfs driven without a kernel: random reads equal the source bytes, inode numbers
+//! are stable, and the commit rules of ARCHITECTURE §3 (commit exactly at flush after a
+//! write, fsync when dirty, release when still dirty, the next open, a rename), observed
+//! through the manifest file's inode (every transaction replaces it).
+
+use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
+
+use pbsfs::datastore::snapshot::BackupNamespace;
+use pbsfs::vfs::{Caller, Options, SetAttr, Vfs};
+use pbsfs::Datastore;
+
+use crate::common::{pseudo_random, TempDir};
+use crate::mount_util::*;
+
+const W: i32 = libc::O_WRONLY;
+const TRUNC: i32 = libc::O_WRONLY | libc::O_TRUNC;
+
+fn vfs(f: &Fixture, read_only: bool) -> Vfs {
+    let ds = Datastore::open(&f.store, None).unwrap();
+    Vfs::new(
+        ds,
+        Options {
+            read_only,
+            cache_size: 1 << 20,
+            ns: BackupNamespace::root(),
+        },
+    )
+    .unwrap()
+}
+
+fn walk(v: &Vfs, path: &str) -> u64 {
+    path.split('/')
+        .filter(|c| !c.is_empty())
+        .fold(v.root_ino(), |ino, c| {
+            v.lookup(ino, OsStr::new(c))
+                .unwrap_or_else(|e| panic!("{path}: {c}: {e}"))
+                .attr
+                .ino
+        })
+}
+
+fn caller(pid: u32) -> Caller {
+    Caller {
+        uid: 0,
+        gid: 0,
+        pid,
+    }
+}
+
+const SNAP: &str = "vm/100/2024-05-02T08:11:33Z";
+
+#[test]
+fn random_reads_equal_the_source_and_chunks_are_read_once() {
+    let tmp = TempDir::new("vfs-read");
+    let f = fixture(&tmp);
+    let v = vfs(&f, false);
+    for (path, src) in [
+        (format!("{SNAP}/drive-scsi0.img"), &f.img1),
+        (
+            "vm/100/2024-05-03T08:11:33Z/drive-scsi1.img".to_string(),
+            &f.img2,
+        ),
+    ] {
+        let ino = walk(&v, &path);
+        assert_eq!(v.getattr(ino).unwrap().attr.size, src.len() as u64);
+        let fh = v.open(ino, libc::O_RDONLY, caller(1)).unwrap().fh;
+        let rnd = pseudo_random(8 * 300, 9);
+        for i in 0..300 {
+            let r = u64::from_le_bytes(rnd[i * 8..i * 8 + 8].try_into().unwrap());
+            let len = src.len() as u64;
+            let off = r % (len + 100);
+            let size = ((r >> 32) % 300_000) as u32;
+            let got = v.read(fh, off, size).unwrap();
+            let start = (off as usize).min(src.len());
+            let end = (off as usize + size as usize).min(src.len());
+            assert_eq!(got, &src[start..end], "{path} at {off}+{size}");
+        }
+        // Edges: chunk boundaries, the last byte, EOF.
+        for off in [
+            0u64,
+            65535,
+            65536,
+            16383,
+            16384,
+            len_minus(src, 1),
+            src.len() as u64,
+        ] {
+            let got = v.read(fh, off, 2).unwrap();
+            let start = (off as usize).min(src.len());
+            assert_eq!(got, &src[start..(start + 2).min(src.len())]);
+        }
+        v.release(fh);
+    }
+    // A chunk in the cache is not read again.
+    let ino = walk(&v, &format!("{SNAP}/drive-scsi0.img"));
+    let fh = v.open(ino, libc::O_RDONLY, caller(1)).unwrap().fh;
+    v.read(fh, 0, 100).unwrap();
+    let reads = v.chunk_cache().disk_reads();
+    v.read(fh, 10, 100).unwrap();
+    assert_eq!(v.chunk_cache().disk_reads(), reads);
+    assert!(v.chunk_cache().cached_bytes() <= 1 << 20);
+    v.release(fh);
+}
+
+fn len_minus(v: &[u8], n: usize) -> u64 {
+    (v.len() - n) as u64
+}
+
+#[test]
+fn inode_numbers_are_stable_and_distinct() {
+    let tmp = TempDir::new("vfs-ino");
+    let f = fixture(&tmp);
+    let v = vfs(&f, false);
+    let paths = [
+        "vm",
+        "vm/100",
+        SNAP,
+        "vm/100/2024-05-03T08:11:33Z",
+        &format!("{SNAP}/notes"),
+        &format!("{SNAP}/drive-scsi0.img"),
+        "vm/100/2024-05-03T08:11:33Z/drive-scsi0.img",
+        "vm/100/notes",
+        "ns/prod/host/web",
+    ];
+    let first: Vec<u64> = paths.iter().map(|p| walk(&v, p)).collect();
+    let mut uniq = first.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), first.len());
+    let again: Vec<u64> = paths.iter().map(|p| walk(&v, p)).collect();
+    assert_eq!(first, again);
+    for (p, ino) in paths.iter().zip(&first) {
+        assert_eq!(v.getattr(*ino).unwrap().attr.ino, *ino, "{p}");
+    }
+    assert!(v.lookup(walk(&v, SNAP), OsStr::new("nothing")).is_err());
+    assert_eq!(
+        v.lookup(walk(&v, "vm"), OsStr::new("999"))
+            .unwrap_err()
+            .errno(),
+        libc::ENOENT
+    );
+}
+
+/// The manifest blob's inode: every transaction replaces the file.
+fn version(f: &Fixture) -> u64 {
+    std::fs::metadata(f.ds.snapshot_path(&f.d1).join("index.json.blob"))
+        .unwrap()
+        .ino()
+}
+
+fn notes(f: &Fixture) -> String {
+    f.ds.load_manifest(&f.d1)
+        .unwrap()
+        .notes()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Assert that `step` commits (`true`) or not.
+fn step<T>(f: &Fixture, commits: bool, what: &str, step: impl FnOnce() -> T) -> T {
+    let before = version(f);
+    let out = step();
+    assert_eq!(version(f) != before, commits, "{what}");
+    out
+}
+
+#[test]
+fn commit_points_follow_the_rules() {
+    let tmp = TempDir::new("vfs-commit");
+    let f = fixture(&tmp);
+    let v = vfs(&f, false);
+    let ino = walk(&v, &format!("{SNAP}/notes"));
+    // echo x > notes: OPEN(TRUNC) F W F R -> one commit, at the second flush.
+    let fh = step(&f, false, "open", || {
+        v.open(ino, TRUNC, caller(7)).unwrap().fh
+    });
+    step(&f, false, "flush before write", || v.flush(fh).unwrap());
+    step(&f, false, "write", || v.write(fh, 0, b"x\n").unwrap());
+    step(&f, true, "flush after write", || v.flush(fh).unwrap());
+    step(&f, false, "release", || v.release(fh));
+    assert_eq!(notes(&f), "x\n");
+    // echo y >> notes: appends at the end whatever the offset.
+    let fh = v
+        .open(ino, libc::O_WRONLY | libc::O_APPEND, caller(7))
+        .unwrap()
+        .fh;
+    v.flush(fh).unwrap();
+    v.write(fh, 0, b"y\n").unwrap();
+    step(&f, true, "flush", || v.flush(fh).unwrap());
+    v.release(fh);
+    assert_eq!(notes(&f), "x\ny\n");
+    // printf '' > notes: the truncation commits at release.
+    let fh = v.open(ino, TRUNC, caller(7)).unwrap().fh;
+    step(&f, false, "flushes", || {
+        v.flush(fh).unwrap();
+        v.flush(fh).unwrap()
+    });
+    step(&f, true, "release", || v.release(fh));
+    assert_eq!(notes(&f), "");
+    // ... or at the next open of the file, before that release arrives.
+    v.open(ino, TRUNC, caller(7))
+        .and_then(|o| v.write(o.fh, 0, b"z").map(|_| o))
+        .and_then(|o| v.flush(o.fh).map(|_| o))
+        .map(|o| v.release(o.fh))
+        .unwrap();
+    let fh = v.open(ino, TRUNC, caller(8)).unwrap().fh;
+    v.flush(fh).unwrap();
+    let rfh = step(&f, true, "another open", || {
+        v.open(ino, libc::O_RDONLY, caller(9)).unwrap().fh
+    });
+    assert_eq!(v.read(rfh, 0, 10).unwrap(), b"");
+    step(&f, false, "release after the early commit", || {
+        v.release(fh)
+    });
+    v.release(rfh);
+    // truncate -s 0: SETATTR(size, fh) F R.
+    v.open(ino, TRUNC, caller(7))
+        .and_then(|o| v.write(o.fh, 0, b"long").map(|_| o))
+        .and_then(|o| v.flush(o.fh).map(|_| o))
+        .map(|o| v.release(o.fh))
+        .unwrap();
+    let fh = v.open(ino, W, caller(7)).unwrap().fh;
+    let set = SetAttr {
+        size: Some(0),
+        ..SetAttr::default()
+    };
+    step(&f, false, "ftruncate", || {
+        v.setattr(ino, Some(fh), set, caller(7)).unwrap()
+    });
+    step(&f, false, "flush", || v.flush(fh).unwrap());
+    step(&f, true, "release", || v.release(fh));
+    // vim -es: OPEN(W) SETATTR(0) W FSYNC SETATTR(mode) F R: one commit, at fsync.
+    let fh = v.open(ino, W, caller(7)).unwrap().fh;
+    v.setattr(ino, Some(fh), set, caller(7)).unwrap();
+    v.write(fh, 0, b"vim\n").unwrap();
+    step(&f, true, "fsync", || v.fsync(fh).unwrap());
+    let mode = SetAttr {
+        mode: Some(0o100644),
+        ..SetAttr::default()
+    };
+    step(&f, false, "fchmod, flush, release", || {
+        v.setattr(ino, Some(fh), mode, caller(7)).unwrap();
+        v.flush(fh).unwrap();
+        v.release(fh)
+    });
+    assert_eq!(notes(&f), "vim\n");
+    // An open for write closed without a change commits nothing.
+    step(&f, false, "probe", || {
+        let fh = v.open(ino, W, caller(7)).unwrap().fh;
+        v.flush(fh).unwrap();
+        v.release(fh)
+    });
+    // truncate(2) by path: the caller's open write handle takes it...
+    let fh = v.open(ino, W, caller(11)).unwrap().fh;
+    step(&f, false, "path truncate with a handle", || {
+        v.setattr(ino, None, set, caller(11)).unwrap()
+    });
+    step(&f, true, "release", || v.release(fh));
+    // ... else it is a save of its own.
+    v.open(ino, TRUNC, caller(7))
+        .and_then(|o| v.write(o.fh, 0, b"abc").map(|_| o))
+        .and_then(|o| v.flush(o.fh).map(|_| o))
+        .map(|o| v.release(o.fh))
+        .unwrap();
+    let two = SetAttr {
+        size: Some(2),
+        ..SetAttr::default()
+    };
+    step(&f, true, "path truncate alone", || {
+        v.setattr(ino, None, two, caller(12)).unwrap()
+    });
+    assert_eq!(notes(&f), "ab");
+    assert_eq!(v.getattr(ino).unwrap().attr.size, 2);
+}
+
+#[test]
+fn rejected_writes_poison_the_handle_and_scratch_renames_commit() {
+    let tmp = TempDir::new("vfs-poison");
+    let f = fixture(&tmp);
+    let v = vfs(&f, false);
+    let snap = walk(&v, SNAP);
+    let vs = walk(&v, &format!("{SNAP}/verify_state"));
+    let ino = walk(&v, &format!("{SNAP}/notes"));
+    let fh = v.open(vs, TRUNC, caller(1)).unwrap().fh;
+    step(&f, false, "garbage", || {
+        assert_eq!(
+            v.write(fh, 0, b"garbage\n").unwrap_err().errno(),
+            libc::EINVAL
+        );
+        assert_eq!(v.write(fh, 0, b"ok").unwrap_err().errno(), libc::EINVAL);
+        assert_eq!(v.flush(fh).unwrap_err().errno(), libc::EINVAL);
+        assert_eq!(v.fsync(fh).unwrap_err().errno(), libc::EINVAL);
+        v.release(fh)
+    });
+    // Invalid JSON passes the write check and fails at flush; nothing is written.
+    let fh = v.open(vs, TRUNC, caller(1)).unwrap().fh;
+    v.write(fh, 0, b"{\"state\": \"ok\"}").unwrap();
+    step(&f, false, "bad json", || {
+        assert_eq!(v.flush(fh).unwrap_err().errno(), libc::EINVAL);
+        v.release(fh)
+    });
+    // Notes: invalid UTF-8 (an incomplete sequence at the end is fine), and the limit.
+    let fh = v.open(ino, TRUNC, caller(1)).unwrap().fh;
+    v.write(fh, 0, &"ü".as_bytes()[..1]).unwrap();
+    v.write(fh, 1, &"ü".as_bytes()[1..]).unwrap();
+    assert_eq!(
+        v.write(fh, 2, &[0xff, b'a']).unwrap_err().errno(),
+        libc::EILSEQ
+    );
+    step(&f, false, "poisoned release", || v.release(fh));
+    let fh = v.open(ino, TRUNC, caller(1)).unwrap().fh;
+    let big = vec![b'a'; pbsfs::datastore::notes::MAX_NOTES_LEN];
+    v.write(fh, 0, &big).unwrap();
+    assert_eq!(
+        v.write(fh, big.len() as u64, b"b").unwrap_err().errno(),
+        libc::EFBIG
+    );
+    step(&f, false, "poisoned release", || v.release(fh));
+    // notes cannot be removed or renamed away.
+    assert_eq!(
+        v.unlink(snap, OsStr::new("notes")).unwrap_err().errno(),
+        libc::EPERM
+    );
+    assert_eq!(
+        v.rename(snap, OsStr::new("notes"), snap, OsStr::new("x"), 0)
+            .unwrap_err()
+            .errno(),
+        libc::EPERM
+    );
+    // Scratch files: O_EXCL, then rename over notes is one save.
+    let (e, o) = v
+        .create(
+            snap,
+            OsStr::new("sed1"),
+            0o600,
+            libc::O_RDWR | libc::O_EXCL,
+            caller(1),
+        )
+        .unwrap();
+    assert_eq!(
+        v.create(snap, OsStr::new("sed1"), 0o600, libc::O_EXCL, caller(1))
+            .unwrap_err()
+            .errno(),
+        libc::EEXIST
+    );
+    v.write(o.fh, 0, b"renamed\n").unwrap();
+    step(&f, false, "scratch flush", || v.flush(o.fh).unwrap());
+    v.release(o.fh);
+    assert_eq!(v.getattr(e.attr.ino).unwrap().attr.size, 8);
+    step(&f, true, "rename over notes", || {
+        v.rename(snap, OsStr::new("sed1"), snap, OsStr::new("notes"), 0)
+            .unwrap()
+    });
+    assert_eq!(notes(&f), "renamed\n");
+    assert_eq!(
+        v.lookup(snap, OsStr::new("sed1")).unwrap_err().errno(),
+        libc::ENOENT
+    );
+    // Scratch files only where editors work; the cap gives ENOSPC.
+    assert_eq!(
+        v.create(walk(&v, "vm"), OsStr::new("x"), 0o644, 0, caller(1))
+            .unwrap_err()
+            .errno(),
+        libc::EACCES
+    );
+    let mut last = Ok(());
+    for i in 0..=pbsfs::vfs::scratch::MAX_FILES {
+        last = v
+            .create(
+                snap,
+                OsStr::new(&format!("s{i}")),
+                0o600,
+                libc::O_EXCL,
+                caller(1),
+            )
+            .map(|(_, o)| v.release(o.fh));
+    }
+    assert_eq!(last.unwrap_err().errno(), libc::ENOSPC);
+    // Read-only files of a writable mount: EACCES.
+    let img = walk(&v, &format!("{SNAP}/drive-scsi0.img"));
+    assert_eq!(v.open(img, W, caller(1)).unwrap_err().errno(), libc::EACCES);
+}
+
+#[test]
+fn a_read_only_vfs_refuses_every_write_with_erofs() {
+    let tmp = TempDir::new("vfs-ro");
+    let f = fixture(&tmp);
+    let v = vfs(&f, true);
+    let snap = walk(&v, SNAP);
+    let ino = walk(&v, &format!("{SNAP}/notes"));
+    assert_eq!(v.getattr(ino).unwrap().attr.perm, 0o444);
+    for e in [
+        v.open(ino, TRUNC, caller(1)).unwrap_err(),
+        v.create(snap, OsStr::new("x"), 0o644, 0, caller(1))
+            .unwrap_err(),
+        v.setattr(
+            ino,
+            None,
+            SetAttr {
+                size: Some(0),
+                ..SetAttr::default()
+            },
+            caller(1),
+        )
+        .unwrap_err(),
+        v.open(walk(&v, &format!("{SNAP}/drive-scsi0.img")), W, caller(1))
+            .unwrap_err(),
+        v.unlink(snap, OsStr::new("x")).unwrap_err(),
+    ] {
+        assert_eq!(e.errno(), libc::EROFS, "{e}");
+    }
+    let fh = v.open(ino, libc::O_RDONLY, caller(1)).unwrap().fh;
+    assert_eq!(v.read(fh, 0, 100).unwrap(), b"first\n");
+}
+
+#[test]
+fn an_open_archive_keeps_forget_away() {
+    let tmp = TempDir::new("vfs-lock");
+    let f = fixture(&tmp);
+    let v = vfs(&f, false);
+    let ino = walk(&v, &format!("{SNAP}/drive-scsi0.img"));
+    let fh = v.open(ino, libc::O_RDONLY, caller(1)).unwrap().fh;
+    assert_eq!(
+        f.ds.destroy_snapshot(&f.d1).unwrap_err().errno(),
+        libc::EAGAIN
+    );
+    v.release(fh);
+    f.ds.destroy_snapshot(&f.d1).unwrap();
+    assert_eq!(
+        v.lookup(walk(&v, "vm/100"), OsStr::new("2024-05-02T08:11:33Z"))
+            .unwrap_err()
+            .errno(),
+        libc::ENOENT
+    );
+}
