@@ -37,6 +37,7 @@ pub mod datastore;
 pub mod digest;
 pub mod error;
 pub mod fuse;
+pub mod logging;
 pub mod sys;
 pub mod time;
 pub mod upid;

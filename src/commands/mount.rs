@@ -2,7 +2,8 @@
 //! SIGINT/SIGTERM (then it unmounts itself). A background mount re-executes this binary
 //! with `--foreground --ready-fd 1` in a new session (a threaded process cannot fork
 //! safely) and returns once that child reports the mount answers, or prints the child's
-//! error and fails. The child logs nowhere: use `--foreground` (and `RUST_LOG`) for logs.
+//! error and fails. The child logs to syslog (see `logging.rs`); `--foreground` logs to
+//! stderr. `RUST_LOG` sets the level of both.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};

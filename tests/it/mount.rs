@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::common::{pbsfs, TempDir, BIN};
@@ -632,4 +633,79 @@ print(fails)
     assert!(!vs.ok);
     assert!(vs.upid.contains(":pbsfs-edit:"));
     m.unmount();
+}
+
+/// Unmounts on drop (the background mount has no child handle to reap).
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_background_mount_logs_bad_chunks_to_syslog() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = TempDir::new("mount-syslog");
+    let f = fixture(&tmp);
+    let idx = pbsfs::datastore::index::Index::open(
+        &f.ds.snapshot_path(&f.d1).join("drive-scsi0.img.fidx"),
+    )
+    .unwrap();
+    let digest = idx.chunk_info(5).unwrap().digest;
+    let chunk = f.ds.chunk_store().chunk_path(&digest);
+    let mut raw = fs::read(&chunk).unwrap();
+    let n = raw.len() / 2;
+    raw[n] ^= 0x40;
+    fs::write(&chunk, &raw).unwrap();
+
+    let sock = tmp.join("syslog.sock");
+    let server = UnixDatagram::bind(&sock).unwrap();
+    server
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mp = tmp.join("mnt");
+    fs::create_dir(&mp).unwrap();
+    let mp = fs::canonicalize(&mp).unwrap();
+    let out = Command::new(BIN)
+        .args(["mount", f.store.to_str().unwrap(), mp.to_str().unwrap()])
+        .env("PBSFS_PBS_CONFIG_DIR", "/nonexistent-pbsfs-test-config")
+        .env("PBSFS_SYSLOG_SOCKET", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _guard = Unmount(mp.clone());
+    let err = fs::read(mp.join("vm/100/2024-05-02T08:11:33Z/drive-scsi0.img")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 8192];
+    let found = loop {
+        let Ok(n) = server.recv(&mut buf) else {
+            break None;
+        };
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if line.contains(&digest.to_hex()) {
+            break Some(line);
+        }
+        seen.push(line);
+    };
+    let line = found.unwrap_or_else(|| panic!("no syslog line names {digest}; got {seen:?}"));
+    assert!(
+        line.starts_with("<27>pbsfs[") || line.starts_with("<28>pbsfs["),
+        "{line}"
+    );
+    assert!(
+        line.contains("vm/100/2024-05-02T08:11:33Z"),
+        "names the snapshot: {line}"
+    );
 }
