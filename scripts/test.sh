@@ -15,6 +15,10 @@ declare -A NEED=(
   [emacs]=emacs-nox
   [tmux]=tmux
   [sed]=sed
+  [python3]=python3
+  [dd]=coreutils
+  [kill]=procps
+  [df]=coreutils
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
