@@ -63,21 +63,6 @@ fn process_start() -> u64 {
         .unwrap_or(0)
 }
 
-/// systemd unit escaping, non-path mode, as PBS escapes worker ids: `/` to `-`,
-/// `[A-Za-z0-9_.]` kept (not a leading `.`), everything else `\xNN`.
-fn escape_worker_id(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for (i, b) in s.bytes().enumerate() {
-        match b {
-            b'/' => out.push('-'),
-            b'.' if i > 0 => out.push('.'),
-            b if b.is_ascii_alphanumeric() || b == b'_' => out.push(b as char),
-            b => out.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    out
-}
-
 impl Upid {
     /// A new task id of this process, started now.
     pub fn new(worker_type: &str, worker_id: &str, authid: &str) -> Upid {
@@ -88,7 +73,7 @@ impl Upid {
             task_id: TASK_COUNTER.fetch_add(1, Ordering::Relaxed) as u64,
             starttime: crate::time::now(),
             worker_type: worker_type.to_string(),
-            worker_id: escape_worker_id(worker_id),
+            worker_id: crate::datastore::lock::systemd_escape(worker_id),
             authid: authid.to_string(),
         }
     }

@@ -23,12 +23,17 @@ pub const MANIFEST_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 pub const LOCK_FILE_MODE: u32 = 0o660;
 const LOCK_DIR_MODE: u32 = 0o755;
 
-/// systemd unit-name escaping in path mode (spec §5.3): leading `/` stripped, `/` to
-/// `-`, `[A-Za-z0-9_.]` kept (a `.` not as the first byte), everything else `\xNN`.
+/// systemd unit-name escaping in path mode (spec §5.3): leading `/` stripped, then as
+/// `systemd_escape`.
 pub fn systemd_escape_path(path: &str) -> String {
-    let p = path.trim_start_matches('/');
-    let mut out = String::with_capacity(p.len());
-    for (i, b) in p.bytes().enumerate() {
+    systemd_escape(path.trim_start_matches('/'))
+}
+
+/// systemd unit-name escaping: `/` to `-`, `[A-Za-z0-9_.]` kept (a `.` not as the first
+/// byte), every other byte `\xNN`. PBS uses it for lock names and task worker ids.
+pub fn systemd_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, b) in s.bytes().enumerate() {
         match b {
             b'/' => out.push('-'),
             b'.' if i > 0 => out.push('.'),
