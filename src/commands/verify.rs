@@ -4,7 +4,7 @@
 use crate::cli::VerifyArgs;
 use crate::datastore::snapshot::{BackupDir, BackupGroup};
 use crate::datastore::verify::{verify_snapshots, SnapshotOutcome, VerifyOptions};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub fn run(args: &VerifyArgs, pbs: Option<&str>) -> Result<i32> {
     let ds = super::open_store(&args.store, pbs)?;
@@ -23,7 +23,10 @@ pub fn run(args: &VerifyArgs, pbs: Option<&str>) -> Result<i32> {
         }
         Some(t) => {
             let d = super::resolve_snapshot(&ds, &ns, t)?;
-            ds.load_manifest(&d)?;
+            // A damaged manifest is damage (exit 1), found by the verify itself.
+            if !ds.snapshot_info(&d)?.finished {
+                return Err(Error::NotFound(format!("snapshot {d} is not finished")));
+            }
             (vec![d], "verify_snapshot")
         }
         None => {

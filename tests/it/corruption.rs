@@ -162,19 +162,24 @@ fn a_corrupt_manifest_is_reported_not_trusted() {
     let mut raw = std::fs::read(&m).unwrap();
     raw[15] ^= 0x40;
     std::fs::write(&m, &raw).unwrap();
-    let out = pbsfs(&["verify", s(&c.store), "vm/100/2024-05-02T08:11:33Z"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("manifest") && stderr(&out).contains("vm/100/2024-05-02T08:11:33Z"),
-        "{}",
-        stderr(&out)
-    );
-    let out = pbsfs(&["verify", s(&c.store)]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "whole-store verify reports it as damage"
-    );
+    for target in [Some("vm/100/2024-05-02T08:11:33Z"), None] {
+        let mut args = vec!["verify", s(&c.store)];
+        args.extend(target);
+        let out = pbsfs(&args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "damage, not an error: {text}");
+        assert!(
+            text.contains("manifest")
+                && text.contains("CRC")
+                && text.contains("vm/100/2024-05-02T08:11:33Z"),
+            "{text}"
+        );
+        assert!(
+            stderr(&out).contains("could not record verify_state"),
+            "{}",
+            stderr(&out)
+        );
+    }
     assert_eq!(
         std::fs::read(&m).unwrap(),
         raw,
