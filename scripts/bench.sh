@@ -19,7 +19,7 @@ run() {
   local label=$1 bytes=$2; shift 2
   local t0 t1 rss
   t0=$(date +%s.%N)
-  /usr/bin/time -f %M -o $W/rss "$@" > $W/out 2>$W/err || { cat $W/err; exit 1; }
+  /usr/bin/time -f %M -o $W/rss "$@" > /dev/null 2>$W/err || { cat $W/err; exit 1; }
   t1=$(date +%s.%N)
   rss=$(tail -1 $W/rss)
   awk -v l="$label" -v b="$bytes" -v a="$t0" -v z="$t1" -v r="$rss" \
