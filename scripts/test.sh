@@ -24,6 +24,8 @@ missing=()
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
 done
+# Prune tests pin TZ to named zones: without tzdata glibc silently falls back to UTC.
+[ -e /usr/share/zoneinfo/Europe/Vienna ] || missing+=(tzdata)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing missing packages: ${missing[*]}"
   SUDO=""

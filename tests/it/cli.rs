@@ -329,6 +329,8 @@ fn prune_keep_daily_uses_local_days_across_the_dst_change() {
         ("2024-10-25T10:00:00Z", "remove"),
     ];
     assert_eq!(plan, expect.map(|(a, b)| (a.to_string(), b.to_string())));
+    // The named zone (tzdata) agrees with the POSIX rule.
+    assert_eq!(prune(&store, "Europe/Vienna", &["--keep-daily", "2", "--dry-run"]), plan);
     // In UTC the same snapshots fall on other days: the rule really uses local time.
     let utc = prune(&store, "UTC", &["--keep-daily", "2", "--dry-run"]);
     assert_eq!(
