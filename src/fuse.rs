@@ -217,6 +217,11 @@ impl Filesystem for PbsFs {
         }
     }
 
+    // fuser's default batch_forget calls this once per node (its ForgetOne is private).
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.vfs.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.vfs.getattr(ino.0) {
             Ok(e) => reply.attr(&e.ttl, &attr(&e.attr)),

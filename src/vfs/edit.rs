@@ -145,7 +145,7 @@ impl Vfs {
             append: flags & libc::O_APPEND != 0,
             writable: true,
         });
-        let entry = self.entry(&Node::Scratch(id))?;
+        let entry = self.entry_counted(&Node::Scratch(id))?;
         Ok((
             entry,
             Opened {

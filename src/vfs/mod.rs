@@ -247,6 +247,21 @@ impl Vfs {
         })
     }
 
+    /// An entry for a reply the kernel counts as a lookup (lookup, create): it takes a
+    /// reference in the inode table, dropped again by `forget`.
+    fn entry_counted(&self, node: &Node) -> Result<Entry> {
+        let mut e = self.entry(node)?;
+        e.attr.ino = self.inodes.remember(node);
+        Ok(e)
+    }
+
+    /// The kernel dropped `n` lookups of `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if let Some(live) = self.inodes.forget(ino, n) {
+            log::debug!("inode {ino} forgotten, {live} still referenced");
+        }
+    }
+
     /// EROFS on a read-only mount, else EACCES (a read-only file of a writable mount).
     fn not_writable(&self, what: &str) -> Error {
         if self.read_only {
@@ -303,12 +318,12 @@ impl Vfs {
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
         let p = self.node(parent)?;
         if let Some(n) = self.lookup_real(&p, name)? {
-            return self.entry(&n);
+            return self.entry_counted(&n);
         }
         if p.holds_scratch() {
             if let Some(f) = self.scratch.lookup(parent, name) {
                 let id = f.lock().id;
-                return self.entry(&Node::Scratch(id));
+                return self.entry_counted(&Node::Scratch(id));
             }
         }
         Err(Error::NotFound(format!("{name:?} does not exist")))

@@ -330,7 +330,10 @@ fn prune_keep_daily_uses_local_days_across_the_dst_change() {
     ];
     assert_eq!(plan, expect.map(|(a, b)| (a.to_string(), b.to_string())));
     // The named zone (tzdata) agrees with the POSIX rule.
-    assert_eq!(prune(&store, "Europe/Vienna", &["--keep-daily", "2", "--dry-run"]), plan);
+    assert_eq!(
+        prune(&store, "Europe/Vienna", &["--keep-daily", "2", "--dry-run"]),
+        plan
+    );
     // In UTC the same snapshots fall on other days: the rule really uses local time.
     let utc = prune(&store, "UTC", &["--keep-daily", "2", "--dry-run"]);
     assert_eq!(

@@ -709,3 +709,60 @@ fn a_background_mount_logs_bad_chunks_to_syslog() {
         "names the snapshot: {line}"
     );
 }
+
+/// `ls -liR` as (path, inode) pairs.
+fn inode_listing(root: &std::path::Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let md = fs::symlink_metadata(e.path()).unwrap();
+            out.push((e.path().display().to_string(), md.ino()));
+            if md.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn inode_numbers_survive_the_kernel_forgetting_them_and_the_table_shrinks() {
+    let tmp = TempDir::new("mount-forget");
+    let f = fixture(&tmp);
+    let m = Mounted::start(&f.store, &tmp.join("mnt"), &[]);
+    let before = inode_listing(&m.mp);
+    assert!(before.len() > 15, "{before:?}");
+    // Make the kernel drop its dentries and inodes: it sends FORGET for each.
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    let forgotten = poll(30, || m.log_text().contains("forgotten"));
+    assert!(
+        forgotten,
+        "no FORGET reached the table; log:\n{}",
+        m.log_text()
+    );
+    assert_eq!(
+        inode_listing(&m.mp),
+        before,
+        "same numbers after the kernel forgot them"
+    );
+    let live: Vec<usize> = m
+        .log_text()
+        .lines()
+        .filter_map(|l| {
+            l.split(" forgotten, ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        live.iter().min().copied().unwrap_or(usize::MAX) < before.len() / 2,
+        "the table shrank: {live:?}"
+    );
+    m.unmount();
+}
