@@ -121,6 +121,14 @@ impl ChunkStore {
     /// touched, not rewritten; an empty one is overwritten; an unencrypted one is never
     /// replaced by an encrypted one; otherwise the smaller encoding is kept.
     pub fn insert_chunk(&self, digest: &Digest, encoded: &[u8]) -> Result<Inserted> {
+        // The protocol's bounds on an encoded chunk (spec §2.2): 13..=16 MiB + 44.
+        if encoded.len() < blob::HEADER_LEN + 1 || encoded.len() > blob::MAX_ENCODED_SIZE {
+            return Err(Error::InvalidInput(format!(
+                "chunk {digest}: encoded size {} is outside 13..={}",
+                encoded.len(),
+                blob::MAX_ENCODED_SIZE
+            )));
+        }
         let new_kind = BlobKind::from_magic(encoded.get(..8).unwrap_or(&[]))
             .ok_or_else(|| Error::InvalidInput(format!("chunk {digest}: not a DataBlob")))?;
         let path = self.chunk_path(digest);
@@ -403,6 +411,29 @@ mod tests {
         fs::remove_file(&p).unwrap();
         let e = cs.read_verified(&d, None).unwrap_err();
         assert!(matches!(e, Error::Corrupt(_)) && e.to_string().contains("missing"));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn encoded_chunks_outside_the_protocol_bounds_are_refused() {
+        let (root, cs) = store();
+        let d = Digest::of(b"");
+        let empty = blob::encode(b"", false).unwrap();
+        assert_eq!(empty.len(), 12);
+        assert!(matches!(
+            cs.insert_chunk(&d, &empty),
+            Err(Error::InvalidInput(_))
+        ));
+        let huge = blob::encode(&vec![0u8; blob::MAX_ENCODED_SIZE], false).unwrap();
+        assert!(matches!(
+            cs.insert_chunk(&d, &huge),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(cs
+            .insert_plain(&vec![1u8; blob::MAX_CHUNK_SIZE + 1])
+            .is_err());
+        let max = vec![1u8; blob::MAX_CHUNK_SIZE];
+        assert_eq!(cs.insert_plain(&max).unwrap().1, Inserted::New);
         fs::remove_dir_all(root).unwrap();
     }
 
