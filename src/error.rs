@@ -43,6 +43,12 @@ pub enum Error {
     /// The operation is refused by policy: a protected snapshot, renaming `notes`.
     #[error("{0}")]
     NotPermitted(String),
+    /// A write to a read-only file of a writable mount, or a new file where none may be.
+    #[error("{0}")]
+    AccessDenied(String),
+    /// The mount's in-memory space for editors' scratch files is full.
+    #[error("{0}")]
+    NoSpace(String),
     /// Any other I/O failure, with the object it happened on.
     #[error("{context}: {source}")]
     Io {
@@ -69,6 +75,8 @@ impl Error {
             Error::InvalidInput(_) => libc::EINVAL,
             Error::AlreadyExists(_) => libc::EEXIST,
             Error::NotPermitted(_) => libc::EPERM,
+            Error::AccessDenied(_) => libc::EACCES,
+            Error::NoSpace(_) => libc::ENOSPC,
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
     }
@@ -88,6 +96,8 @@ impl Error {
             Error::InvalidInput(_) => 2,
             Error::AlreadyExists(_) => 2,
             Error::NotPermitted(_) => 2,
+            Error::AccessDenied(_) => 2,
+            Error::NoSpace(_) => 2,
             Error::Io { .. } => 2,
         }
     }
@@ -120,9 +130,40 @@ impl Error {
             Error::InvalidInput(m) => Error::InvalidInput(format!("{what}: {m}")),
             Error::AlreadyExists(m) => Error::AlreadyExists(format!("{what}: {m}")),
             Error::NotPermitted(m) => Error::NotPermitted(format!("{what}: {m}")),
+            Error::AccessDenied(m) => Error::AccessDenied(format!("{what}: {m}")),
+            Error::NoSpace(m) => Error::NoSpace(format!("{what}: {m}")),
             Error::Io { context, source } => Error::Io {
                 context: format!("{what}: {context}"),
                 source,
+            },
+        }
+    }
+}
+
+impl Error {
+    /// A copy with the same variant, so the same errno (`io::Error` is not `Clone`): for
+    /// poisoned handles that repeat their error.
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::NotFound(m) => Error::NotFound(m.clone()),
+            Error::Corrupt(m) => Error::Corrupt(m.clone()),
+            Error::Encrypted(m) => Error::Encrypted(m.clone()),
+            Error::LockBusy(m) => Error::LockBusy(m.clone()),
+            Error::InvalidVerifyState(m) => Error::InvalidVerifyState(m.clone()),
+            Error::InvalidUtf8(m) => Error::InvalidUtf8(m.clone()),
+            Error::TooLarge(m) => Error::TooLarge(m.clone()),
+            Error::ReadOnly(m) => Error::ReadOnly(m.clone()),
+            Error::InvalidInput(m) => Error::InvalidInput(m.clone()),
+            Error::AlreadyExists(m) => Error::AlreadyExists(m.clone()),
+            Error::NotPermitted(m) => Error::NotPermitted(m.clone()),
+            Error::AccessDenied(m) => Error::AccessDenied(m.clone()),
+            Error::NoSpace(m) => Error::NoSpace(m.clone()),
+            Error::Io { context, source } => Error::Io {
+                context: context.clone(),
+                source: match source.raw_os_error() {
+                    Some(n) => io::Error::from_raw_os_error(n),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
             },
         }
     }

@@ -9,7 +9,6 @@ use crate::error::{Error, Result};
 
 use super::meta::MetaFile;
 use super::node::Node;
-use super::scratch::errno_error;
 use super::{bad_handle, Caller, Entry, Handle, Opened, SetAttr, Vfs};
 
 impl Vfs {
@@ -123,10 +122,9 @@ impl Vfs {
             return Err(Error::AlreadyExists(format!("{name:?} exists")));
         }
         if !p.holds_scratch() {
-            return Err(errno_error(
-                libc::EACCES,
-                format!("cannot create {name:?}: only snapshot and group folders take new files"),
-            ));
+            return Err(Error::AccessDenied(format!(
+                "cannot create {name:?}: only snapshot and group folders take new files"
+            )));
         }
         let file = self.scratch.create(
             parent,
@@ -216,10 +214,7 @@ impl Vfs {
             }
             None => {
                 if !np.holds_scratch() {
-                    return Err(errno_error(
-                        libc::EACCES,
-                        format!("cannot move {name:?} there"),
-                    ));
+                    return Err(Error::AccessDenied(format!("cannot move {name:?} there")));
                 }
                 self.scratch
                     .rename(parent, name, new_parent, new_name, noreplace)

@@ -19,7 +19,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::upid::{Upid, PBSFS_EDIT};
 
 use super::node::{systime, Node};
-use super::{dup_error, Vfs};
+use super::Vfs;
 
 /// `verify_state` content is a small JSON object; anything longer is refused.
 pub const MAX_VERIFY_STATE_LEN: usize = 64 * 1024;
@@ -189,7 +189,7 @@ pub struct MetaHandle {
 impl MetaHandle {
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<u32> {
         if let Some(e) = &self.poisoned {
-            return Err(dup_error(e));
+            return Err(e.duplicate());
         }
         let at = if self.append {
             self.buf.len()
@@ -214,7 +214,7 @@ impl MetaHandle {
         }
         if let Err(e) = self.file.check_partial(&candidate) {
             log::warn!("refused write: {e}");
-            self.poisoned = Some(dup_error(&e));
+            self.poisoned = Some(e.duplicate());
             return Err(e);
         }
         self.buf = candidate;
@@ -225,7 +225,7 @@ impl MetaHandle {
 
     pub fn truncate(&mut self, size: u64) -> Result<()> {
         if let Some(e) = &self.poisoned {
-            return Err(dup_error(e));
+            return Err(e.duplicate());
         }
         let limit = match self.file {
             MetaFile::VerifyState(_) => MAX_VERIFY_STATE_LEN,
@@ -332,7 +332,7 @@ impl Vfs {
                 Ok(())
             }
             Err(e) => {
-                h.poisoned = Some(dup_error(&e));
+                h.poisoned = Some(e.duplicate());
                 Err(e)
             }
         }
@@ -340,7 +340,7 @@ impl Vfs {
 
     pub(super) fn meta_flush(&self, h: &mut MetaHandle) -> Result<()> {
         if let Some(e) = &h.poisoned {
-            return Err(dup_error(e));
+            return Err(e.duplicate());
         }
         if h.wrote {
             self.meta_commit_handle(h)?;
@@ -350,7 +350,7 @@ impl Vfs {
 
     pub(super) fn meta_fsync(&self, h: &mut MetaHandle) -> Result<()> {
         if let Some(e) = &h.poisoned {
-            return Err(dup_error(e));
+            return Err(e.duplicate());
         }
         if h.dirty {
             self.meta_commit_handle(h)?;

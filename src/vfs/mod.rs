@@ -16,7 +16,6 @@ pub mod scratch;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
-use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -150,31 +149,6 @@ pub struct Vfs {
     logged: Mutex<HashSet<String>>,
 }
 
-/// A copy of an error (same variant, so the same errno), for poisoned handles and
-/// repeated reports.
-pub fn dup_error(e: &Error) -> Error {
-    match e {
-        Error::NotFound(m) => Error::NotFound(m.clone()),
-        Error::Corrupt(m) => Error::Corrupt(m.clone()),
-        Error::Encrypted(m) => Error::Encrypted(m.clone()),
-        Error::LockBusy(m) => Error::LockBusy(m.clone()),
-        Error::InvalidVerifyState(m) => Error::InvalidVerifyState(m.clone()),
-        Error::InvalidUtf8(m) => Error::InvalidUtf8(m.clone()),
-        Error::TooLarge(m) => Error::TooLarge(m.clone()),
-        Error::ReadOnly(m) => Error::ReadOnly(m.clone()),
-        Error::InvalidInput(m) => Error::InvalidInput(m.clone()),
-        Error::AlreadyExists(m) => Error::AlreadyExists(m.clone()),
-        Error::NotPermitted(m) => Error::NotPermitted(m.clone()),
-        Error::Io { context, source } => Error::Io {
-            context: context.clone(),
-            source: match source.raw_os_error() {
-                Some(n) => io::Error::from_raw_os_error(n),
-                None => io::Error::new(source.kind(), source.to_string()),
-            },
-        },
-    }
-}
-
 fn bad_handle(fh: u64) -> Error {
     errno_error(libc::EBADF, format!("file handle {fh}"))
 }
@@ -267,7 +241,7 @@ impl Vfs {
         if self.read_only {
             Error::ReadOnly(format!("{what}: the mount is read-only"))
         } else {
-            errno_error(libc::EACCES, format!("{what} is read-only"))
+            Error::AccessDenied(format!("{what} is read-only"))
         }
     }
 

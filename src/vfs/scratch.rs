@@ -27,10 +27,9 @@ pub fn errno_error(errno: i32, context: impl Into<String>) -> Error {
 }
 
 fn no_space() -> Error {
-    errno_error(
-        libc::ENOSPC,
-        format!("scratch space of the mount is full ({MAX_FILES} files, {MAX_BYTES} bytes)"),
-    )
+    Error::NoSpace(format!(
+        "scratch space of the mount is full ({MAX_FILES} files, {MAX_BYTES} bytes)"
+    ))
 }
 
 /// One scratch file. Its bytes count against the mount's budget until it is dropped
