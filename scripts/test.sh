@@ -19,6 +19,7 @@ declare -A NEED=(
   [dd]=coreutils
   [kill]=procps
   [df]=coreutils
+  [losetup]=mount
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

@@ -191,10 +191,28 @@ pub fn run_backup(
     if let Some(n) = &opts.notes {
         super::notes::validate_notes(n.as_bytes(), "backup notes")?;
     }
+    for s in sources {
+        check_source(s)?;
+    }
     let _process = ds.locker().lock_process(false)?;
-    ds.create_group(group, &opts.owner)?;
-    let _group_lock = ds.locker().lock_group(group)?;
+    let created = ds.create_group(group, &opts.owner)?;
+    let group_lock = ds.locker().lock_group(group)?;
+    let res = backup_locked(ds, group, sources, opts, started);
+    if res.is_err() && created {
+        // A group this failed run created would be left with no snapshot.
+        ds.remove_empty_group_locked(group, group_lock);
+    }
+    res
+}
 
+/// The part of a backup that runs under the group lock.
+fn backup_locked(
+    ds: &Datastore,
+    group: &BackupGroup,
+    sources: &[ArchiveSource],
+    opts: &BackupOptions,
+    started: Instant,
+) -> Result<BackupReport> {
     let time = opts.time.unwrap_or_else(crate::time::now);
     let base = ds.last_finished(group)?;
     if let Some(b) = &base {
@@ -373,6 +391,35 @@ fn mark_base_failed(ds: &Datastore, base: &BackupDir) {
     }
 }
 
+/// Refuse a source that cannot be backed up, before anything is created.
+fn check_source(src: &ArchiveSource) -> Result<()> {
+    let (path, image) = match src {
+        ArchiveSource::Image { path, .. } => (path, true),
+        ArchiveSource::Blob { path, .. } => (path, false),
+    };
+    let md = std::fs::metadata(path).ctx(format!("{}: source {}", src.name(), path.display()))?;
+    if image && !(md.is_file() || md.file_type().is_block_device()) {
+        return Err(Error::InvalidInput(format!(
+            "{}: images must be regular files or block devices",
+            path.display()
+        )));
+    }
+    if !image && !md.is_file() {
+        return Err(Error::InvalidInput(format!(
+            "{}: blobs must be regular files",
+            path.display()
+        )));
+    }
+    if !image && md.len() > MAX_BLOB_SOURCE {
+        return Err(Error::TooLarge(format!(
+            "{}: {} bytes is over the blob limit of 16 MiB; back it up as an image",
+            path.display(),
+            md.len()
+        )));
+    }
+    Ok(())
+}
+
 fn source_len(file: &mut File, path: &std::path::Path) -> Result<u64> {
     let md = file.metadata().ctx(path.display())?;
     if md.is_file() {
@@ -522,21 +569,17 @@ fn backup_blob(
     path: &std::path::Path,
     report: &mut BackupReport,
 ) -> Result<FileEntry> {
-    let md = std::fs::metadata(path).ctx(path.display())?;
-    if !md.is_file() {
-        return Err(Error::InvalidInput(format!(
-            "{}: blobs must be regular files",
+    // Checked by check_source; read with a bound in case the file grew since.
+    let mut data = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(MAX_BLOB_SOURCE + 1).read_to_end(&mut data))
+        .ctx(path.display())?;
+    if data.len() as u64 > MAX_BLOB_SOURCE {
+        return Err(Error::TooLarge(format!(
+            "{}: grew over the blob limit of 16 MiB",
             path.display()
         )));
     }
-    if md.len() > MAX_BLOB_SOURCE {
-        return Err(Error::TooLarge(format!(
-            "{}: {} bytes is over the blob limit of 16 MiB; back it up as an image",
-            path.display(),
-            md.len()
-        )));
-    }
-    let data = std::fs::read(path).ctx(path.display())?;
     let encoded = blob::encode(&data, true)?;
     let target = ds.snapshot_path(dir).join(src.server_name());
     let folder = ds.snapshot_path(dir);

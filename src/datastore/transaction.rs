@@ -22,9 +22,9 @@ impl Datastore {
         files::create_dir_all_below(self.root(), &self.ns_path(ns), DIR_MODE, self.owner())
     }
 
-    /// Create a group folder with its `owner` file (O_EXCL) when missing. Returns the
-    /// group's owner, which must match `authid` for an existing group.
-    pub fn create_group(&self, g: &BackupGroup, authid: &str) -> Result<String> {
+    /// Create a group folder with its `owner` file (O_EXCL) when missing; an existing
+    /// group must belong to `authid`. Returns whether the group was created.
+    pub fn create_group(&self, g: &BackupGroup, authid: &str) -> Result<bool> {
         self.check_writable()?;
         self.create_namespace(&g.ns)?;
         let gpath = self.group_path(g);
@@ -35,7 +35,7 @@ impl Datastore {
                 std::io::Write::write_all(&mut f, format!("{authid}\n").as_bytes())
                     .and_then(|_| f.sync_all())
                     .ctx(owner_file.display())?;
-                Ok(authid.to_string())
+                Ok(true)
             }
             Err(Error::AlreadyExists(_)) => {
                 let owner = self.group_owner(g)?;
@@ -44,7 +44,7 @@ impl Datastore {
                         "group {g} belongs to {owner}, not {authid}"
                     )));
                 }
-                Ok(owner)
+                Ok(false)
             }
             Err(e) => Err(e),
         }
@@ -202,6 +202,11 @@ impl Datastore {
         let Ok(lock) = self.locker().lock_group(g) else {
             return;
         };
+        self.remove_empty_group_locked(g, lock);
+    }
+
+    /// As `remove_group_if_empty`, for a caller that holds the group lock.
+    pub(crate) fn remove_empty_group_locked(&self, g: &BackupGroup, lock: super::lock::GroupLock) {
         match self.list_snapshots(g) {
             Ok(s) if s.is_empty() => {}
             _ => return,

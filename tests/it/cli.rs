@@ -1,6 +1,7 @@
 //! The CLI end to end, run as a user scripts it: backup/cat round trips, incremental
 //! reuse and its background validation, notes, listings, prune rules, forget, gc.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use serde_json::Value;
@@ -561,7 +562,22 @@ fn bad_arguments_exit_2_and_name_what_is_wrong() {
         snapshots_json(&store).is_empty(),
         "a failed backup leaves no snapshot"
     );
-    assert!(!store.join("vm/1").join("2024").exists());
+    assert!(
+        !store.join("vm/1").exists(),
+        "nor a group it would have created"
+    );
+    // A source that fails only when read (sysfs claims 4096 bytes, returns fewer): the
+    // run fails after creating the group, and removes it again.
+    let short = "/sys/kernel/uevent_seqnum";
+    assert_eq!(std::fs::metadata(short).unwrap().len(), 4096);
+    let out = pbsfs(&["backup", s(&store), "vm/2", &format!("d.img:{short}")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains(short), "{}", stderr(&out));
+    assert!(
+        !store.join("vm/2").exists(),
+        "the group this run created is gone"
+    );
+    assert!(!store.join(".locks/vm-2").exists(), "and its lock file");
 }
 
 #[test]
@@ -680,4 +696,56 @@ fn verify_ignore_verified_and_outdated_after() {
         "2",
     ]);
     assert!(out.contains(": ok"), "{out}");
+}
+
+/// A loop device over a file, detached on drop.
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn a_block_device_backs_up_like_a_file() {
+    let tmp = TempDir::new("blockdev");
+    let store = sparse_store(&tmp);
+    let img = tmp.join("disk.raw");
+    let data = pseudo_random(3 * 65536 + 512, 31);
+    std::fs::write(&img, &data).unwrap();
+    let out = std::process::Command::new("losetup")
+        .args(["-f", "--show", s(&img)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "losetup: {}", stderr(&out));
+    let dev = Loop(String::from_utf8(out.stdout).unwrap().trim().to_string());
+    assert!(std::fs::metadata(&dev.0)
+        .unwrap()
+        .file_type()
+        .is_block_device());
+    pbsfs_ok(&[
+        "backup",
+        s(&store),
+        "vm/9",
+        &format!("drive-scsi0.img:{}", dev.0),
+        "--chunk-size",
+        "64K",
+    ]);
+    let snaps = snapshots_json(&store);
+    assert_eq!(snaps[0]["files"][0]["size"], data.len() as u64);
+    assert_eq!(
+        pbsfs(&["cat", s(&store), "vm/9/latest", "drive-scsi0.img"]).stdout,
+        data
+    );
+    // A character device is not an image.
+    let out = pbsfs(&["backup", s(&store), "vm/9", "drive-scsi0.img:/dev/null"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("/dev/null") && stderr(&out).contains("block devices"),
+        "{}",
+        stderr(&out)
+    );
 }
