@@ -20,6 +20,8 @@ declare -A NEED=(
   [kill]=procps
   [df]=coreutils
   [losetup]=mount
+  [rsync]=rsync
+  [tar]=tar
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

@@ -766,3 +766,66 @@ fn inode_numbers_survive_the_kernel_forgetting_them_and_the_table_shrinks() {
     );
     m.unmount();
 }
+
+#[test]
+fn tar_cp_and_rsync_copy_a_snapshot_byte_exact() {
+    let tmp = TempDir::new("mount-copy");
+    let f = fixture(&tmp);
+    let m = Mounted::start(&f.store, &tmp.join("mnt"), &[]);
+    let snap = m.path("vm/100/2024-05-02T08:11:33Z");
+    let out = tmp.join("out");
+    fs::create_dir(&out).unwrap();
+    for (tool, cmd, dest) in [
+        (
+            "tar",
+            format!(
+                "tar -C {} -cf - . | tar -C {}/tar -xf -",
+                snap.display(),
+                out.display()
+            ),
+            "tar",
+        ),
+        (
+            "cp",
+            format!("cp -a {} {}/cp", snap.display(), out.display()),
+            "cp",
+        ),
+        (
+            "rsync",
+            format!("rsync -a {}/ {}/rsync/", snap.display(), out.display()),
+            "rsync",
+        ),
+    ] {
+        if tool == "tar" {
+            fs::create_dir(out.join("tar")).unwrap();
+        }
+        let r = sh(&cmd);
+        assert!(
+            r.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        let d = out.join(dest);
+        assert_eq!(
+            fs::read(d.join("drive-scsi0.img")).unwrap(),
+            f.img1,
+            "{tool}"
+        );
+        assert_eq!(
+            fs::read(d.join("qemu-server.conf")).unwrap(),
+            f.conf,
+            "{tool}"
+        );
+        assert_eq!(
+            fs::read(d.join("notes")).unwrap(),
+            fs::read(snap.join("notes")).unwrap(),
+            "{tool}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&fs::read(d.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(json["backup-id"], "100", "{tool}");
+    }
+    // Copying never writes to the store.
+    assert_eq!(m.commits(), 0, "log:\n{}", m.log_text());
+    m.unmount();
+}
