@@ -191,12 +191,26 @@ impl Locker {
     /// The datastore `.lock` (shared: backup; exclusive: gc), non-blocking.
     pub fn lock_process(&self, exclusive: bool) -> Result<ProcessLock> {
         let path = self.store_root.join(".lock");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .ctx(format!("datastore lock {}", path.display()))?;
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&path)
+        };
+        let file = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // As PBS does for a store without one: 0644, the store's owner.
+                let owner = files::Owner::of(&self.store_root)?;
+                match files::create_new(&path, 0o644, owner) {
+                    Ok(_) | Err(Error::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                open()
+            }
+            other => other,
+        }
+        .ctx(format!("datastore lock {}", path.display()))?;
         if sys::ofd_try_lock(&file, exclusive).ctx(path.display())? {
             Ok(ProcessLock { _file: file })
         } else if exclusive {
@@ -502,6 +516,8 @@ mod tests {
     #[test]
     fn process_lock_shared_excludes_exclusive() {
         let (root, l) = temp_store();
+        // A store without `.lock` gets one, 0644.
+        fs::remove_file(root.join(".lock")).unwrap();
         let s = l.lock_process(false).unwrap();
         let _s2 = l.lock_process(false).unwrap();
         let e = l.lock_process(true).unwrap_err();
@@ -509,6 +525,10 @@ mod tests {
         drop((s, _s2));
         let _x = l.lock_process(true).unwrap();
         assert!(l.lock_process(false).is_err());
+        assert_eq!(
+            fs::metadata(root.join(".lock")).unwrap().mode() & 0o777,
+            0o644
+        );
         fs::remove_dir_all(root).unwrap();
     }
 }
