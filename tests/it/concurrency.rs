@@ -1,6 +1,8 @@
-//! Real concurrent processes against one manifest: no lost update, no torn manifest,
-//! unknown keys survive; gc and backup exclude each other.
+//! Real concurrent processes against one manifest, directly and through a real mount:
+//! no lost update, no torn manifest, unknown keys survive; gc and backup exclude each
+//! other; group and snapshot locks hold off backups and prunes.
 
+use std::fs;
 use std::process::Command;
 
 use pbsfs::datastore::manifest::Manifest;
@@ -9,6 +11,7 @@ use pbsfs::Datastore;
 use serde_json::{json, Value};
 
 use crate::common::*;
+use crate::mount_util::{fixture, notes_of, Mounted};
 
 const SNAP: &str = "vm/1/2024-05-02T08:11:33Z";
 
@@ -150,4 +153,125 @@ fn a_second_backup_of_a_group_is_refused_while_one_holds_its_lock() {
     );
     assert!(store.join("vm/1/2024-01-01T00:00:00Z").exists());
     drop(reader);
+}
+
+#[test]
+fn concurrent_saves_verify_and_verify_state_edits_keep_the_manifest_valid() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let tmp = TempDir::new("mount-conc");
+    let f = fixture(&tmp);
+    let m = Mounted::start(&f.store, &tmp.join("mnt"), &[]);
+    let dir = m.path("vm/100/2024-05-02T08:11:33Z");
+    let writer = r#"
+import sys
+k, n, fails = sys.argv[1], int(sys.argv[2]), 0
+for i in range(n):
+    try:
+        with open('notes', 'w') as f:
+            f.write(f'p{k}-{i}\n')
+    except OSError as e:
+        fails += 1
+        print(e, file=sys.stderr)
+print(fails)
+"#;
+    let setter = r#"
+import sys
+fails = 0
+for i in range(50):
+    try:
+        with open('verify_state', 'w') as f:
+            f.write('ok\n' if i % 2 else 'failed\n')
+    except OSError as e:
+        fails += 1
+        print(e, file=sys.stderr)
+print(fails)
+"#;
+    let stop = tmp.join("STOP");
+    let verifier = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "n=0; while [ ! -e {} ]; do {BIN} verify {} vm/100/2024-05-02T08:11:33Z >/dev/null || echo verify-failed; n=$((n+1)); done; echo runs=$n",
+            stop.display(),
+            f.store.display()
+        ))
+        .env("PBSFS_PBS_CONFIG_DIR", "/nonexistent-pbsfs-test-config")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut procs: Vec<_> = (0..4)
+        .map(|k| {
+            Command::new("python3")
+                .args(["-c", writer, &k.to_string(), "100"])
+                .current_dir(&dir)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    procs.push(
+        Command::new("python3")
+            .args(["-c", setter])
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The manifest is valid at every moment.
+    let done = Arc::new(AtomicBool::new(false));
+    let checker = {
+        let done = done.clone();
+        let store = f.store.clone();
+        let d = f.d1.clone();
+        std::thread::spawn(move || {
+            let ds = pbsfs::Datastore::open(&store, None).unwrap();
+            let mut n = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                ds.load_manifest(&d).expect("valid manifest at every step");
+                n += 1;
+            }
+            n
+        })
+    };
+    for p in procs {
+        let out = p.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "0",
+            "failed saves: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    done.store(true, Ordering::SeqCst);
+    assert!(checker.join().unwrap() > 0);
+    fs::write(&stop, "").unwrap();
+    let out = verifier.wait_with_output().unwrap();
+    let vout = String::from_utf8_lossy(&out.stdout);
+    assert!(!vout.contains("verify-failed"), "{vout}");
+    assert!(vout.contains("runs="), "{vout}");
+    // The last committed save of some writer is what stays.
+    let notes = notes_of(&f, &f.d1);
+    assert!(
+        (0..4).any(|k| notes == format!("p{k}-99\n")),
+        "final notes {notes:?}"
+    );
+    assert_eq!(fs::read_to_string(dir.join("notes")).unwrap(), notes);
+    // A last verify_state edit is there.
+    fs::write(dir.join("verify_state"), "failed").unwrap();
+    let vs =
+        f.ds.load_manifest(&f.d1)
+            .unwrap()
+            .verify_state()
+            .unwrap()
+            .unwrap();
+    assert!(!vs.ok);
+    assert!(vs.upid.contains(":pbsfs-edit:"));
+    m.unmount();
 }

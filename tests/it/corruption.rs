@@ -1,9 +1,13 @@
 //! Real corrupt files: verify finds and names each kind of damage (exit 1) and records
-//! `failed`; a clean store exits 0 and records `ok`; `cat` never returns bad bytes.
+//! `failed`; a clean store exits 0 and records `ok`; `cat` and reads through a mount
+//! never return bad bytes (EIO for exactly the reads that touch a bad chunk, logged).
 
+use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use crate::common::*;
+use crate::mount_util::{fixture, is_mounted, sh, Mounted};
 
 struct Case {
     _tmp: TempDir,
@@ -237,4 +241,149 @@ fn encrypted_chunks_are_checked_by_crc_and_reported_as_not_verifiable() {
     bad[n] ^= 1;
     std::fs::write(&chunk, bad).unwrap();
     assert_eq!(pbsfs(&["verify", s(&store)]).status.code(), Some(1));
+}
+
+#[test]
+fn a_flipped_byte_in_one_chunk_fails_exactly_the_reads_that_touch_it() {
+    let tmp = TempDir::new("mount-corrupt");
+    let f = fixture(&tmp);
+    // Corrupt the 6th 64 KiB chunk of drive-scsi0.img (shared by both vm/100 snapshots).
+    let digest = {
+        let idx = pbsfs::datastore::index::Index::open(
+            &f.ds.snapshot_path(&f.d1).join("drive-scsi0.img.fidx"),
+        )
+        .unwrap();
+        idx.chunk_info(5).unwrap().digest
+    };
+    let path = f.ds.chunk_store().chunk_path(&digest);
+    let mut raw = fs::read(&path).unwrap();
+    let n = raw.len() / 2;
+    raw[n] ^= 0x40;
+    fs::write(&path, &raw).unwrap();
+    let m = Mounted::start(&f.store, &tmp.join("mnt"), &[]);
+    let img = m.path("vm/100/2024-05-02T08:11:33Z/drive-scsi0.img");
+    let out = sh(&format!("cat {} > /dev/null", img.display()));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Ranges before and after the bad chunk stay readable and correct.
+    for (skip, count) in [(0u64, 5u64), (6, 10)] {
+        let out = Command::new("dd")
+            .arg(format!("if={}", img.display()))
+            .args([
+                "bs=64k",
+                &format!("skip={skip}"),
+                &format!("count={count}"),
+                "status=none",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let from = (skip * 65536) as usize;
+        assert_eq!(out.stdout, f.img1[from..from + (count * 65536) as usize]);
+    }
+    // A read spanning the bad chunk fails whole; it never comes back short.
+    let out = Command::new("dd")
+        .arg(format!("if={}", img.display()))
+        .args([
+            "bs=256k",
+            "skip=1",
+            "count=1",
+            "iflag=direct",
+            "status=none",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let log = m.log_text();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains(&digest.to_hex()))
+        .collect();
+    assert_eq!(errors.len(), 1, "logged once:\n{log}");
+    assert!(errors[0].contains("vm/100/2024-05-02T08:11:33Z"), "{log}");
+    m.unmount();
+}
+
+/// Unmounts on drop (the background mount has no child handle to reap).
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_background_mount_logs_bad_chunks_to_syslog() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = TempDir::new("mount-syslog");
+    let f = fixture(&tmp);
+    let idx = pbsfs::datastore::index::Index::open(
+        &f.ds.snapshot_path(&f.d1).join("drive-scsi0.img.fidx"),
+    )
+    .unwrap();
+    let digest = idx.chunk_info(5).unwrap().digest;
+    let chunk = f.ds.chunk_store().chunk_path(&digest);
+    let mut raw = fs::read(&chunk).unwrap();
+    let n = raw.len() / 2;
+    raw[n] ^= 0x40;
+    fs::write(&chunk, &raw).unwrap();
+
+    let sock = tmp.join("syslog.sock");
+    let server = UnixDatagram::bind(&sock).unwrap();
+    server
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mp = tmp.join("mnt");
+    fs::create_dir(&mp).unwrap();
+    let mp = fs::canonicalize(&mp).unwrap();
+    let out = Command::new(BIN)
+        .args(["mount", f.store.to_str().unwrap(), mp.to_str().unwrap()])
+        .env("PBSFS_PBS_CONFIG_DIR", "/nonexistent-pbsfs-test-config")
+        .env("PBSFS_SYSLOG_SOCKET", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _guard = Unmount(mp.clone());
+    let err = fs::read(mp.join("vm/100/2024-05-02T08:11:33Z/drive-scsi0.img")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 8192];
+    let found = loop {
+        let Ok(n) = server.recv(&mut buf) else {
+            break None;
+        };
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if line.contains(&digest.to_hex()) {
+            break Some(line);
+        }
+        seen.push(line);
+    };
+    let line = found.unwrap_or_else(|| panic!("no syslog line names {digest}; got {seen:?}"));
+    assert!(
+        line.starts_with("<27>pbsfs[") || line.starts_with("<28>pbsfs["),
+        "{line}"
+    );
+    assert!(
+        line.contains("vm/100/2024-05-02T08:11:33Z"),
+        "names the snapshot: {line}"
+    );
 }

@@ -266,3 +266,17 @@ impl Drop for Mounted {
         }
     }
 }
+
+/// Run `cmd` with `sh -c`.
+pub fn sh(cmd: &str) -> std::process::Output {
+    Command::new("sh").arg("-c").arg(cmd).output().unwrap()
+}
+
+/// A snapshot's notes as the library reads them.
+pub fn notes_of(f: &Fixture, d: &BackupDir) -> String {
+    f.ds.load_manifest(d)
+        .unwrap()
+        .notes()
+        .unwrap_or("")
+        .to_string()
+}
