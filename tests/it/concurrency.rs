@@ -27,7 +27,21 @@ fn two_processes_each_incrementing_200_times_end_at_exactly_400() {
     m.unprotected_mut()
         .insert("other-tool".into(), json!({"keep": [1, "two"]}));
     ds.create_manifest(&d, &m, &lock).unwrap();
+    // The first manifest only: a second create is refused and changes nothing.
+    let first = std::fs::read(ds.snapshot_path(&d).join("index.json.blob")).unwrap();
+    let err = ds
+        .create_manifest(&d, &Manifest::new(&d), &lock)
+        .unwrap_err();
+    assert!(matches!(err, pbsfs::Error::AlreadyExists(_)), "{err}");
+    assert_eq!(
+        std::fs::read(ds.snapshot_path(&d).join("index.json.blob")).unwrap(),
+        first
+    );
     drop(lock);
+    // And only under the exclusive snapshot lock.
+    let shared = ds.locker().lock_snapshot(&d, false).unwrap();
+    assert!(ds.create_manifest(&d, &Manifest::new(&d), &shared).is_err());
+    drop(shared);
 
     let children: Vec<_> = (0..2)
         .map(|_| {
