@@ -264,11 +264,11 @@ impl Datastore {
     /// Read a snapshot's manifest (CRC checked, parsed, matching its folder). For readers:
     /// the result can never be stored; writes go through `update_manifest`.
     pub fn load_manifest(&self, d: &BackupDir) -> Result<Manifest> {
-        self.load_manifest_raw(d).map(|(m, _)| m)
+        self.load_manifest_json(d).map(|(m, _)| m)
     }
 
-    /// The manifest and its raw blob bytes.
-    pub fn load_manifest_raw(&self, d: &BackupDir) -> Result<(Manifest, Vec<u8>)> {
+    /// The manifest and its JSON text as stored (the blob decoded once).
+    pub fn load_manifest_json(&self, d: &BackupDir) -> Result<(Manifest, Vec<u8>)> {
         let path = self.snapshot_path(d).join(MANIFEST_BLOB_NAME);
         let raw = match fs::read(&path) {
             Ok(r) => r,
@@ -283,10 +283,12 @@ impl Datastore {
             }
             Err(e) => return Err(Error::io(path.display(), e)),
         };
-        let m = Manifest::from_blob(&raw).map_err(|e| e.context(format!("snapshot {d}")))?;
+        let json =
+            blob::decode(&raw).map_err(|e| e.context(format!("snapshot {d}: manifest blob")))?;
+        let m = Manifest::from_json(&json).map_err(|e| e.context(format!("snapshot {d}")))?;
         m.check_matches(d)
             .map_err(|e| e.context(format!("snapshot {d}")))?;
-        Ok((m, raw))
+        Ok((m, json))
     }
 
     /// Index and blob files present in a snapshot folder (`*.fidx|*.didx|*.blob`),

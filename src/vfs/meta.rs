@@ -11,7 +11,6 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
-use crate::datastore::blob;
 use crate::datastore::manifest::{Manifest, VerifyState, MANIFEST_BLOB_NAME};
 use crate::datastore::notes::MAX_NOTES_LEN;
 use crate::datastore::snapshot::{BackupDir, BackupGroup};
@@ -254,14 +253,10 @@ impl Vfs {
                 return Ok(v.clone());
             }
         }
-        let manifest = self
-            .ds
-            .load_manifest_raw(d)
-            .and_then(|(m, raw)| Ok((m, blob::decode(&raw)?)))
-            .map_err(|e| {
-                self.log_once(&format!("manifest {d}"), &e);
-                e.to_string()
-            });
+        let manifest = self.ds.load_manifest_json(d).map_err(|e| {
+            self.log_once(&format!("manifest {d}"), &e);
+            e.to_string()
+        });
         let view = Arc::new(SnapView {
             stamp,
             manifest,
