@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::*;
-use crate::mount_util::{fixture, is_mounted, sh, Mounted};
+use crate::mount_util::{corrupt_chunk, fixture, force_unmount, sh, Mounted};
 
 struct Case {
     _tmp: TempDir,
@@ -247,19 +247,8 @@ fn encrypted_chunks_are_checked_by_crc_and_reported_as_not_verifiable() {
 fn a_flipped_byte_in_one_chunk_fails_exactly_the_reads_that_touch_it() {
     let tmp = TempDir::new("mount-corrupt");
     let f = fixture(&tmp);
-    // Corrupt the 6th 64 KiB chunk of drive-scsi0.img (shared by both vm/100 snapshots).
-    let digest = {
-        let idx = pbsfs::datastore::index::Index::open(
-            &f.ds.snapshot_path(&f.d1).join("drive-scsi0.img.fidx"),
-        )
-        .unwrap();
-        idx.chunk_info(5).unwrap().digest
-    };
-    let path = f.ds.chunk_store().chunk_path(&digest);
-    let mut raw = fs::read(&path).unwrap();
-    let n = raw.len() / 2;
-    raw[n] ^= 0x40;
-    fs::write(&path, &raw).unwrap();
+    // Corrupt the 6th 64 KiB chunk of drive-scsi0.img.
+    let digest = corrupt_chunk(&f, 5);
     let m = Mounted::start(&f.store, &tmp.join("mnt"), &[]);
     let img = m.path("vm/100/2024-05-02T08:11:33Z/drive-scsi0.img");
     let out = sh(&format!("cat {} > /dev/null", img.display()));
@@ -318,12 +307,7 @@ struct Unmount(PathBuf);
 
 impl Drop for Unmount {
     fn drop(&mut self) {
-        if is_mounted(&self.0) {
-            let _ = Command::new("fusermount3")
-                .args(["-u", "-z"])
-                .arg(&self.0)
-                .status();
-        }
+        force_unmount(&self.0);
     }
 }
 
@@ -332,16 +316,7 @@ fn a_background_mount_logs_bad_chunks_to_syslog() {
     use std::os::unix::net::UnixDatagram;
     let tmp = TempDir::new("mount-syslog");
     let f = fixture(&tmp);
-    let idx = pbsfs::datastore::index::Index::open(
-        &f.ds.snapshot_path(&f.d1).join("drive-scsi0.img.fidx"),
-    )
-    .unwrap();
-    let digest = idx.chunk_info(5).unwrap().digest;
-    let chunk = f.ds.chunk_store().chunk_path(&digest);
-    let mut raw = fs::read(&chunk).unwrap();
-    let n = raw.len() / 2;
-    raw[n] ^= 0x40;
-    fs::write(&chunk, &raw).unwrap();
+    let digest = corrupt_chunk(&f, 5);
 
     let sock = tmp.join("syslog.sock");
     let server = UnixDatagram::bind(&sock).unwrap();

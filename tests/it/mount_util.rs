@@ -247,17 +247,7 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        if is_mounted(&self.mp) {
-            let ok = Command::new("fusermount3")
-                .args(["-u", "-z"])
-                .arg(&self.mp)
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                let _ = Command::new("umount").arg("-l").arg(&self.mp).status();
-            }
-        }
+        force_unmount(&self.mp);
         if let Some(mut c) = self.child.take() {
             if !poll(10, || c.try_wait().ok().flatten().is_some()) {
                 let _ = c.kill();
@@ -279,4 +269,36 @@ pub fn notes_of(f: &Fixture, d: &BackupDir) -> String {
         .notes()
         .unwrap_or("")
         .to_string()
+}
+
+/// Detach `mp` if it is mounted, lazily, whatever state its server is in.
+pub fn force_unmount(mp: &Path) {
+    if !is_mounted(mp) {
+        return;
+    }
+    let ok = Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(mp)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let _ = Command::new("umount").arg("-l").arg(mp).status();
+    }
+}
+
+/// Flip one bit in the middle of the chunk `index` of the fixture's first image
+/// (64 KiB chunks, shared by both vm/100 snapshots); returns its digest.
+pub fn corrupt_chunk(f: &Fixture, index: usize) -> Digest {
+    let idx = pbsfs::datastore::index::Index::open(
+        &f.ds.snapshot_path(&f.d1).join("drive-scsi0.img.fidx"),
+    )
+    .unwrap();
+    let digest = idx.chunk_info(index).unwrap().digest;
+    let path = f.ds.chunk_store().chunk_path(&digest);
+    let mut raw = fs::read(&path).unwrap();
+    let n = raw.len() / 2;
+    raw[n] ^= 0x40;
+    fs::write(&path, &raw).unwrap();
+    digest
 }
