@@ -13,7 +13,7 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::error::{Error, IoContext, Result};
+use crate::util::error::{Error, IoContext, Result};
 use crate::vfs::{Attr, Caller, Kind, Opened, SetAttr, Vfs};
 
 /// Largest read the kernel is asked to send (it caps this at its own max_pages).

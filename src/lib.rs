@@ -31,18 +31,15 @@
 
 #![deny(unsafe_code)]
 
+pub mod backup;
 pub mod cli;
 pub mod commands;
-pub mod datastore;
-pub mod digest;
-pub mod error;
 pub mod fuse;
 pub mod logging;
-pub mod sys;
-pub mod time;
-pub mod upid;
+pub mod store;
+pub mod util;
 pub mod vfs;
 
-pub use datastore::Datastore;
-pub use digest::Digest;
-pub use error::{Error, Result};
+pub use store::Datastore;
+pub use util::digest::Digest;
+pub use util::error::{Error, Result};

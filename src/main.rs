@@ -3,7 +3,7 @@
 use clap::Parser;
 
 fn main() {
-    pbsfs::sys::default_sigpipe();
+    pbsfs::util::sys::default_sigpipe();
     let cli = pbsfs::cli::Cli::parse();
     let (serving, background) = match &cli.command {
         pbsfs::cli::Command::Mount(m) => (m.foreground, m.ready_fd.is_some()),

@@ -4,11 +4,11 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use crate::backup::{run_backup, ArchiveSource, BackupOptions, DEFAULT_CHUNK_SIZE};
 use crate::cli::BackupArgs;
-use crate::datastore::backup::{run_backup, ArchiveSource, BackupOptions, DEFAULT_CHUNK_SIZE};
-use crate::datastore::snapshot::BackupGroup;
-use crate::datastore::Datastore;
-use crate::error::Result;
+use crate::store::format::names::BackupGroup;
+use crate::store::Datastore;
+use crate::util::error::Result;
 
 pub fn init(store: &Path) -> Result<i32> {
     let ds = Datastore::create(store, true)?;
@@ -45,7 +45,7 @@ pub fn run(args: &BackupArgs, pbs: Option<&str>) -> Result<i32> {
     let time = args
         .backup_time
         .as_deref()
-        .map(crate::time::parse_time_arg)
+        .map(crate::util::time::parse_time_arg)
         .transpose()?;
     let opts = BackupOptions {
         time,

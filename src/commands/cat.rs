@@ -3,12 +3,12 @@
 
 use std::io::Write;
 
-use crate::datastore::blob;
-use crate::datastore::index::Index;
-use crate::datastore::manifest::{Manifest, CLIENT_LOG_BLOB_NAME};
-use crate::datastore::snapshot::BackupDir;
-use crate::datastore::Datastore;
-use crate::error::{Error, IoContext, Result};
+use crate::store::format::blob;
+use crate::store::format::index::Index;
+use crate::store::format::manifest::{Manifest, CLIENT_LOG_BLOB_NAME};
+use crate::store::format::names::BackupDir;
+use crate::store::Datastore;
+use crate::util::error::{Error, IoContext, Result};
 
 /// Map a user's archive name (`drive-scsi0.img`, `drive-scsi0.img.fidx`, `client.log`) to
 /// the file in the snapshot folder.
@@ -52,7 +52,7 @@ pub fn run(
     if file.ends_with(".blob") {
         let raw = std::fs::read(&path).ctx(&what)?;
         if let Some(entry) = m.file(&file) {
-            if crate::digest::Digest::of(&raw) != entry.csum {
+            if crate::util::digest::Digest::of(&raw) != entry.csum {
                 return Err(Error::Corrupt(format!(
                     "{what}: checksum differs from the manifest"
                 )));

@@ -3,9 +3,9 @@
 use serde_json::{json, Value};
 
 use crate::cli::{OutputFormat, SnapshotsArgs};
-use crate::datastore::snapshot::BackupGroup;
-use crate::datastore::{Datastore, SnapshotInfo};
-use crate::error::Result;
+use crate::store::format::names::BackupGroup;
+use crate::store::{Datastore, SnapshotInfo};
+use crate::util::error::Result;
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").to_string()
@@ -95,7 +95,8 @@ pub fn snapshots(args: &SnapshotsArgs, pbs: Option<&str>) -> Result<i32> {
             "{}/{}/{}",
             r["backup-type"].as_str().unwrap_or(""),
             r["backup-id"].as_str().unwrap_or(""),
-            crate::time::format_utc(r["backup-time"].as_i64().unwrap_or(0)).unwrap_or_default()
+            crate::util::time::format_utc(r["backup-time"].as_i64().unwrap_or(0))
+                .unwrap_or_default()
         );
         let unfinished = r.get("unfinished").is_some();
         let size = r
@@ -181,7 +182,7 @@ pub fn groups(
         let last = r
             .get("last-backup")
             .and_then(Value::as_i64)
-            .and_then(crate::time::format_utc)
+            .and_then(crate::util::time::format_utc)
             .unwrap_or_else(|| "-".into());
         println!(
             "{name:<24} {:>9} {last:<22} {:<16} {}",

@@ -2,10 +2,10 @@
 //! and chunks.
 
 use crate::cli::{OnOff, PruneArgs};
-use crate::datastore::gc::{run_gc, DEFAULT_ATIME_CUTOFF};
-use crate::datastore::prune::{compute_prune, KeepOptions, PruneMark};
-use crate::datastore::snapshot::BackupGroup;
-use crate::error::Result;
+use crate::store::format::names::BackupGroup;
+use crate::store::ops::gc::{run_gc, DEFAULT_ATIME_CUTOFF};
+use crate::store::ops::prune::{compute_prune, KeepOptions, PruneMark};
+use crate::util::error::Result;
 
 pub fn forget(
     store: &std::path::Path,

@@ -12,9 +12,9 @@ pub mod verify;
 use std::path::Path;
 
 use crate::cli::{Cli, Command};
-use crate::datastore::snapshot::{BackupDir, BackupGroup, BackupNamespace};
-use crate::datastore::Datastore;
-use crate::error::{Error, Result};
+use crate::store::format::names::{BackupDir, BackupGroup, BackupNamespace};
+use crate::store::Datastore;
+use crate::util::error::{Error, Result};
 
 /// Run a parsed command; returns the exit code (errors are returned, not printed).
 pub fn run(cli: Cli) -> Result<i32> {

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::cli::MountArgs;
-use crate::datastore::Datastore;
-use crate::error::{Error, IoContext, Result};
 use crate::fuse::{self, MountOpts};
-use crate::sys;
+use crate::store::Datastore;
+use crate::util::error::{Error, IoContext, Result};
+use crate::util::sys;
 use crate::vfs::{Options, Vfs};
 
 /// Verified chunks kept in memory by default.

@@ -4,8 +4,8 @@
 use std::io::{Read, Write};
 
 use crate::cli::NotesArgs;
-use crate::datastore::snapshot::BackupGroup;
-use crate::error::{Error, IoContext, Result};
+use crate::store::format::names::BackupGroup;
+use crate::util::error::{Error, IoContext, Result};
 
 pub fn run(args: &NotesArgs, pbs: Option<&str>) -> Result<i32> {
     let ds = super::open_store(&args.store, pbs)?;

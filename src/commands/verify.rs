@@ -2,9 +2,9 @@
 //! every bad chunk with the archives that reference it. Exit 1 when damage was found.
 
 use crate::cli::VerifyArgs;
-use crate::datastore::snapshot::{BackupDir, BackupGroup};
-use crate::datastore::verify::{verify_snapshots, SnapshotOutcome, VerifyOptions};
-use crate::error::{Error, Result};
+use crate::store::format::names::{BackupDir, BackupGroup};
+use crate::store::ops::verify::{verify_snapshots, SnapshotOutcome, VerifyOptions};
+use crate::util::error::{Error, Result};
 
 pub fn run(args: &VerifyArgs, pbs: Option<&str>) -> Result<i32> {
     let ds = super::open_store(&args.store, pbs)?;

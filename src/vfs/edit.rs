@@ -5,7 +5,7 @@
 
 use std::ffi::OsStr;
 
-use crate::error::{Error, Result};
+use crate::util::error::{Error, Result};
 
 use super::meta::MetaFile;
 use super::node::Node;

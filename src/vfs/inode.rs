@@ -142,7 +142,7 @@ impl InodeTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datastore::snapshot::BackupNamespace;
+    use crate::store::format::names::BackupNamespace;
 
     fn table() -> InodeTable {
         InodeTable::new(Node::Namespace(BackupNamespace::root()))

@@ -11,11 +11,11 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
-use crate::datastore::manifest::{Manifest, VerifyState, MANIFEST_BLOB_NAME};
-use crate::datastore::notes::MAX_NOTES_LEN;
-use crate::datastore::snapshot::{BackupDir, BackupGroup};
-use crate::error::{Error, IoContext, Result};
-use crate::upid::{Upid, PBSFS_EDIT};
+use crate::store::format::manifest::{Manifest, VerifyState, MANIFEST_BLOB_NAME};
+use crate::store::format::names::{BackupDir, BackupGroup};
+use crate::store::format::notes::MAX_NOTES_LEN;
+use crate::util::error::{Error, IoContext, Result};
+use crate::util::upid::{Upid, PBSFS_EDIT};
 
 use super::node::{systime, Node};
 use super::Vfs;
@@ -278,7 +278,7 @@ impl Vfs {
             MetaFile::SnapNotes(d) => self.snap_view(d)?.notes(),
             MetaFile::VerifyState(d) => self.snap_view(d)?.verify_state_text(),
             MetaFile::GroupNotes(g) => {
-                let p = self.ds.group_path(g).join(crate::datastore::GROUP_NOTES);
+                let p = self.ds.group_path(g).join(crate::store::GROUP_NOTES);
                 match fs::read(&p) {
                     Ok(b) => Ok(b),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -365,7 +365,7 @@ impl Vfs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datastore::snapshot::BackupNamespace;
+    use crate::store::format::names::BackupNamespace;
 
     fn dir() -> BackupDir {
         BackupDir::parse(&BackupNamespace::root(), "vm/100/2024-05-02T08:11:33Z").unwrap()

@@ -22,10 +22,10 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 
-use crate::datastore::snapshot::{BackupDir, BackupNamespace};
-use crate::datastore::Datastore;
-use crate::error::{Error, IoContext, Result};
-use crate::sys::FsStats;
+use crate::store::format::names::{BackupDir, BackupNamespace};
+use crate::store::Datastore;
+use crate::util::error::{Error, IoContext, Result};
+use crate::util::sys::FsStats;
 
 use inode::{InodeTable, ROOT_INO};
 use meta::{MetaFile, MetaHandle, SnapView};
@@ -393,7 +393,7 @@ impl Vfs {
                 if write {
                     return Err(self.not_writable("owner"));
                 }
-                let p = self.ds.group_path(g).join(crate::datastore::GROUP_OWNER);
+                let p = self.ds.group_path(g).join(crate::store::GROUP_OWNER);
                 let bytes = std::fs::read(&p).ctx(p.display())?;
                 Ok(direct(self.add_handle(Handle::Bytes(Arc::new(bytes)))))
             }
@@ -553,6 +553,6 @@ impl Vfs {
 
     /// Sizes of the filesystem holding the datastore.
     pub fn statfs(&self) -> Result<FsStats> {
-        crate::sys::statvfs(self.ds.root()).ctx(self.ds.root().display())
+        crate::util::sys::statvfs(self.ds.root()).ctx(self.ds.root().display())
     }
 }

@@ -12,10 +12,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::datastore::manifest::MANIFEST_BLOB_NAME;
-use crate::datastore::snapshot::{BackupDir, BackupGroup, BackupNamespace, BackupType};
-use crate::datastore::{GROUP_NOTES, GROUP_OWNER};
-use crate::error::{Error, IoContext, Result};
+use crate::store::format::manifest::MANIFEST_BLOB_NAME;
+use crate::store::format::names::{BackupDir, BackupGroup, BackupNamespace, BackupType};
+use crate::store::{GROUP_NOTES, GROUP_OWNER};
+use crate::util::error::{Error, IoContext, Result};
 
 use super::{Attr, Kind, Vfs};
 
@@ -258,7 +258,7 @@ impl Vfs {
                     .is_file()
                     .then(|| Node::GroupOwner(g.clone())),
                 LATEST => ds.last_finished(g)?.map(|_| Node::Latest(g.clone())),
-                _ => match crate::time::parse_snapshot_time(name) {
+                _ => match crate::util::time::parse_snapshot_time(name) {
                     Some(t) => match BackupDir::new(g.clone(), t) {
                         Ok(d) => self.snapshot_node(&d).ok(),
                         Err(_) => None,

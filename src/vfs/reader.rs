@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::datastore::blob;
-use crate::datastore::index::Index;
-use crate::datastore::lock::SnapshotLock;
-use crate::datastore::snapshot::BackupDir;
-use crate::datastore::Datastore;
-use crate::digest::Digest;
-use crate::error::{Error, IoContext, Result};
+use crate::store::format::blob;
+use crate::store::format::index::Index;
+use crate::store::format::names::BackupDir;
+use crate::store::lock::SnapshotLock;
+use crate::store::Datastore;
+use crate::util::digest::Digest;
+use crate::util::error::{Error, IoContext, Result};
 
 use super::Vfs;
 

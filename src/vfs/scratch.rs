@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
-use crate::error::{Error, Result};
+use crate::util::error::{Error, Result};
 
 use super::{Attr, Kind};
 

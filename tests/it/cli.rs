@@ -79,7 +79,7 @@ fn an_unchanged_image_backs_up_with_no_new_chunk_file() {
     assert_eq!(snaps[1]["files"][0]["size"], data.len() as u64);
     // Upload stats of the incremental run: nothing uploaded.
     let ds = pbsfs::Datastore::open(&store, None).unwrap();
-    let d = pbsfs::datastore::snapshot::BackupDir::parse(
+    let d = pbsfs::store::format::names::BackupDir::parse(
         &Default::default(),
         "vm/100/2024-05-02T09:00:00Z",
     )
@@ -169,7 +169,7 @@ fn notes_are_byte_exact_and_cleared_to_an_empty_string() {
     pbsfs_ok(&["notes", s(&store), "vm/1/latest", "--set", ""]);
     assert_eq!(pbsfs_ok(&["notes", s(&store), "vm/1/latest"]), "");
     let ds = pbsfs::Datastore::open(&store, None).unwrap();
-    let d = pbsfs::datastore::snapshot::BackupDir::parse(
+    let d = pbsfs::store::format::names::BackupDir::parse(
         &Default::default(),
         "vm/1/2024-01-01T00:00:00Z",
     )
@@ -300,7 +300,7 @@ fn prune(store: &Path, tz: &str, args: &[&str]) -> Vec<(String, String)> {
 }
 
 fn t(s: &str) -> i64 {
-    pbsfs::time::parse_time_arg(s).unwrap()
+    pbsfs::util::time::parse_time_arg(s).unwrap()
 }
 
 /// A POSIX TZ rule for Central Europe: needs no time zone database.
@@ -355,7 +355,7 @@ fn prune_keep_daily_uses_local_days_across_the_dst_change() {
     assert_eq!(plan.len(), 6);
     let left: Vec<String> = snapshots_json(&store)
         .iter()
-        .map(|v| pbsfs::time::format_utc(v["backup-time"].as_i64().unwrap()).unwrap())
+        .map(|v| pbsfs::util::time::format_utc(v["backup-time"].as_i64().unwrap()).unwrap())
         .collect();
     assert_eq!(left, vec!["2024-10-26T10:00:00Z", "2024-10-27T22:30:00Z"]);
 }
@@ -492,11 +492,11 @@ fn gc_removes_exactly_the_unreferenced_chunks_older_than_the_cutoff() {
     assert_eq!(unreferenced.len(), 5);
     pbsfs_ok(&["forget", s(&store), "vm/2/latest"]);
     // Everything looks two days old; one unreferenced chunk was used an hour ago.
-    let old = pbsfs::time::now() - 2 * 86_400;
+    let old = pbsfs::util::time::now() - 2 * 86_400;
     for p in &all {
-        pbsfs::sys::set_atime(p, old).unwrap();
+        pbsfs::util::sys::set_atime(p, old).unwrap();
     }
-    pbsfs::sys::set_atime(&unreferenced[0], pbsfs::time::now() - 3600).unwrap();
+    pbsfs::util::sys::set_atime(&unreferenced[0], pbsfs::util::time::now() - 3600).unwrap();
 
     let out = pbsfs_ok(&["gc", s(&store)]);
     assert!(out.contains("removed: 4 chunks"), "{out}");
@@ -663,12 +663,12 @@ fn verify_ignore_verified_and_outdated_after() {
     );
     // A state 3 days old is outdated after 2 days, not after 5.
     let ds = pbsfs::Datastore::open(&store, None).unwrap();
-    let d = pbsfs::datastore::snapshot::BackupDir::parse(
+    let d = pbsfs::store::format::names::BackupDir::parse(
         &Default::default(),
         "vm/1/2024-01-01T00:00:00Z",
     )
     .unwrap();
-    let mut upid = pbsfs::upid::Upid::new("verify_snapshot", "x", "root@pam");
+    let mut upid = pbsfs::util::upid::Upid::new("verify_snapshot", "x", "root@pam");
     upid.starttime -= 3 * 86_400;
     ds.update_manifest(&d, |u| {
         u.insert(

@@ -17,7 +17,7 @@ impl TempDir {
         let p = base.join(format!(
             "{tag}-{}-{}",
             std::process::id(),
-            pbsfs::datastore::files::random_suffix(6)
+            pbsfs::store::files::random_suffix(6)
         ));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
@@ -122,7 +122,7 @@ pub fn s(p: &Path) -> &str {
 
 /// Back up `data` as `drive-scsi0.img` of `group` with 4 KiB chunks.
 pub fn backup_image(store: &Path, dir: &TempDir, group: &str, data: &[u8], time: &str) -> Output {
-    let src = dir.join(format!("src-{}", pbsfs::datastore::files::random_suffix(6)));
+    let src = dir.join(format!("src-{}", pbsfs::store::files::random_suffix(6)));
     std::fs::write(&src, data).unwrap();
     let arg = format!("drive-scsi0.img:{}", s(&src));
     pbsfs(&[

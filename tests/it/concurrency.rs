@@ -5,8 +5,8 @@
 use std::fs;
 use std::process::Command;
 
-use pbsfs::datastore::manifest::Manifest;
-use pbsfs::datastore::snapshot::{BackupDir, BackupNamespace};
+use pbsfs::store::format::manifest::Manifest;
+use pbsfs::store::format::names::{BackupDir, BackupNamespace};
 use pbsfs::Datastore;
 use serde_json::{json, Value};
 
@@ -137,7 +137,7 @@ fn a_second_backup_of_a_group_is_refused_while_one_holds_its_lock() {
     );
     let ds = Datastore::open(&store, None).unwrap();
     let g =
-        pbsfs::datastore::snapshot::BackupGroup::parse(&BackupNamespace::root(), "vm/1").unwrap();
+        pbsfs::store::format::names::BackupGroup::parse(&BackupNamespace::root(), "vm/1").unwrap();
     let held = ds.locker().lock_group(&g).unwrap();
     let out = backup_image(&store, &tmp, "vm/1", b"b", "2024-01-02T00:00:00Z");
     assert_eq!(out.status.code(), Some(2));

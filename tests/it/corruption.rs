@@ -62,7 +62,7 @@ fn a_clean_store_verifies_with_exit_0_and_records_ok() {
         .as_str()
         .unwrap()
         .to_string();
-    pbsfs::upid::Upid::parse(&upid).unwrap();
+    pbsfs::util::upid::Upid::parse(&upid).unwrap();
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn a_flipped_byte_is_found_and_named() {
 #[test]
 fn a_chunk_with_other_content_under_its_name_is_a_digest_mismatch() {
     let c = store_with_image();
-    let other = pbsfs::datastore::blob::encode(&pseudo_random(4096, 99), true).unwrap();
+    let other = pbsfs::store::format::blob::encode(&pseudo_random(4096, 99), true).unwrap();
     std::fs::write(&c.chunk, other).unwrap();
     let (code, out) = verify(&c.store);
     assert_eq!(code, Some(1), "{out}");
@@ -193,10 +193,10 @@ fn a_corrupt_manifest_is_reported_not_trusted() {
 
 #[test]
 fn encrypted_chunks_are_checked_by_crc_and_reported_as_not_verifiable() {
-    use pbsfs::datastore::blob::ENCRYPTED_BLOB_MAGIC_1_0;
-    use pbsfs::datastore::fixed_index::FixedIndex;
-    use pbsfs::datastore::manifest::{FileEntry, Manifest};
-    use pbsfs::datastore::snapshot::{BackupDir, BackupNamespace};
+    use pbsfs::store::format::blob::ENCRYPTED_BLOB_MAGIC_1_0;
+    use pbsfs::store::format::index::fixed::FixedIndex;
+    use pbsfs::store::format::manifest::{FileEntry, Manifest};
+    use pbsfs::store::format::names::{BackupDir, BackupNamespace};
     let tmp = TempDir::new("encrypted");
     let store = sparse_store(&tmp);
     let ds = pbsfs::Datastore::open(&store, None).unwrap();
@@ -213,7 +213,7 @@ fn encrypted_chunks_are_checked_by_crc_and_reported_as_not_verifiable() {
     ds.chunk_store().insert_chunk(&digest, &raw).unwrap();
     let idx = FixedIndex::new(4096, 4096, vec![digest], 0).unwrap();
     let path = ds.snapshot_path(&d).join("drive-scsi0.img.fidx");
-    pbsfs::datastore::index::write_index_file(&path, &idx.to_bytes(), ds.owner()).unwrap();
+    pbsfs::store::format::index::write_index_file(&path, &idx.to_bytes(), ds.owner()).unwrap();
     let mut m = Manifest::new(&d);
     m.add_file(&FileEntry {
         filename: "drive-scsi0.img.fidx".into(),

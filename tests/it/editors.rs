@@ -16,7 +16,7 @@ struct Tmux {
 
 impl Tmux {
     fn start(dir: &Path, home: &Path, cmd: &str) -> Tmux {
-        let socket = format!("pbsfs-{}", pbsfs::datastore::files::random_suffix(8));
+        let socket = format!("pbsfs-{}", pbsfs::store::files::random_suffix(8));
         let st = Command::new("tmux")
             .args([
                 "-L",

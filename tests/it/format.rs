@@ -18,7 +18,7 @@ fn walk(p: &Path, out: &mut Vec<std::path::PathBuf>) {
 #[test]
 fn everything_created_gets_the_store_owner_and_pbs_modes() {
     assert_eq!(
-        pbsfs::sys::geteuid(),
+        pbsfs::util::sys::geteuid(),
         0,
         "the suite runs as root (as CI does)"
     );
@@ -146,7 +146,7 @@ fn on_a_configured_pbs_store_both_lock_schemes_are_taken_in_pbs_places() {
     for p in [&new_snap, &new_manifest, &old_manifest] {
         let md = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert_eq!(md.mode() & 0o777, 0o660, "{}", p.display());
-        let backup = pbsfs::datastore::pbs_config::backup_user();
+        let backup = pbsfs::store::pbs_config::backup_user();
         assert_eq!(
             (md.uid(), md.gid()),
             (backup.uid, backup.gid),

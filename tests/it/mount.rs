@@ -270,7 +270,7 @@ fn verify_state_takes_words_and_json_and_refuses_garbage_without_touching_the_ma
     let s = state().unwrap();
     assert!(!s.ok);
     assert_eq!(
-        pbsfs::upid::Upid::parse(&s.upid).unwrap().worker_type,
+        pbsfs::util::upid::Upid::parse(&s.upid).unwrap().worker_type,
         "pbsfs-edit"
     );
     let text = fs::read_to_string(&vs).unwrap();
@@ -281,7 +281,7 @@ fn verify_state_takes_words_and_json_and_refuses_garbage_without_touching_the_ma
     assert!(text.ends_with("}\n"));
     fs::write(&vs, " ok ").unwrap();
     assert!(state().unwrap().ok);
-    let upid = pbsfs::upid::Upid::new("verify_snapshot", "x", "root@pam").to_string();
+    let upid = pbsfs::util::upid::Upid::new("verify_snapshot", "x", "root@pam").to_string();
     fs::write(
         &vs,
         format!("{{\"state\": \"failed\", \"upid\": \"{upid}\"}}"),
@@ -363,7 +363,7 @@ fn new_and_forgotten_snapshots_show_on_the_next_listing() {
         ["2024-05-02T08:11:33Z", "latest", "notes", "owner"]
     );
     let mut spec = SnapSpec::vm("200", T2);
-    spec.ty = pbsfs::datastore::snapshot::BackupType::Ct;
+    spec.ty = pbsfs::store::format::names::BackupType::Ct;
     spec.images = vec![("disk.img", vec![7u8; 1000], 4096)];
     let d = make_snapshot(&f.ds, &spec);
     assert!(ls("ct/200").contains(&"2024-05-03T08:11:33Z".to_string()));

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pbsfs::datastore::blob;
-use pbsfs::datastore::fixed_index::FixedIndex;
-use pbsfs::datastore::index::write_index_file;
-use pbsfs::datastore::manifest::{FileEntry, Manifest};
-use pbsfs::datastore::snapshot::{BackupDir, BackupGroup, BackupNamespace, BackupType};
+use pbsfs::store::format::blob;
+use pbsfs::store::format::index::fixed::FixedIndex;
+use pbsfs::store::format::index::write_index_file;
+use pbsfs::store::format::manifest::{FileEntry, Manifest};
+use pbsfs::store::format::names::{BackupDir, BackupGroup, BackupNamespace, BackupType};
 use pbsfs::{Datastore, Digest};
 
 use crate::common::{pseudo_random, TempDir, BIN};
@@ -290,7 +290,7 @@ pub fn force_unmount(mp: &Path) {
 /// Flip one bit in the middle of the chunk `index` of the fixture's first image
 /// (64 KiB chunks, shared by both vm/100 snapshots); returns its digest.
 pub fn corrupt_chunk(f: &Fixture, index: usize) -> Digest {
-    let idx = pbsfs::datastore::index::Index::open(
+    let idx = pbsfs::store::format::index::Index::open(
         &f.ds.snapshot_path(&f.d1).join("drive-scsi0.img.fidx"),
     )
     .unwrap();

@@ -6,7 +6,7 @@
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 
-use pbsfs::datastore::snapshot::BackupNamespace;
+use pbsfs::store::format::names::BackupNamespace;
 use pbsfs::vfs::{Caller, Options, SetAttr, Vfs};
 use pbsfs::Datastore;
 
@@ -310,7 +310,7 @@ fn rejected_writes_poison_the_handle_and_scratch_renames_commit() {
     );
     step(&f, false, "poisoned release", || v.release(fh));
     let fh = v.open(ino, TRUNC, caller(1)).unwrap().fh;
-    let big = vec![b'a'; pbsfs::datastore::notes::MAX_NOTES_LEN];
+    let big = vec![b'a'; pbsfs::store::format::notes::MAX_NOTES_LEN];
     v.write(fh, 0, &big).unwrap();
     assert_eq!(
         v.write(fh, big.len() as u64, b"b").unwrap_err().errno(),

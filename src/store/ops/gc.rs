@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::chunk_store::ChunkFileKind;
-use super::files;
-use super::index::Index;
-use super::{Datastore, FILE_MODE};
-use crate::digest::Digest;
-use crate::error::{Error, IoContext, Result};
-use crate::sys;
-use crate::upid::Upid;
+use crate::store::chunks::ChunkFileKind;
+use crate::store::files;
+use crate::store::format::index::Index;
+use crate::store::{Datastore, FILE_MODE};
+use crate::util::digest::Digest;
+use crate::util::error::{Error, IoContext, Result};
+use crate::util::sys;
+use crate::util::upid::Upid;
 
 /// PBS's default cutoff: 24 h 5 min (relatime updates atime at most once a day).
 pub const DEFAULT_ATIME_CUTOFF: u64 = 86_400 + 300;
@@ -234,7 +234,7 @@ pub fn run_gc(ds: &Datastore, cutoff: u64) -> Result<GcReport> {
 
 /// Sweep one prefix folder into `r`.
 fn sweep_prefix(
-    cs: &super::chunk_store::ChunkStore,
+    cs: &crate::store::chunks::ChunkStore,
     prefix: u16,
     min_atime: i64,
     start_ns: (i64, i64),

@@ -9,15 +9,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
-use super::blob;
-use super::chunk_store::ChunkCheck;
-use super::index::Index;
-use super::manifest::VerifyState;
-use super::snapshot::BackupDir;
-use super::Datastore;
-use crate::digest::Digest;
-use crate::error::{Error, Result};
-use crate::upid::Upid;
+use crate::store::chunks::ChunkCheck;
+use crate::store::format::blob;
+use crate::store::format::index::Index;
+use crate::store::format::manifest::VerifyState;
+use crate::store::format::names::BackupDir;
+use crate::store::Datastore;
+use crate::util::digest::Digest;
+use crate::util::error::{Error, Result};
+use crate::util::upid::Upid;
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
@@ -88,7 +88,7 @@ pub fn snapshot_worker_id(ds: &Datastore, d: &BackupDir) -> String {
 }
 
 /// Should `--ignore-verified` skip a snapshot with this state?
-fn skip_verified(m: &super::manifest::Manifest, opts: &VerifyOptions) -> bool {
+fn skip_verified(m: &crate::store::format::manifest::Manifest, opts: &VerifyOptions) -> bool {
     if !opts.ignore_verified {
         return false;
     }
@@ -98,7 +98,7 @@ fn skip_verified(m: &super::manifest::Manifest, opts: &VerifyOptions) -> bool {
     match opts.outdated_after {
         None => true,
         Some(days) => match Upid::parse(&state.upid) {
-            Ok(u) => (crate::time::now() - u.starttime) / 86_400 <= days as i64,
+            Ok(u) => (crate::util::time::now() - u.starttime) / 86_400 <= days as i64,
             Err(_) => false,
         },
     }
@@ -288,7 +288,7 @@ fn short_reason(e: &Error, digest: &Digest) -> String {
     }
 }
 
-fn check_blob(path: &std::path::Path, f: &super::manifest::FileEntry) -> Result<()> {
+fn check_blob(path: &std::path::Path, f: &crate::store::format::manifest::FileEntry) -> Result<()> {
     let raw = std::fs::read(path).map_err(|e| Error::io("blob", e))?;
     if raw.len() as u64 != f.size {
         return Err(Error::Corrupt(format!(

@@ -6,9 +6,9 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use super::SnapshotInfo;
-use crate::error::{Error, Result};
-use crate::sys;
+use crate::store::SnapshotInfo;
+use crate::util::error::{Error, Result};
+use crate::util::sys;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KeepOptions {
@@ -76,7 +76,7 @@ pub fn iso_week(year: i32, yday: u32, wday: u32) -> (i32, u32) {
 
 fn weeks_in_year(y: i32) -> u32 {
     // Weekday of Jan 1 (0 = Sunday); 1970-01-01 was a Thursday.
-    let jan1 = (crate::time::days_from_civil(y as i64, 1, 1) + 4).rem_euclid(7);
+    let jan1 = (crate::util::time::days_from_civil(y as i64, 1, 1) + 4).rem_euclid(7);
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     if jan1 == 4 || (leap && jan1 == 3) {
         53

@@ -3,9 +3,9 @@
 
 use sha2::{Digest as _, Sha256};
 
-use crate::datastore::index::{header, read_u64, ChunkInfo, INDEX_HEADER_SIZE};
-use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::store::format::index::{header, read_u64, ChunkInfo, INDEX_HEADER_SIZE};
+use crate::util::digest::Digest;
+use crate::util::error::{Error, Result};
 
 /// `sha256("Proxmox Backup fixed sized chunk index v1.0")[0..8]`
 pub const FIXED_INDEX_MAGIC: [u8; 8] = [47, 127, 65, 237, 145, 253, 15, 205];
@@ -46,7 +46,7 @@ impl FixedIndex {
             )));
         }
         Ok(FixedIndex {
-            uuid: crate::datastore::files::random_bytes(),
+            uuid: crate::store::files::random_bytes(),
             ctime,
             csum: compute_csum(&digests),
             size,
@@ -136,7 +136,7 @@ impl FixedIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datastore::index::Index;
+    use crate::store::format::index::Index;
 
     fn sample(size: u64, cs: u64) -> FixedIndex {
         let n = size.div_ceil(cs);

@@ -6,8 +6,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
-use crate::sys;
+use crate::util::error::{Error, IoContext, Result};
+use crate::util::sys;
 
 /// Who owns what pbsfs creates: the owner of the datastore root (PBS checks and needs
 /// backup:backup; one root-owned chunk breaks PBS's GC).

@@ -5,10 +5,10 @@
 
 use serde_json::{Map, Value};
 
-use crate::datastore::blob;
-use crate::datastore::snapshot::BackupDir;
-use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::store::format::blob;
+use crate::store::format::names::BackupDir;
+use crate::util::digest::Digest;
+use crate::util::error::{Error, Result};
 
 pub const MANIFEST_BLOB_NAME: &str = "index.json.blob";
 pub const CLIENT_LOG_BLOB_NAME: &str = "client.log.blob";
@@ -53,7 +53,7 @@ impl VerifyState {
             .get("upid")
             .and_then(Value::as_str)
             .ok_or_else(|| Error::InvalidVerifyState("verify_state.upid is missing".into()))?;
-        crate::upid::Upid::parse(upid)
+        crate::util::upid::Upid::parse(upid)
             .map_err(|e| Error::InvalidVerifyState(format!("verify_state.upid: {e}")))?;
         Ok(VerifyState {
             ok,
@@ -135,7 +135,7 @@ impl Manifest {
                 Error::Corrupt(format!("manifest key '{k}' missing or not a string"))
             })
         };
-        crate::datastore::snapshot::BackupType::parse(s("backup-type")?)
+        crate::store::format::names::BackupType::parse(s("backup-type")?)
             .map_err(|e| Error::Corrupt(format!("manifest: {e}")))?;
         s("backup-id")?;
         self.map
@@ -170,7 +170,7 @@ impl Manifest {
                 "manifest describes {}/{}/{} but lies in {dir}",
                 self.backup_type(),
                 self.backup_id(),
-                crate::time::format_utc(self.backup_time())
+                crate::util::time::format_utc(self.backup_time())
                     .unwrap_or_else(|| self.backup_time().to_string())
             )));
         }
@@ -291,7 +291,7 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datastore::snapshot::BackupNamespace;
+    use crate::store::format::names::BackupNamespace;
 
     const SAMPLE: &str = r#"{
   "backup-id": "100",

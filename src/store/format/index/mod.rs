@@ -4,11 +4,14 @@
 use std::fs;
 use std::path::Path;
 
-use crate::datastore::dynamic_index::{DynamicIndex, DYNAMIC_INDEX_MAGIC};
-use crate::datastore::files::{self, Owner};
-use crate::datastore::fixed_index::{FixedIndex, FIXED_INDEX_MAGIC};
-use crate::digest::Digest;
-use crate::error::{Error, IoContext, Result};
+pub mod dynamic;
+pub mod fixed;
+
+use crate::store::files::{self, Owner};
+use crate::store::format::index::dynamic::{DynamicIndex, DYNAMIC_INDEX_MAGIC};
+use crate::store::format::index::fixed::{FixedIndex, FIXED_INDEX_MAGIC};
+use crate::util::digest::Digest;
+use crate::util::error::{Error, IoContext, Result};
 
 pub const INDEX_HEADER_SIZE: usize = 4096;
 pub const INDEX_FILE_MODE: u32 = 0o644;
@@ -57,7 +60,7 @@ impl Index {
             DYNAMIC_INDEX_MAGIC => Ok(Index::Dynamic(DynamicIndex::parse(raw)?)),
             m => Err(Error::Corrupt(format!(
                 "unknown index magic {}",
-                crate::digest::hex(&m)
+                crate::util::digest::hex(&m)
             ))),
         }
     }

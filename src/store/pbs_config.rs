@@ -6,8 +6,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::datastore::files::Owner;
-use crate::error::{Error, Result};
+use crate::store::files::Owner;
+use crate::util::error::{Error, Result};
 
 pub fn config_dir() -> PathBuf {
     std::env::var_os("PBSFS_PBS_CONFIG_DIR")

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::error::Error;
+use crate::util::error::Error;
 
 /// A SHA-256 digest. Chunks are named by the digest of their plain content.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

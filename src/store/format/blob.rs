@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use crate::error::{Error, Result};
+use crate::util::error::{Error, Result};
 
 /// `sha256("Proxmox Backup uncompressed blob v1.0")[0..8]`
 pub const UNCOMPRESSED_BLOB_MAGIC_1_0: [u8; 8] = [66, 171, 56, 7, 190, 131, 112, 161];
@@ -72,7 +72,7 @@ pub fn check_header_and_crc(raw: &[u8]) -> Result<BlobKind> {
     let kind = BlobKind::from_magic(&raw[..8]).ok_or_else(|| {
         Error::Corrupt(format!(
             "unknown blob magic {}",
-            crate::digest::hex(&raw[..8])
+            crate::util::digest::hex(&raw[..8])
         ))
     })?;
     let hlen = kind.header_len();
@@ -200,11 +200,11 @@ mod tests {
             magic_of("Proxmox Backup zstd compressed encrypted blob v1.0")
         );
         assert_eq!(
-            crate::datastore::fixed_index::FIXED_INDEX_MAGIC,
+            crate::store::format::index::fixed::FIXED_INDEX_MAGIC,
             magic_of("Proxmox Backup fixed sized chunk index v1.0")
         );
         assert_eq!(
-            crate::datastore::dynamic_index::DYNAMIC_INDEX_MAGIC,
+            crate::store::format::index::dynamic::DYNAMIC_INDEX_MAGIC,
             magic_of("Proxmox Backup dynamic sized chunk index v1.0")
         );
         assert_eq!(
@@ -213,7 +213,7 @@ mod tests {
         );
     }
 
-    const CATALOG_MAGIC_FOR_TEST: [u8; 8] = crate::datastore::CATALOG_MAGIC;
+    const CATALOG_MAGIC_FOR_TEST: [u8; 8] = crate::store::CATALOG_MAGIC;
 
     #[test]
     fn round_trips_both_encodings() {

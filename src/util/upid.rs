@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::error::{Error, Result};
+use crate::util::error::{Error, Result};
 
 /// Worker type of a state typed by hand through the mount (`ok`/`failed`): never trusted
 /// to skip a check (spec §11.5).
@@ -71,9 +71,9 @@ impl Upid {
             pid: std::process::id(),
             pstart: process_start(),
             task_id: TASK_COUNTER.fetch_add(1, Ordering::Relaxed) as u64,
-            starttime: crate::time::now(),
+            starttime: crate::util::time::now(),
             worker_type: worker_type.to_string(),
-            worker_id: crate::datastore::lock::systemd_escape(worker_id),
+            worker_id: crate::store::lock::systemd_escape(worker_id),
             authid: authid.to_string(),
         }
     }

@@ -7,13 +7,13 @@ use std::io;
 
 use serde_json::{Map, Value};
 
-use super::files::{self, TempFile};
-use super::lock::{ManifestLock, SnapshotLock, MANIFEST_LOCK_TIMEOUT};
-use super::manifest::{Manifest, MANIFEST_BLOB_NAME};
-use super::notes::validate_notes;
-use super::snapshot::{BackupDir, BackupGroup, BackupNamespace};
-use super::{Datastore, DIR_MODE, FILE_MODE, GROUP_NOTES, GROUP_OWNER, PROTECTED_MARKER};
-use crate::error::{Error, IoContext, Result};
+use crate::store::files::{self, TempFile};
+use crate::store::format::manifest::{Manifest, MANIFEST_BLOB_NAME};
+use crate::store::format::names::{BackupDir, BackupGroup, BackupNamespace};
+use crate::store::format::notes::validate_notes;
+use crate::store::lock::{ManifestLock, SnapshotLock, MANIFEST_LOCK_TIMEOUT};
+use crate::store::{Datastore, DIR_MODE, FILE_MODE, GROUP_NOTES, GROUP_OWNER, PROTECTED_MARKER};
+use crate::util::error::{Error, IoContext, Result};
 
 impl Datastore {
     /// Create a namespace folder and its parents (`ns/a/ns/b`), owned like the store.
@@ -206,7 +206,11 @@ impl Datastore {
     }
 
     /// As `remove_group_if_empty`, for a caller that holds the group lock.
-    pub(crate) fn remove_empty_group_locked(&self, g: &BackupGroup, lock: super::lock::GroupLock) {
+    pub(crate) fn remove_empty_group_locked(
+        &self,
+        g: &BackupGroup,
+        lock: crate::store::lock::GroupLock,
+    ) {
         match self.list_snapshots(g) {
             Ok(s) if s.is_empty() => {}
             _ => return,

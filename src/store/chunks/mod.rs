@@ -7,11 +7,11 @@ use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::datastore::blob::{self, BlobKind};
-use crate::datastore::files::{self, Owner, TempFile};
-use crate::digest::Digest;
-use crate::error::{Error, IoContext, Result};
-use crate::sys;
+use crate::store::files::{self, Owner, TempFile};
+use crate::store::format::blob::{self, BlobKind};
+use crate::util::digest::Digest;
+use crate::util::error::{Error, IoContext, Result};
+use crate::util::sys;
 
 pub const CHUNK_DIR_MODE: u32 = 0o750;
 pub const CHUNK_FILE_MODE: u32 = 0o644;

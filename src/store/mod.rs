@@ -1,34 +1,26 @@
 //! The datastore: its folder layout (spec §1), opening and creating one, and listing
 //! namespaces, groups and snapshots. Writes live in `transaction.rs`.
 
-pub mod backup;
-pub mod blob;
-pub mod chunk_store;
-pub mod dynamic_index;
+pub mod chunks;
 pub mod files;
-pub mod fixed_index;
-pub mod gc;
-pub mod index;
+pub mod format;
 pub mod lock;
-pub mod manifest;
-pub mod notes;
+pub mod ops;
 pub mod pbs_config;
-pub mod prune;
-pub mod snapshot;
 mod transaction;
-pub mod verify;
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
-use chunk_store::ChunkStore;
+use crate::util::error::{Error, IoContext, Result};
+use chunks::ChunkStore;
 use files::Owner;
+use format::blob;
+use format::manifest::{Manifest, MANIFEST_BLOB_NAME};
+use format::names::{BackupDir, BackupGroup, BackupNamespace, BackupType};
 use lock::Locker;
-use manifest::{Manifest, MANIFEST_BLOB_NAME};
 use pbs_config::StoreConfig;
-use snapshot::{BackupDir, BackupGroup, BackupNamespace, BackupType};
 
 /// `sha256("Proxmox Backup Catalog file v1.0")[0..8]`
 pub const CATALOG_MAGIC: [u8; 8] = [145, 253, 96, 249, 196, 103, 88, 213];
@@ -225,7 +217,7 @@ impl Datastore {
         }
         let mut out = Vec::new();
         for name in list_dir_names(&gpath)? {
-            let Some(time) = crate::time::parse_snapshot_time(&name) else {
+            let Some(time) = crate::util::time::parse_snapshot_time(&name) else {
                 continue;
             };
             let dir = BackupDir::new(g.clone(), time)?;

@@ -4,9 +4,9 @@
 
 use sha2::{Digest as _, Sha256};
 
-use crate::datastore::index::{header, read_u64, ChunkInfo, INDEX_HEADER_SIZE};
-use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::store::format::index::{header, read_u64, ChunkInfo, INDEX_HEADER_SIZE};
+use crate::util::digest::Digest;
+use crate::util::error::{Error, Result};
 
 /// `sha256("Proxmox Backup dynamic sized chunk index v1.0")[0..8]`
 pub const DYNAMIC_INDEX_MAGIC: [u8; 8] = [28, 145, 78, 165, 25, 186, 179, 205];
@@ -33,7 +33,7 @@ impl DynamicIndex {
     pub fn new(entries: Vec<(u64, Digest)>, ctime: i64) -> Result<DynamicIndex> {
         check_ends(&entries)?;
         Ok(DynamicIndex {
-            uuid: crate::datastore::files::random_bytes(),
+            uuid: crate::store::files::random_bytes(),
             ctime,
             csum: compute_csum(&entries),
             entries,

@@ -4,8 +4,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::error::{Error, Result};
-use crate::time;
+use crate::util::error::{Error, Result};
+use crate::util::time;
 
 pub const MAX_NAMESPACE_DEPTH: usize = 7;
 pub const MAX_NAMESPACE_LENGTH: usize = 256;

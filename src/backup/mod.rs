@@ -14,17 +14,17 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use super::blob;
-use super::chunk_store::Inserted;
-use super::files::TempFile;
-use super::fixed_index::FixedIndex;
-use super::index::{self, Index};
-use super::manifest::{FileEntry, Manifest, VerifyState};
-use super::snapshot::{is_safe_id, BackupDir, BackupGroup};
-use super::{Datastore, SnapshotInfo, FILE_MODE};
-use crate::digest::Digest;
-use crate::error::{Error, IoContext, Result};
-use crate::upid::Upid;
+use crate::store::chunks::Inserted;
+use crate::store::files::TempFile;
+use crate::store::format::blob;
+use crate::store::format::index::fixed::FixedIndex;
+use crate::store::format::index::{self, Index};
+use crate::store::format::manifest::{FileEntry, Manifest, VerifyState};
+use crate::store::format::names::{is_safe_id, BackupDir, BackupGroup};
+use crate::store::{Datastore, SnapshotInfo, FILE_MODE};
+use crate::util::digest::Digest;
+use crate::util::error::{Error, IoContext, Result};
+use crate::util::upid::Upid;
 
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 /// A blob source larger than this is refused (the protocol's blob limit).
@@ -154,11 +154,11 @@ pub fn recently_verified(ds: &Datastore, m: &Manifest) -> bool {
     ) {
         return false;
     }
-    let now = crate::time::now();
+    let now = crate::util::time::now();
     if now - upid.starttime > 7 * 86_400 {
         return false;
     }
-    match super::gc::last_gc_start(ds) {
+    match crate::store::ops::gc::last_gc_start(ds) {
         Some(gc_start) => upid.starttime > gc_start,
         None => true,
     }
@@ -189,7 +189,7 @@ pub fn run_backup(
         }
     }
     if let Some(n) = &opts.notes {
-        super::notes::validate_notes(n.as_bytes(), "backup notes")?;
+        crate::store::format::notes::validate_notes(n.as_bytes(), "backup notes")?;
     }
     for s in sources {
         check_source(s)?;
@@ -213,13 +213,13 @@ fn backup_locked(
     opts: &BackupOptions,
     started: Instant,
 ) -> Result<BackupReport> {
-    let time = opts.time.unwrap_or_else(crate::time::now);
+    let time = opts.time.unwrap_or_else(crate::util::time::now);
     let base = ds.last_finished(group)?;
     if let Some(b) = &base {
         if time <= b.dir.time {
             return Err(Error::InvalidInput(format!(
                 "backup time {} is not newer than the group's last snapshot {}",
-                crate::time::format_utc(time).unwrap_or_else(|| time.to_string()),
+                crate::util::time::format_utc(time).unwrap_or_else(|| time.to_string()),
                 b.dir
             )));
         }
@@ -294,7 +294,7 @@ fn backup_locked(
         // Chunks are written without fsync each; one syncfs makes them all durable
         // before the manifest makes the snapshot visible (PBS's "filesystem" level).
         let f = File::open(ds.chunk_store().dir()).ctx(ds.chunk_store().dir().display())?;
-        crate::sys::syncfs(&f).ctx("syncfs")?;
+        crate::util::sys::syncfs(&f).ctx("syncfs")?;
         if let Some(n) = &opts.notes {
             manifest
                 .unprotected_mut()
@@ -336,7 +336,11 @@ struct UploadStats {
     duplicates: u64,
 }
 
-type BaseInfo = (HashSet<Digest>, Option<super::lock::SnapshotLock>, bool);
+type BaseInfo = (
+    HashSet<Digest>,
+    Option<crate::store::lock::SnapshotLock>,
+    bool,
+);
 
 /// Lock the base shared and collect the digests it references; a base whose verify
 /// state is failed is never reused, so the next run heals the store.
@@ -375,7 +379,7 @@ fn load_base(ds: &Datastore, base: &SnapshotInfo) -> Result<BaseInfo> {
 fn mark_base_failed(ds: &Datastore, base: &BackupDir) {
     let upid = Upid::new(
         "backup",
-        &super::verify::snapshot_worker_id(ds, base),
+        &crate::store::ops::verify::snapshot_worker_id(ds, base),
         "root@pam",
     );
     let res = ds.update_manifest(base, |u| {
@@ -551,7 +555,7 @@ fn backup_image(
     if let Some(e) = read_err {
         return Err(e);
     }
-    let idx = FixedIndex::new(size, cs, digests, crate::time::now())?;
+    let idx = FixedIndex::new(size, cs, digests, crate::util::time::now())?;
     let target = ds.snapshot_path(dir).join(src.server_name());
     index::write_index_file(&target, &idx.to_bytes(), ds.owner())?;
     Ok(FileEntry {

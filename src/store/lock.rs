@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::datastore::files::{self, Owner};
-use crate::datastore::pbs_config::{self, StoreConfig};
-use crate::datastore::snapshot::{BackupDir, BackupGroup, BackupNamespace};
-use crate::error::{Error, IoContext, Result};
-use crate::sys;
+use crate::store::files::{self, Owner};
+use crate::store::format::names::{BackupDir, BackupGroup, BackupNamespace};
+use crate::store::pbs_config::{self, StoreConfig};
+use crate::util::error::{Error, IoContext, Result};
+use crate::util::sys;
 
 /// PBS's manifest lock wait, everywhere (spec §5.3, pitfall 8).
 pub const MANIFEST_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -91,7 +91,7 @@ impl Locker {
         }
         let escaped = systemd_escape_path(rel);
         if escaped.len() >= 255 {
-            let hash = crate::digest::hex(&Sha256::digest(rel.as_bytes()));
+            let hash = crate::util::digest::hex(&Sha256::digest(rel.as_bytes()));
             let head: String = escaped.chars().take(80).collect();
             let tail: String = {
                 let c: Vec<char> = escaped.chars().collect();
@@ -411,7 +411,7 @@ pub struct ProcessLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datastore::snapshot::BackupType;
+    use crate::store::format::names::BackupType;
 
     #[test]
     fn escaping_matches_the_spec_examples() {

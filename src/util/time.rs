@@ -1,7 +1,7 @@
 //! Epoch seconds to and from RFC 3339 UTC, the snapshot folder name `YYYY-MM-DDTHH:MM:SSZ`
 //! (spec §1.5), and the user's `--backup-time` forms. No time zone database needed.
 
-use crate::error::{Error, Result};
+use crate::util::error::{Error, Result};
 
 /// Days since 1970-01-01 of a proleptic Gregorian date.
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {

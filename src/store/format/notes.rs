@@ -1,7 +1,7 @@
 //! Content rules of notes (snapshot `unprotected.notes` and group `notes`): valid UTF-8,
 //! at most 1 MiB, stored and shown byte-exact.
 
-use crate::error::{Error, Result};
+use crate::util::error::{Error, Result};
 
 /// The one limit for snapshot notes, group notes and `pbsfs notes --set`.
 pub const MAX_NOTES_LEN: usize = 1024 * 1024;
