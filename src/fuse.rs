@@ -14,6 +14,7 @@ use fuser::{
 };
 
 use crate::util::error::{Error, IoContext, Result};
+use crate::vfs::memo::Memo;
 use crate::vfs::{Attr, Caller, Kind, Opened, SetAttr, Vfs};
 
 /// Largest read the kernel is asked to send (it caps this at its own max_pages).
@@ -55,10 +56,10 @@ impl MountSession {
     pub fn join(self) -> Result<()> {
         match self.thread.join() {
             Ok(r) => r.ctx(format!("serving {}", self.mountpoint.display())),
-            Err(_) => Err(Error::Io {
-                context: format!("serving {}", self.mountpoint.display()),
-                source: std::io::Error::other("a FUSE thread panicked"),
-            }),
+            Err(_) => Err(Error::other(
+                format!("serving {}", self.mountpoint.display()),
+                "a FUSE thread panicked",
+            )),
         }
     }
 }
@@ -111,8 +112,15 @@ pub fn mount(
     };
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
-    let mut session = fuser::Session::new(PbsFs { vfs }, mountpoint, &config)
-        .ctx(format!("mount on {}", mountpoint.display()))?;
+    let mut session = fuser::Session::new(
+        PbsFs {
+            vfs,
+            logged: Memo::new(LOGGED_ERRORS),
+        },
+        mountpoint,
+        &config,
+    )
+    .ctx(format!("mount on {}", mountpoint.display()))?;
     let unmounter = session.unmount_callable();
     let thread = std::thread::Builder::new()
         .name("pbsfs-session".into())
@@ -131,6 +139,8 @@ pub fn mount(
 
 struct PbsFs {
     vfs: Vfs,
+    /// Errors already logged (by their message), so each is logged once.
+    logged: Memo<String, ()>,
 }
 
 fn caller(req: &Request) -> Caller {
@@ -180,15 +190,33 @@ fn open_flags(o: &Opened) -> FopenFlags {
     f
 }
 
-/// The one place an error becomes a reply; failures other than "not found" are logged.
-fn errno(op: &str, e: &Error) -> Errno {
-    let n = e.errno();
-    if n == libc::ENOENT {
-        log::trace!("{op}: {e}");
-    } else {
-        log::debug!("{op}: {e} (errno {n})");
+/// Distinct I/O errors remembered so each is logged once.
+const LOGGED_ERRORS: usize = 4096;
+
+/// The one place an error becomes a reply, and where it is logged: damage (EIO) once per
+/// object, with the reason, at error level; everyday answers (ENOENT to `ls -l` and
+/// editors' probes, ENODATA, EEXIST) at trace; the rest at debug (the vfs logs failed
+/// commits itself).
+impl PbsFs {
+    fn errno(&self, op: &str, e: &Error) -> Errno {
+        let n = e.errno();
+        match n {
+            libc::ENOENT | libc::ENODATA | libc::EEXIST => log::trace!("{op}: {e}"),
+            libc::EIO => {
+                if self.logged.first_time(e.to_string(), ()) {
+                    log::error!("{e}");
+                }
+            }
+            _ => log::debug!("{op}: {e} (errno {n})"),
+        }
+        Errno::from_i32(n)
     }
-    Errno::from_i32(n)
+}
+
+/// Replies pbsfs gives without asking the vfs (extended attributes, `access`).
+fn refuse(op: &str, errno_value: i32) -> Errno {
+    log::trace!("{op}: errno {errno_value}");
+    Errno::from_i32(errno_value)
 }
 
 fn time(t: TimeOrNow) -> SystemTime {
@@ -213,7 +241,7 @@ impl Filesystem for PbsFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.vfs.lookup(parent.0, name) {
             Ok(e) => reply.entry_with_ttls(&e.ttl, &e.entry_ttl, &attr(&e.attr), Generation(0)),
-            Err(e) => reply.error(errno("lookup", &e)),
+            Err(e) => reply.error(self.errno("lookup", &e)),
         }
     }
 
@@ -225,7 +253,7 @@ impl Filesystem for PbsFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.vfs.getattr(ino.0) {
             Ok(e) => reply.attr(&e.ttl, &attr(&e.attr)),
-            Err(e) => reply.error(errno("getattr", &e)),
+            Err(e) => reply.error(self.errno("getattr", &e)),
         }
     }
 
@@ -256,14 +284,14 @@ impl Filesystem for PbsFs {
         };
         match self.vfs.setattr(ino.0, fh.map(|f| f.0), set, caller(req)) {
             Ok(e) => reply.attr(&e.ttl, &attr(&e.attr)),
-            Err(e) => reply.error(errno("setattr", &e)),
+            Err(e) => reply.error(self.errno("setattr", &e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.vfs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno("readlink", &e)),
+            Err(e) => reply.error(self.errno("readlink", &e)),
         }
     }
 
@@ -277,7 +305,7 @@ impl Filesystem for PbsFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(errno("mknod", &self.vfs.refuse_change("mknod")));
+        reply.error(self.errno("mknod", &self.vfs.refuse_change("mknod")));
     }
 
     fn mkdir(
@@ -289,18 +317,18 @@ impl Filesystem for PbsFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(errno("mkdir", &self.vfs.refuse_change("mkdir")));
+        reply.error(self.errno("mkdir", &self.vfs.refuse_change("mkdir")));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         match self.vfs.unlink(parent.0, name) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("unlink", &e)),
+            Err(e) => reply.error(self.errno("unlink", &e)),
         }
     }
 
     fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(errno("rmdir", &self.vfs.refuse_change("rmdir")));
+        reply.error(self.errno("rmdir", &self.vfs.refuse_change("rmdir")));
     }
 
     fn symlink(
@@ -311,7 +339,7 @@ impl Filesystem for PbsFs {
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        reply.error(errno("symlink", &self.vfs.refuse_change("symlink")));
+        reply.error(self.errno("symlink", &self.vfs.refuse_change("symlink")));
     }
 
     fn rename(
@@ -329,7 +357,7 @@ impl Filesystem for PbsFs {
             .rename(parent.0, name, newparent.0, newname, flags.bits())
         {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("rename", &e)),
+            Err(e) => reply.error(self.errno("rename", &e)),
         }
     }
 
@@ -341,13 +369,13 @@ impl Filesystem for PbsFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(errno("link", &self.vfs.refuse_change("link")));
+        reply.error(self.errno("link", &self.vfs.refuse_change("link")));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.vfs.open(ino.0, flags.0, caller(req)) {
             Ok(o) => reply.opened(FileHandle(o.fh), open_flags(&o)),
-            Err(e) => reply.error(errno("open", &e)),
+            Err(e) => reply.error(self.errno("open", &e)),
         }
     }
 
@@ -364,7 +392,7 @@ impl Filesystem for PbsFs {
     ) {
         match self.vfs.read(fh.0, offset, size) {
             Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno("read", &e)),
+            Err(e) => reply.error(self.errno("read", &e)),
         }
     }
 
@@ -382,7 +410,7 @@ impl Filesystem for PbsFs {
     ) {
         match self.vfs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno("write", &e)),
+            Err(e) => reply.error(self.errno("write", &e)),
         }
     }
 
@@ -396,7 +424,7 @@ impl Filesystem for PbsFs {
     ) {
         match self.vfs.flush(fh.0) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("flush", &e)),
+            Err(e) => reply.error(self.errno("flush", &e)),
         }
     }
 
@@ -424,14 +452,14 @@ impl Filesystem for PbsFs {
     ) {
         match self.vfs.fsync(fh.0) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("fsync", &e)),
+            Err(e) => reply.error(self.errno("fsync", &e)),
         }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.vfs.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno("opendir", &e)),
+            Err(e) => reply.error(self.errno("opendir", &e)),
         }
     }
 
@@ -452,7 +480,7 @@ impl Filesystem for PbsFs {
                 }
                 reply.ok();
             }
-            Err(e) => reply.error(errno("readdir", &e)),
+            Err(e) => reply.error(self.errno("readdir", &e)),
         }
     }
 
@@ -484,7 +512,7 @@ impl Filesystem for PbsFs {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, 255, s.frsize,
             ),
-            Err(e) => reply.error(errno("statfs", &e)),
+            Err(e) => reply.error(self.errno("statfs", &e)),
         }
     }
 
@@ -500,7 +528,7 @@ impl Filesystem for PbsFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        reply.error(refuse("setxattr", libc::EOPNOTSUPP));
     }
 
     fn getxattr(
@@ -511,20 +539,20 @@ impl Filesystem for PbsFs {
         _size: u32,
         reply: ReplyXattr,
     ) {
-        reply.error(Errno::from_i32(libc::ENOSYS));
+        reply.error(refuse("getxattr", libc::ENOSYS));
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::from_i32(libc::ENOSYS));
+        reply.error(refuse("listxattr", libc::ENOSYS));
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        reply.error(refuse("removexattr", libc::EOPNOTSUPP));
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // ENOSYS: the kernel stops asking and allows; permissions are checked on open.
-        reply.error(Errno::from_i32(libc::ENOSYS));
+        reply.error(refuse("access", libc::ENOSYS));
     }
 
     fn create(
@@ -545,7 +573,7 @@ impl Filesystem for PbsFs {
                 FileHandle(o.fh),
                 open_flags(&o),
             ),
-            Err(e) => reply.error(errno("create", &e)),
+            Err(e) => reply.error(self.errno("create", &e)),
         }
     }
 }

@@ -16,10 +16,11 @@ use serde_json::{json, Value};
 
 use crate::store::chunks::Inserted;
 use crate::store::files::TempFile;
+use crate::store::format::archive::ArchiveKind;
 use crate::store::format::blob;
 use crate::store::format::index::fixed::FixedIndex;
 use crate::store::format::index::{self, Index};
-use crate::store::format::manifest::{FileEntry, Manifest, VerifyState};
+use crate::store::format::manifest::{CryptMode, FileEntry, Manifest, VerifyState};
 use crate::store::format::names::{is_safe_id, BackupDir, BackupGroup};
 use crate::store::{Datastore, SnapshotInfo, FILE_MODE};
 use crate::util::digest::Digest;
@@ -43,14 +44,16 @@ impl ArchiveSource {
     /// Parse `ARCHIVE:PATH`.
     pub fn parse(spec: &str) -> Result<ArchiveSource> {
         let (name, path) = spec.split_once(':').ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "'{spec}' is not ARCHIVE:PATH (e.g. drive-scsi0.img:/dev/sda)"
-            ))
+            Error::invalid(
+                format!("'{spec}'"),
+                "not ARCHIVE:PATH (e.g. drive-scsi0.img:/dev/sda)",
+            )
         })?;
         if !is_safe_id(name) || name.starts_with("index.json") || name == "client.log" {
-            return Err(Error::InvalidInput(format!(
-                "'{name}' is not a valid archive name"
-            )));
+            return Err(Error::invalid(
+                format!("'{name}'"),
+                "not a valid archive name",
+            ));
         }
         let path = PathBuf::from(path);
         let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
@@ -63,12 +66,14 @@ impl ArchiveSource {
                 name: name.into(),
                 path,
             }),
-            "pxar" | "mpxar" | "ppxar" => Err(Error::InvalidInput(format!(
-                "'{name}': pxar archives are not supported yet"
-            ))),
-            _ => Err(Error::InvalidInput(format!(
-                "'{name}': archive names end in .img (image) or .conf, .json, .log (blob)"
-            ))),
+            "pxar" | "mpxar" | "ppxar" => Err(Error::invalid(
+                format!("'{name}'"),
+                "pxar archives are not supported yet",
+            )),
+            _ => Err(Error::invalid(
+                format!("'{name}'"),
+                "archive names end in .img (image) or .conf, .json, .log (blob)",
+            )),
         }
     }
 
@@ -174,18 +179,18 @@ pub fn run_backup(
     let started = Instant::now();
     ds.check_writable()?;
     if !opts.chunk_size.is_power_of_two() || !(64..=(16 << 20)).contains(&opts.chunk_size) {
-        return Err(Error::InvalidInput(format!(
-            "chunk size {} must be a power of two from 64 bytes to 16M",
-            opts.chunk_size
-        )));
+        return Err(Error::invalid(
+            format!("chunk size {}", opts.chunk_size),
+            "must be a power of two from 64 bytes to 16M",
+        ));
     }
     let mut names = HashSet::new();
     for s in sources {
         if !names.insert(s.server_name()) {
-            return Err(Error::InvalidInput(format!(
-                "archive '{}' given twice",
-                s.name()
-            )));
+            return Err(Error::invalid(
+                format!("archive '{}'", s.name()),
+                "given twice",
+            ));
         }
     }
     if let Some(n) = &opts.notes {
@@ -217,11 +222,13 @@ fn backup_locked(
     let base = ds.last_finished(group)?;
     if let Some(b) = &base {
         if time <= b.dir.time {
-            return Err(Error::InvalidInput(format!(
-                "backup time {} is not newer than the group's last snapshot {}",
-                crate::util::time::format_utc(time).unwrap_or_else(|| time.to_string()),
-                b.dir
-            )));
+            return Err(Error::invalid(
+                format!(
+                    "backup time {}",
+                    crate::util::time::format_utc(time).unwrap_or_else(|| time.to_string())
+                ),
+                format!("not newer than the group's last snapshot {}", b.dir),
+            ));
         }
     }
     let dir = BackupDir::new(group.clone(), time)?;
@@ -284,9 +291,13 @@ fn backup_locked(
         if let Some(first) = missing.first() {
             let b = base.as_ref().expect("validation only with a base");
             mark_base_failed(ds, &b.dir);
-            return Err(Error::Corrupt(format!(
-                "chunk {first} referenced by base snapshot {} is missing from the store ({} missing in all); \
-                 the base has been marked as failed verification and will not be reused, run the backup again",
+            let missing_chunk = Error::ChunkMissing {
+                digest: *first,
+                path: ds.chunk_store().chunk_path(first),
+            };
+            return Err(missing_chunk.context(format!(
+                "base snapshot {} ({} chunks missing in all; the base has been marked as failed \
+                 verification and will not be reused, run the backup again)",
                 b.dir,
                 missing.len()
             )));
@@ -338,14 +349,14 @@ struct UploadStats {
 
 type BaseInfo = (
     HashSet<Digest>,
-    Option<crate::store::lock::SnapshotLock>,
+    Option<crate::store::lock::SharedSnapshotLock>,
     bool,
 );
 
 /// Lock the base shared and collect the digests it references; a base whose verify
 /// state is failed is never reused, so the next run heals the store.
 fn load_base(ds: &Datastore, base: &SnapshotInfo) -> Result<BaseInfo> {
-    let lock = ds.locker().lock_snapshot(&base.dir, false)?;
+    let lock = ds.locker().lock_snapshot_shared(&base.dir)?;
     let m = match ds.load_manifest(&base.dir) {
         Ok(m) => m,
         Err(e) => {
@@ -362,9 +373,8 @@ fn load_base(ds: &Datastore, base: &SnapshotInfo) -> Result<BaseInfo> {
     }
     let mut digests = HashSet::new();
     for f in m.files()? {
-        if f.crypt_mode != "none"
-            || !(f.filename.ends_with(".fidx") || f.filename.ends_with(".didx"))
-        {
+        let is_index = ArchiveKind::of_file(&f.filename).is_some_and(ArchiveKind::is_index);
+        if f.crypt_mode != CryptMode::None || !is_index {
             continue;
         }
         match Index::open(&ds.snapshot_path(&base.dir).join(&f.filename)) {
@@ -377,11 +387,7 @@ fn load_base(ds: &Datastore, base: &SnapshotInfo) -> Result<BaseInfo> {
 }
 
 fn mark_base_failed(ds: &Datastore, base: &BackupDir) {
-    let upid = Upid::new(
-        "backup",
-        &crate::store::ops::verify::snapshot_worker_id(ds, base),
-        "root@pam",
-    );
+    let upid = Upid::new("backup", &base.worker_id(&ds.name()), "root@pam");
     let res = ds.update_manifest(base, |u| {
         let state = VerifyState {
             ok: false,
@@ -403,23 +409,23 @@ fn check_source(src: &ArchiveSource) -> Result<()> {
     };
     let md = std::fs::metadata(path).ctx(format!("{}: source {}", src.name(), path.display()))?;
     if image && !(md.is_file() || md.file_type().is_block_device()) {
-        return Err(Error::InvalidInput(format!(
-            "{}: images must be regular files or block devices",
-            path.display()
-        )));
+        return Err(Error::invalid(
+            path.display(),
+            "images must be regular files or block devices",
+        ));
     }
     if !image && !md.is_file() {
-        return Err(Error::InvalidInput(format!(
-            "{}: blobs must be regular files",
-            path.display()
-        )));
+        return Err(Error::invalid(
+            path.display(),
+            "blobs must be regular files",
+        ));
     }
     if !image && md.len() > MAX_BLOB_SOURCE {
-        return Err(Error::TooLarge(format!(
-            "{}: {} bytes is over the blob limit of 16 MiB; back it up as an image",
-            path.display(),
-            md.len()
-        )));
+        return Err(Error::TooLarge {
+            what: format!("{} (back it up as an image)", path.display()),
+            size: md.len(),
+            limit: MAX_BLOB_SOURCE,
+        });
     }
     Ok(())
 }
@@ -433,10 +439,10 @@ fn source_len(file: &mut File, path: &std::path::Path) -> Result<u64> {
         file.seek(SeekFrom::Start(0)).ctx(path.display())?;
         Ok(len)
     } else {
-        Err(Error::InvalidInput(format!(
-            "{}: images must be regular files or block devices",
-            path.display()
-        )))
+        Err(Error::invalid(
+            path.display(),
+            "images must be regular files or block devices",
+        ))
     }
 }
 
@@ -560,7 +566,7 @@ fn backup_image(
     index::write_index_file(&target, &idx.to_bytes(), ds.owner())?;
     Ok(FileEntry {
         filename: src.server_name(),
-        crypt_mode: "none".into(),
+        crypt_mode: CryptMode::None,
         size,
         csum: idx.csum,
     })
@@ -579,10 +585,11 @@ fn backup_blob(
         .and_then(|f| f.take(MAX_BLOB_SOURCE + 1).read_to_end(&mut data))
         .ctx(path.display())?;
     if data.len() as u64 > MAX_BLOB_SOURCE {
-        return Err(Error::TooLarge(format!(
-            "{}: grew over the blob limit of 16 MiB",
-            path.display()
-        )));
+        return Err(Error::TooLarge {
+            what: format!("{} (grew while read)", path.display()),
+            size: data.len() as u64,
+            limit: MAX_BLOB_SOURCE,
+        });
     }
     let encoded = blob::encode(&data, true)?;
     let target = ds.snapshot_path(dir).join(src.server_name());
@@ -594,7 +601,7 @@ fn backup_blob(
     report.bytes += data.len() as u64;
     Ok(FileEntry {
         filename: src.server_name(),
-        crypt_mode: "none".into(),
+        crypt_mode: CryptMode::None,
         size: encoded.len() as u64,
         csum: Digest::of(&encoded),
     })

@@ -1,35 +1,36 @@
-//! `pbsfs cat`: an archive's content on stdout, every chunk verified, the index checked
-//! against the manifest first. The snapshot is locked shared while it is read.
+//! `pbsfs cat`: an archive's content on stdout, every chunk verified, the index or blob
+//! checked against the manifest first. The snapshot is locked shared while it is read.
 
 use std::io::Write;
+use std::sync::Arc;
 
-use crate::store::format::blob;
-use crate::store::format::index::Index;
+use crate::store::chunks::cache::ChunkCache;
+use crate::store::chunks::reader::ArchiveData;
+use crate::store::format::archive::ArchiveName;
 use crate::store::format::manifest::{Manifest, CLIENT_LOG_BLOB_NAME};
 use crate::store::format::names::BackupDir;
 use crate::store::Datastore;
 use crate::util::error::{Error, IoContext, Result};
 
 /// Map a user's archive name (`drive-scsi0.img`, `drive-scsi0.img.fidx`, `client.log`) to
-/// the file in the snapshot folder.
-pub fn resolve_archive(ds: &Datastore, d: &BackupDir, m: &Manifest, name: &str) -> Result<String> {
-    let files: Vec<String> = m.files()?.into_iter().map(|f| f.filename).collect();
-    let on_disk_log = ds.snapshot_path(d).join(CLIENT_LOG_BLOB_NAME).is_file();
-    let known =
-        |n: &str| files.iter().any(|f| f == n) || (n == CLIENT_LOG_BLOB_NAME && on_disk_log);
-    if known(name) {
-        return Ok(name.to_string());
+/// an archive the snapshot has: one its manifest lists, or its `client.log.blob`.
+pub fn resolve_archive(
+    ds: &Datastore,
+    d: &BackupDir,
+    m: &Manifest,
+    name: &str,
+) -> Result<ArchiveName> {
+    let mut files: Vec<String> = m.files()?.into_iter().map(|f| f.filename).collect();
+    if ds.snapshot_path(d).join(CLIENT_LOG_BLOB_NAME).is_file() {
+        files.push(CLIENT_LOG_BLOB_NAME.to_string());
     }
-    for ext in ["fidx", "didx", "blob"] {
-        let n = format!("{name}.{ext}");
-        if known(&n) {
-            return Ok(n);
-        }
+    match ArchiveName::resolve(name, files.iter().map(String::as_str)) {
+        Some(file) => ArchiveName::parse(&file),
+        None => Err(Error::not_found(format!(
+            "archive '{name}' in snapshot {d} (it has: {})",
+            files.join(", ")
+        ))),
     }
-    Err(Error::NotFound(format!(
-        "snapshot {d} has no archive '{name}' (it has: {})",
-        files.join(", ")
-    )))
 }
 
 pub fn run(
@@ -42,58 +43,19 @@ pub fn run(
     let ds = super::open_store(store, pbs)?;
     let ns = super::parse_ns(ns)?;
     let d = super::resolve_snapshot(&ds, &ns, snapshot)?;
-    let _lock = ds.locker().lock_snapshot(&d, false)?;
+    let _lock = ds.locker().lock_snapshot_shared(&d)?;
     let m = ds.load_manifest(&d)?;
-    let file = resolve_archive(&ds, &d, &m, archive)?;
-    let path = ds.snapshot_path(&d).join(&file);
-    let what = format!("{d}/{file}");
+    let name = resolve_archive(&ds, &d, &m, archive)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    if file.ends_with(".blob") {
-        let raw = std::fs::read(&path).ctx(&what)?;
-        if let Some(entry) = m.file(&file) {
-            if crate::util::digest::Digest::of(&raw) != entry.csum {
-                return Err(Error::Corrupt(format!(
-                    "{what}: checksum differs from the manifest"
-                )));
-            }
-        }
-        let data = blob::decode(&raw).map_err(|e| e.context(&what))?;
-        out.write_all(&data).ctx("stdout")?;
-    } else {
-        let idx = Index::open(&path)?;
-        let entry = m
-            .file(&file)
-            .ok_or_else(|| Error::Corrupt(format!("{what}: not in the manifest")))?;
-        if idx.csum() != entry.csum {
-            return Err(Error::Corrupt(format!(
-                "{what}: index checksum {} differs from the manifest's {}",
-                idx.csum(),
-                entry.csum
-            )));
-        }
-        let chunks: Vec<_> = idx.chunks().collect();
-        let store = ds.chunk_store();
-        // Verify on all cores, a bounded window ahead; write strictly in order and stop
-        // at the first bad chunk, so only verified bytes before it are ever written.
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        for window in chunks.chunks(workers * 2) {
-            let results: Vec<Result<Vec<u8>>> = std::thread::scope(|s| {
-                let handles: Vec<_> = window
-                    .iter()
-                    .map(|c| s.spawn(move || store.read_verified(&c.digest, Some(c.len()))))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("reader thread"))
-                    .collect()
-            });
-            for r in results {
-                out.write_all(&r.map_err(|e| e.context(&what))?)
-                    .ctx("stdout")?;
-            }
+    // Each chunk is read once: a cache would only hold what is never asked for again.
+    match ds.open_archive(&d, &m, &name, Arc::new(ChunkCache::new(0)))? {
+        ArchiveData::Blob(data) => out.write_all(&data).ctx("stdout")?,
+        ArchiveData::Index(reader) => {
+            let workers = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2);
+            reader.copy_to(&mut out, workers)?;
         }
     }
     out.flush().ctx("stdout")?;

@@ -23,7 +23,13 @@ fn snapshot_json(ds: &Datastore, s: &SnapshotInfo) -> Value {
         v["ns"] = Value::from(s.dir.group.ns.to_string());
     }
     if !s.finished {
-        v["files"] = json!(ds.snapshot_files(&s.dir).unwrap_or_default());
+        let files: Vec<String> = ds
+            .snapshot_files(&s.dir)
+            .unwrap_or_default()
+            .iter()
+            .map(|a| a.file().to_string())
+            .collect();
+        v["files"] = json!(files);
         v["unfinished"] = Value::Bool(true);
         return v;
     }
@@ -35,7 +41,7 @@ fn snapshot_json(ds: &Datastore, s: &SnapshotInfo) -> Value {
             v["files"] = Value::Array(
                 files
                     .iter()
-                    .map(|f| json!({"filename": f.filename, "crypt-mode": f.crypt_mode, "size": f.size}))
+                    .map(|f| json!({"filename": f.filename, "crypt-mode": f.crypt_mode.as_str(), "size": f.size}))
                     .collect(),
             );
             if let Some(n) = m.notes() {
@@ -150,7 +156,7 @@ pub fn groups(
             "backup-id": g.id,
             "backup-count": snaps.len(),
             "owner": ds.group_owner(&g).unwrap_or_default(),
-            "comment": first_line(&ds.group_notes(&g).unwrap_or_default()),
+            "comment": first_line(&String::from_utf8_lossy(&ds.group_notes(&g).unwrap_or_default())),
         });
         if let Some(last) = snaps.last() {
             v["last-backup"] = Value::from(last.dir.time);

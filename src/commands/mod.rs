@@ -72,7 +72,7 @@ pub fn resolve_snapshot(ds: &Datastore, ns: &BackupNamespace, s: &str) -> Result
         return ds
             .last_finished(&group)?
             .map(|i| i.dir)
-            .ok_or_else(|| Error::NotFound(format!("group {group} has no finished snapshot")));
+            .ok_or_else(|| Error::not_found(format!("a finished snapshot of group {group}")));
     }
     BackupDir::parse(ns, s)
 }

@@ -54,18 +54,20 @@ fn parse_options(list: &[String], fsname: String) -> Result<MountOpts> {
                 } else if let Some(v) = opt.strip_prefix("subtype=") {
                     o.subtype = Some(v.to_string());
                 } else {
-                    return Err(Error::InvalidInput(format!(
-                        "unknown mount option '{opt}' (known: ro, rw, allow_other, allow_root, \
+                    return Err(Error::invalid(
+                        format!("mount option '{opt}'"),
+                        "unknown (known: ro, rw, allow_other, allow_root, \
                          default_permissions, auto_unmount, fsname=, subtype=, dev, nodev, suid, \
-                         nosuid, exec, noexec, atime, noatime, sync, async, dirsync)"
-                    )));
+                         nosuid, exec, noexec, atime, noatime, sync, async, dirsync)",
+                    ));
                 }
             }
         }
     }
     if o.auto_unmount && !o.allow_other && !o.allow_root {
-        return Err(Error::InvalidInput(
-            "auto_unmount needs allow_other or allow_root".into(),
+        return Err(Error::invalid(
+            "mount option auto_unmount",
+            "needs allow_other or allow_root",
         ));
     }
     Ok(o)
@@ -76,22 +78,23 @@ fn prepare(args: &MountArgs, pbs: Option<&str>) -> Result<Prepared> {
     let mountpoint = fs::canonicalize(&args.mountpoint)
         .ctx(format!("mountpoint {}", args.mountpoint.display()))?;
     if !mountpoint.is_dir() {
-        return Err(Error::InvalidInput(format!(
-            "mountpoint {} is not a directory",
-            mountpoint.display()
-        )));
+        return Err(Error::NotADirectory {
+            what: format!("mountpoint {}", mountpoint.display()),
+        });
     }
     // Serving a path through itself would deadlock.
     if mountpoint.starts_with(ds.root()) || ds.root().starts_with(&mountpoint) {
-        return Err(Error::InvalidInput(format!(
-            "mountpoint {} and datastore {} must not contain each other",
-            mountpoint.display(),
-            ds.root().display()
-        )));
+        return Err(Error::invalid(
+            format!("mountpoint {}", mountpoint.display()),
+            format!(
+                "it and datastore {} must not contain each other",
+                ds.root().display()
+            ),
+        ));
     }
     let ns = super::parse_ns(args.ns.as_deref())?;
     if !ns.is_root() && !ds.ns_path(&ns).is_dir() {
-        return Err(Error::NotFound(format!("namespace '{ns}' does not exist")));
+        return Err(Error::not_found(format!("namespace '{ns}'")));
     }
     let mount = parse_options(&args.options, format!("pbsfs:{}", ds.root().display()))?;
     let vfs = Options {
@@ -176,7 +179,7 @@ fn serve(p: Prepared, ready: Option<fs::File>, ready_fd: Option<i32>) -> Result<
             sig => {
                 log::info!("signal {sig}: unmounting {}", p.mountpoint.display());
                 let res = if unmounting {
-                    Err(Error::InvalidInput("second signal".into()))
+                    Err(Error::other("unmount", "a second signal"))
                 } else {
                     session.unmount()
                 };
@@ -239,10 +242,10 @@ fn background(args: &MountArgs, pbs: Option<&str>, p: &Prepared) -> Result<i32> 
         }
     }
     let status = child.wait().ctx("wait for the mount process")?;
-    Err(Error::Io {
-        context: failure.unwrap_or_else(|| format!("the mount process ended ({status})")),
-        source: std::io::Error::other(format!("mounting {} failed", p.mountpoint.display())),
-    })
+    Err(Error::other(
+        failure.unwrap_or_else(|| format!("the mount process ended ({status})")),
+        format!("mounting {} failed", p.mountpoint.display()),
+    ))
 }
 
 /// Unmount a pbsfs mount (also one whose server was killed).
@@ -258,10 +261,10 @@ pub fn umount(mountpoint: &Path) -> Result<i32> {
             Err(e) => errors.push(format!("{prog}: {e}")),
         }
     }
-    Err(Error::Io {
-        context: format!("unmount {}", mountpoint.display()),
-        source: std::io::Error::other(errors.join("; ")),
-    })
+    Err(Error::other(
+        format!("unmount {}", mountpoint.display()),
+        errors.join("; "),
+    ))
 }
 
 #[cfg(test)]

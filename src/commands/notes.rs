@@ -26,9 +26,7 @@ pub fn run(args: &NotesArgs, pbs: Option<&str>) -> Result<i32> {
         let g = BackupGroup::parse(&ns, &args.target)?;
         match new {
             Some(n) => ds.set_group_notes(&g, &n)?,
-            None => out
-                .write_all(ds.group_notes(&g)?.as_bytes())
-                .ctx("stdout")?,
+            None => out.write_all(&ds.group_notes(&g)?).ctx("stdout")?,
         }
     } else {
         let d = super::resolve_snapshot(&ds, &ns, &args.target)?;

@@ -25,7 +25,9 @@ pub fn run(args: &VerifyArgs, pbs: Option<&str>) -> Result<i32> {
             let d = super::resolve_snapshot(&ds, &ns, t)?;
             // A damaged manifest is damage (exit 1), found by the verify itself.
             if !ds.snapshot_info(&d)?.finished {
-                return Err(Error::NotFound(format!("snapshot {d} is not finished")));
+                return Err(Error::NotFinished {
+                    snapshot: d.to_string(),
+                });
             }
             (vec![d], "verify_snapshot")
         }
@@ -74,10 +76,11 @@ pub fn run(args: &VerifyArgs, pbs: Option<&str>) -> Result<i32> {
             }
         }
     }
-    for (digest, (why, archives)) in &report.bad_chunks {
+    for (digest, bad) in &report.bad_chunks {
         eprintln!(
-            "bad chunk {digest}: {why}; referenced by {}",
-            archives.join(", ")
+            "bad chunk {digest}: {}; referenced by {}",
+            bad.reason(),
+            bad.archives.join(", ")
         );
     }
     for e in &report.record_errors {

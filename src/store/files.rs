@@ -87,13 +87,9 @@ pub fn create_dir(path: &Path, mode: u32, owner: Owner) -> Result<bool> {
 /// Create `path` and any missing parents below `base` (which must exist), each with
 /// `mode` and `owner`.
 pub fn create_dir_all_below(base: &Path, path: &Path, mode: u32, owner: Owner) -> Result<()> {
-    let rel = path.strip_prefix(base).map_err(|_| {
-        Error::InvalidInput(format!(
-            "{} is not below {}",
-            path.display(),
-            base.display()
-        ))
-    })?;
+    let rel = path
+        .strip_prefix(base)
+        .map_err(|_| Error::invalid(path.display(), format!("not below {}", base.display())))?;
     let mut cur = base.to_path_buf();
     for comp in rel.components() {
         cur.push(comp);
@@ -115,7 +111,9 @@ pub fn create_new(path: &Path, mode: u32, owner: Owner) -> Result<File> {
         .open(path)
         .map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
-                Error::AlreadyExists(format!("{} already exists", path.display()))
+                Error::AlreadyExists {
+                    what: path.display().to_string(),
+                }
             } else {
                 Error::io(format!("create {}", path.display()), e)
             }
@@ -146,14 +144,13 @@ impl TempFile {
                         file: Some(file),
                     })
                 }
-                Err(Error::AlreadyExists(_)) => continue,
+                Err(Error::AlreadyExists { .. }) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::AlreadyExists(format!(
-            "no free temp name for {stem} in {}",
-            dir.display()
-        )))
+        Err(Error::AlreadyExists {
+            what: format!("every temp name tried for {stem} in {}", dir.display()),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -191,9 +188,9 @@ impl TempFile {
                 self.path = PathBuf::new();
                 Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists(
-                format!("{} already exists", target.display()),
-            )),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists {
+                what: target.display().to_string(),
+            }),
             Err(e) => Err(Error::io(format!("link {}", target.display()), e)),
         }
     }
@@ -274,7 +271,10 @@ mod tests {
             .to_str()
             .unwrap()
             .starts_with("index.json.tmp_"));
-        assert!(matches!(tmp.persist_new(&t), Err(Error::AlreadyExists(_))));
+        assert!(matches!(
+            tmp.persist_new(&t),
+            Err(Error::AlreadyExists { .. })
+        ));
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
         fs::remove_dir_all(&dir).unwrap();
     }

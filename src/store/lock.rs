@@ -15,34 +15,14 @@ use sha2::{Digest as _, Sha256};
 use crate::store::files::{self, Owner};
 use crate::store::format::names::{BackupDir, BackupGroup, BackupNamespace};
 use crate::store::pbs_config::{self, StoreConfig};
-use crate::util::error::{Error, IoContext, Result};
+use crate::util::error::{Error, IoContext, LockWhy, Result};
 use crate::util::sys;
+use crate::util::upid::systemd_escape_path;
 
 /// PBS's manifest lock wait, everywhere (spec §5.3, pitfall 8).
 pub const MANIFEST_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 pub const LOCK_FILE_MODE: u32 = 0o660;
 const LOCK_DIR_MODE: u32 = 0o755;
-
-/// systemd unit-name escaping in path mode (spec §5.3): leading `/` stripped, then as
-/// `systemd_escape`.
-pub fn systemd_escape_path(path: &str) -> String {
-    systemd_escape(path.trim_start_matches('/'))
-}
-
-/// systemd unit-name escaping: `/` to `-`, `[A-Za-z0-9_.]` kept (a `.` not as the first
-/// byte), every other byte `\xNN`. PBS uses it for lock names and task worker ids.
-pub fn systemd_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for (i, b) in s.bytes().enumerate() {
-        match b {
-            b'/' => out.push('-'),
-            b'.' if i > 0 => out.push('.'),
-            b if b.is_ascii_alphanumeric() || b == b'_' => out.push(b as char),
-            b => out.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    out
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -149,13 +129,25 @@ impl Locker {
         Ok(GroupLock { _held: held })
     }
 
-    /// The snapshot lock, shared or exclusive, non-blocking.
-    pub fn lock_snapshot(&self, d: &BackupDir, exclusive: bool) -> Result<SnapshotLock> {
-        let mode = if exclusive {
-            Mode::Exclusive
-        } else {
-            Mode::Shared
-        };
+    /// The snapshot lock shared, non-blocking: readers, verify, a backup's base, the
+    /// manifest transaction.
+    pub fn lock_snapshot_shared(&self, d: &BackupDir) -> Result<SharedSnapshotLock> {
+        Ok(SharedSnapshotLock {
+            dir: d.clone(),
+            _held: self.lock_snapshot(d, Mode::Shared)?,
+        })
+    }
+
+    /// The snapshot lock exclusive, non-blocking: a backup of this snapshot, forget,
+    /// prune, protect.
+    pub fn lock_snapshot_exclusive(&self, d: &BackupDir) -> Result<ExclusiveSnapshotLock> {
+        Ok(ExclusiveSnapshotLock {
+            dir: d.clone(),
+            _held: self.lock_snapshot(d, Mode::Exclusive)?,
+        })
+    }
+
+    fn lock_snapshot(&self, d: &BackupDir, mode: Mode) -> Result<Vec<File>> {
         let what = format!("snapshot {d}");
         let mut held = vec![self.lock_file(
             &self.new_scheme_path(&d.group.ns, &Self::snapshot_rel(d)),
@@ -166,10 +158,7 @@ impl Locker {
         if self.pbs {
             held.push(lock_dir(&self.store_root.join(d.rel_path()), mode, &what)?);
         }
-        Ok(SnapshotLock {
-            _held: held,
-            exclusive,
-        })
+        Ok(held)
     }
 
     /// The manifest lock(s), exclusive, all under one deadline. Crate-private: only the
@@ -182,9 +171,9 @@ impl Locker {
             held.push(self.lock_file(&p, Mode::Exclusive, Some(deadline), &what)?);
         }
         Ok(ManifestLock {
+            dir: d.clone(),
             _held: held,
             since: Instant::now(),
-            what,
         })
     }
 
@@ -203,7 +192,7 @@ impl Locker {
                 // As PBS does for a store without one: 0644, the store's owner.
                 let owner = files::Owner::of(&self.store_root)?;
                 match files::create_new(&path, 0o644, owner) {
-                    Ok(_) | Err(Error::AlreadyExists(_)) => {}
+                    Ok(_) | Err(Error::AlreadyExists { .. }) => {}
                     Err(e) => return Err(e),
                 }
                 open()
@@ -213,16 +202,11 @@ impl Locker {
         .ctx(format!("datastore lock {}", path.display()))?;
         if sys::ofd_try_lock(&file, exclusive).ctx(path.display())? {
             Ok(ProcessLock { _file: file })
-        } else if exclusive {
-            Err(Error::LockBusy(format!(
-                "unable to get exclusive lock on {} - a backup or another gc is running",
-                path.display()
-            )))
         } else {
-            Err(Error::LockBusy(format!(
-                "unable to get shared lock on {} - garbage collection is running",
-                path.display()
-            )))
+            Err(Error::StoreBusy {
+                lock: path,
+                exclusive,
+            })
         }
     }
 
@@ -254,25 +238,10 @@ impl Locker {
         let mut sleep = Duration::from_millis(1);
         loop {
             let file = self.open_lock_file(path)?;
-            let attempt = match mode {
-                Mode::Shared => file.try_lock_shared(),
-                Mode::Exclusive => file.try_lock(),
-            };
-            match attempt {
-                Ok(()) => {
-                    // Double stat: the file we locked must still be the one at `path`.
-                    let ours = file.metadata().ctx(path.display())?;
-                    match fs::metadata(path) {
-                        Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {
-                            return Ok(file)
-                        }
-                        _ => continue,
-                    }
-                }
-                Err(TryLockError::WouldBlock) => {}
-                Err(TryLockError::Error(e)) => {
-                    return Err(Error::io(format!("lock {}", path.display()), e))
-                }
+            match lock_opened(file, path, mode)? {
+                Attempt::Locked(file) => return Ok(file),
+                Attempt::Replaced => continue,
+                Attempt::Busy => {}
             }
             let now = Instant::now();
             match deadline {
@@ -281,16 +250,18 @@ impl Locker {
                     sleep = (sleep * 2).min(Duration::from_millis(20));
                 }
                 Some(_) => {
-                    return Err(Error::LockBusy(format!(
-                        "{what}: timed out waiting for lock {}",
-                        path.display()
-                    )))
+                    return Err(Error::LockBusy {
+                        what: what.to_string(),
+                        lock: path.to_path_buf(),
+                        why: LockWhy::TimedOut,
+                    })
                 }
                 None => {
-                    return Err(Error::LockBusy(format!(
-                        "{what} is locked by another operation (lock {})",
-                        path.display()
-                    )))
+                    return Err(Error::LockBusy {
+                        what: what.to_string(),
+                        lock: path.to_path_buf(),
+                        why: LockWhy::Held,
+                    })
                 }
             }
         }
@@ -316,14 +287,15 @@ impl Locker {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("lock");
             let tmp = files::TempFile::new(dir, &format!(".{name}"), LOCK_FILE_MODE, self.owner)?;
             match tmp.persist_new(path) {
-                Ok(()) | Err(Error::AlreadyExists(_)) => {}
+                Ok(()) | Err(Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::LockBusy(format!(
-            "lock file {} keeps disappearing",
-            path.display()
-        )))
+        Err(Error::LockBusy {
+            what: format!("lock file {}", path.display()),
+            lock: path.to_path_buf(),
+            why: LockWhy::Vanishing,
+        })
     }
 }
 
@@ -348,6 +320,37 @@ fn ensure_dir(dir: &Path, owner: Owner) -> Result<()> {
     Ok(())
 }
 
+/// One non-blocking attempt on an opened lock file.
+#[derive(Debug)]
+enum Attempt {
+    Locked(File),
+    Busy,
+    /// Locked, but `path` now names another file (its holder destroyed the object and
+    /// removed the lock file meanwhile): the lock excludes nobody; open it again.
+    Replaced,
+}
+
+fn lock_opened(file: File, path: &Path, mode: Mode) -> Result<Attempt> {
+    let attempt = match mode {
+        Mode::Shared => file.try_lock_shared(),
+        Mode::Exclusive => file.try_lock(),
+    };
+    match attempt {
+        Ok(()) => {
+            // Double stat: the file we locked must still be the one at `path`.
+            let ours = file.metadata().ctx(path.display())?;
+            match fs::metadata(path) {
+                Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {
+                    Ok(Attempt::Locked(file))
+                }
+                _ => Ok(Attempt::Replaced),
+            }
+        }
+        Err(TryLockError::WouldBlock) => Ok(Attempt::Busy),
+        Err(TryLockError::Error(e)) => Err(Error::io(format!("lock {}", path.display()), e)),
+    }
+}
+
 /// Old scheme: a non-blocking `flock` on the folder itself.
 fn lock_dir(dir: &Path, mode: Mode, what: &str) -> Result<File> {
     let file = File::open(dir).ctx(format!("{what}: {}", dir.display()))?;
@@ -357,10 +360,11 @@ fn lock_dir(dir: &Path, mode: Mode, what: &str) -> Result<File> {
     };
     match attempt {
         Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::LockBusy(format!(
-            "{what} is locked by another operation (folder lock on {})",
-            dir.display()
-        ))),
+        Err(TryLockError::WouldBlock) => Err(Error::LockBusy {
+            what: what.to_string(),
+            lock: dir.to_path_buf(),
+            why: LockWhy::Held,
+        }),
         Err(TryLockError::Error(e)) => Err(Error::io(format!("lock {}", dir.display()), e)),
     }
 }
@@ -371,22 +375,52 @@ pub struct GroupLock {
     _held: Vec<File>,
 }
 
-/// Shared: readers, verify, a backup's base, the manifest transaction. Exclusive:
-/// backup of this snapshot, forget, prune, protect.
+/// A snapshot locked shared: readers, verify, a backup's base, the manifest
+/// transaction. Only `Locker::lock_snapshot_shared` makes one.
 #[derive(Debug)]
-pub struct SnapshotLock {
+pub struct SharedSnapshotLock {
+    dir: BackupDir,
     _held: Vec<File>,
-    pub exclusive: bool,
+}
+
+/// A snapshot locked exclusively: a backup of this snapshot, forget, prune, protect.
+/// A different type from the shared lock, so nothing can pass one for the other.
+#[derive(Debug)]
+pub struct ExclusiveSnapshotLock {
+    dir: BackupDir,
+    _held: Vec<File>,
+}
+
+impl SharedSnapshotLock {
+    /// The snapshot this lock holds.
+    pub fn dir(&self) -> &BackupDir {
+        &self.dir
+    }
+}
+
+impl ExclusiveSnapshotLock {
+    /// The snapshot this lock holds.
+    pub fn dir(&self) -> &BackupDir {
+        &self.dir
+    }
 }
 
 /// Proof that the manifest lock(s) of one snapshot are held. It has no public
 /// constructor: `Locker::lock_manifest` is crate-private and only the manifest
-/// transaction functions call it, so nothing else can store a manifest.
+/// transaction functions call it, so nothing else can store a manifest; storing checks
+/// that the lock is that of the snapshot written.
 #[derive(Debug)]
 pub struct ManifestLock {
+    dir: BackupDir,
     _held: Vec<File>,
     since: Instant,
-    what: String,
+}
+
+impl ManifestLock {
+    /// The snapshot whose manifest this lock holds.
+    pub fn dir(&self) -> &BackupDir {
+        &self.dir
+    }
 }
 
 impl Drop for ManifestLock {
@@ -394,8 +428,8 @@ impl Drop for ManifestLock {
         let held = self.since.elapsed();
         if held > Duration::from_secs(1) {
             log::warn!(
-                "{} was locked for {:.1}s; a PBS backup finishing meanwhile waits at most 5s",
-                self.what,
+                "manifest of snapshot {} was locked for {:.1}s; a PBS backup finishing meanwhile waits at most 5s",
+                self.dir,
                 held.as_secs_f64()
             );
         }
@@ -471,7 +505,13 @@ mod tests {
         let t = Instant::now();
         let err = l.lock_manifest(&d, Duration::from_millis(300)).unwrap_err();
         assert!(t.elapsed() >= Duration::from_millis(300));
-        assert!(matches!(err, Error::LockBusy(_)));
+        assert!(matches!(
+            err,
+            Error::LockBusy {
+                why: LockWhy::TimedOut,
+                ..
+            }
+        ));
         let msg = err.to_string();
         assert!(
             msg.contains("timed out") && msg.contains("vm/1/2024-05-02T08:11:33Z"),
@@ -486,15 +526,21 @@ mod tests {
     fn snapshot_locks_share_and_exclude() {
         let (root, l) = temp_store();
         let d = BackupDir::parse(&BackupNamespace::root(), "ct/7/2024-05-02T08:11:33Z").unwrap();
-        let a = l.lock_snapshot(&d, false).unwrap();
-        let _b = l.lock_snapshot(&d, false).unwrap();
-        assert!(matches!(l.lock_snapshot(&d, true), Err(Error::LockBusy(_))));
+        let a = l.lock_snapshot_shared(&d).unwrap();
+        let _b = l.lock_snapshot_shared(&d).unwrap();
+        assert!(matches!(
+            l.lock_snapshot_exclusive(&d),
+            Err(Error::LockBusy {
+                why: LockWhy::Held,
+                ..
+            })
+        ));
         drop(a);
         drop(_b);
-        let _x = l.lock_snapshot(&d, true).unwrap();
+        let _x = l.lock_snapshot_exclusive(&d).unwrap();
         assert!(matches!(
-            l.lock_snapshot(&d, false),
-            Err(Error::LockBusy(_))
+            l.lock_snapshot_shared(&d),
+            Err(Error::LockBusy { .. })
         ));
         let p = l.new_scheme_path(&d.group.ns, &Locker::snapshot_rel(&d));
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, LOCK_FILE_MODE);
@@ -505,11 +551,28 @@ mod tests {
     fn a_lock_file_replaced_while_waiting_is_not_trusted() {
         let (root, l) = temp_store();
         let d = BackupDir::parse(&BackupNamespace::root(), "ct/7/2024-05-02T08:11:33Z").unwrap();
-        let x = l.lock_snapshot(&d, true).unwrap();
-        // Destroy: remove the lock files while held; a new locker gets a fresh file.
+        let path = l.new_scheme_path(&d.group.ns, &Locker::snapshot_rel(&d));
+        // A locker opens the lock file, then loses the race: its holder destroys the
+        // snapshot (removing the lock file) and a new holder locks a fresh file there.
+        let old = l.open_lock_file(&path).unwrap();
         l.remove_snapshot_lock_files(&d);
-        let y = l.lock_snapshot(&d, true).unwrap();
-        drop((x, y));
+        let holder = l.lock_snapshot_exclusive(&d).unwrap();
+        // The old file is free to flock, but it is no longer the lock: not trusted.
+        assert!(matches!(
+            lock_opened(old, &path, Mode::Exclusive).unwrap(),
+            Attempt::Replaced
+        ));
+        // And the full call, which reopens, sees the new holder.
+        assert!(matches!(
+            l.lock_snapshot_exclusive(&d),
+            Err(Error::LockBusy { .. })
+        ));
+        drop(holder);
+        let fresh = l.open_lock_file(&path).unwrap();
+        assert!(matches!(
+            lock_opened(fresh, &path, Mode::Exclusive).unwrap(),
+            Attempt::Locked(_)
+        ));
         fs::remove_dir_all(root).unwrap();
     }
 
@@ -521,7 +584,16 @@ mod tests {
         let s = l.lock_process(false).unwrap();
         let _s2 = l.lock_process(false).unwrap();
         let e = l.lock_process(true).unwrap_err();
-        assert!(e.to_string().contains("exclusive lock"), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::StoreBusy {
+                    exclusive: true,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         drop((s, _s2));
         let _x = l.lock_process(true).unwrap();
         assert!(l.lock_process(false).is_err());

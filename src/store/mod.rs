@@ -13,9 +13,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::util::error::{Error, IoContext, Result};
+use crate::util::error::{Error, IoContext, ReadOnlyWhy, Result};
 use chunks::ChunkStore;
 use files::Owner;
+use format::archive::ArchiveName;
 use format::blob;
 use format::manifest::{Manifest, MANIFEST_BLOB_NAME};
 use format::names::{BackupDir, BackupGroup, BackupNamespace, BackupType};
@@ -76,10 +77,10 @@ impl Datastore {
         match fs::read_dir(root) {
             Ok(mut rd) => {
                 if rd.any(|e| e.map(|e| e.file_name() != "lost+found").unwrap_or(true)) {
-                    return Err(Error::AlreadyExists(format!(
-                        "{} is not empty: refusing to create a datastore there",
-                        root.display()
-                    )));
+                    return Err(Error::NotPermitted {
+                        what: root.display().to_string(),
+                        why: "not empty: refusing to create a datastore there".into(),
+                    });
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -145,7 +146,10 @@ impl Datastore {
     /// Refuse writes to an S3-backed store or one in maintenance mode (spec §5.5).
     pub fn check_writable(&self) -> Result<()> {
         match self.pbs.as_ref().and_then(StoreConfig::write_refusal) {
-            Some(reason) => Err(Error::ReadOnly(format!("{reason}: refusing to write"))),
+            Some(reason) => Err(Error::ReadOnly {
+                what: format!("datastore {}", self.root.display()),
+                why: ReadOnlyWhy::Store(reason),
+            }),
             None => Ok(()),
         }
     }
@@ -193,7 +197,7 @@ impl Datastore {
     /// Groups of one namespace, sorted by type then id.
     pub fn list_groups(&self, ns: &BackupNamespace) -> Result<Vec<BackupGroup>> {
         if !ns.is_root() && !self.ns_path(ns).is_dir() {
-            return Err(Error::NotFound(format!("namespace '{ns}' does not exist")));
+            return Err(Error::not_found(format!("namespace '{ns}'")));
         }
         let mut out = Vec::new();
         for ty in BackupType::ALL {
@@ -213,7 +217,7 @@ impl Datastore {
     pub fn list_snapshots(&self, g: &BackupGroup) -> Result<Vec<SnapshotInfo>> {
         let gpath = self.group_path(g);
         if !gpath.is_dir() {
-            return Err(Error::NotFound(format!("group {g} does not exist")));
+            return Err(Error::not_found(format!("group {g}")));
         }
         let mut out = Vec::new();
         for name in list_dir_names(&gpath)? {
@@ -244,7 +248,7 @@ impl Datastore {
     pub fn snapshot_info(&self, d: &BackupDir) -> Result<SnapshotInfo> {
         let path = self.snapshot_path(d);
         if !path.is_dir() {
-            return Err(Error::NotFound(format!("snapshot {d} does not exist")));
+            return Err(Error::not_found(format!("snapshot {d}")));
         }
         Ok(SnapshotInfo {
             dir: d.clone(),
@@ -266,11 +270,11 @@ impl Datastore {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(if self.snapshot_path(d).is_dir() {
-                    Error::NotFound(format!(
-                        "snapshot {d} is not finished (no {MANIFEST_BLOB_NAME})"
-                    ))
+                    Error::NotFinished {
+                        snapshot: d.to_string(),
+                    }
                 } else {
-                    Error::NotFound(format!("snapshot {d} does not exist"))
+                    Error::not_found(format!("snapshot {d}"))
                 })
             }
             Err(e) => return Err(Error::io(path.display(), e)),
@@ -283,37 +287,40 @@ impl Datastore {
         Ok((m, json))
     }
 
-    /// Index and blob files present in a snapshot folder (`*.fidx|*.didx|*.blob`),
-    /// the manifest excluded.
-    pub fn snapshot_files(&self, d: &BackupDir) -> Result<Vec<String>> {
-        let mut v: Vec<String> = list_file_names(&self.snapshot_path(d))?
-            .into_iter()
-            .filter(|n| {
-                n != MANIFEST_BLOB_NAME
-                    && (n.ends_with(".fidx") || n.ends_with(".didx") || n.ends_with(".blob"))
-            })
+    /// Archive files present in a snapshot folder (index and blob files, the manifest
+    /// excluded), sorted by name.
+    pub fn snapshot_files(&self, d: &BackupDir) -> Result<Vec<ArchiveName>> {
+        let mut v: Vec<ArchiveName> = list_file_names(&self.snapshot_path(d))?
+            .iter()
+            .filter_map(|n| ArchiveName::parse(n).ok())
             .collect();
-        v.sort();
+        v.sort_by(|a, b| a.file().cmp(b.file()));
         Ok(v)
+    }
+
+    /// The `owner` file as stored.
+    pub fn group_owner_bytes(&self, g: &BackupGroup) -> Result<Vec<u8>> {
+        let p = self.group_path(g).join(GROUP_OWNER);
+        fs::read(&p).ctx(p.display())
     }
 
     /// The group's owner (first line of `owner`, end trimmed).
     pub fn group_owner(&self, g: &BackupGroup) -> Result<String> {
-        let p = self.group_path(g).join(GROUP_OWNER);
-        let s = fs::read_to_string(&p).ctx(p.display())?;
+        let s = String::from_utf8_lossy(&self.group_owner_bytes(g)?).into_owned();
         Ok(s.lines().next().unwrap_or("").trim_end().to_string())
     }
 
-    /// The group's notes, byte-exact (empty when there are none).
-    pub fn group_notes(&self, g: &BackupGroup) -> Result<String> {
+    /// The group's notes, byte-exact (empty when there are none): the one reader of
+    /// group notes, for the CLI and the mount.
+    pub fn group_notes(&self, g: &BackupGroup) -> Result<Vec<u8>> {
         let p = self.group_path(g).join(GROUP_NOTES);
         match fs::read(&p) {
-            Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            Ok(b) => Ok(b),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if self.group_path(g).is_dir() {
-                    Ok(String::new())
+                    Ok(Vec::new())
                 } else {
-                    Err(Error::NotFound(format!("group {g} does not exist")))
+                    Err(Error::not_found(format!("group {g}")))
                 }
             }
             Err(e) => Err(Error::io(p.display(), e)),

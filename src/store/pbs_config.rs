@@ -119,8 +119,8 @@ pub fn find_store(root: &Path, name: Option<&str>) -> Result<Option<StoreConfig>
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return match name {
-                Some(n) => Err(Error::NotFound(format!(
-                    "PBS datastore '{n}': {} does not exist",
+                Some(n) => Err(Error::not_found(format!(
+                    "{} (needed for PBS datastore '{n}')",
                     cfg.display()
                 ))),
                 None => Ok(None),
@@ -130,9 +130,10 @@ pub fn find_store(root: &Path, name: Option<&str>) -> Result<Option<StoreConfig>
     };
     let stores = parse_datastore_cfg(&text);
     if let Some(n) = name {
-        let s = stores.into_iter().find(|s| s.name == n).ok_or_else(|| {
-            Error::NotFound(format!("PBS datastore '{n}' is not in {}", cfg.display()))
-        })?;
+        let s = stores
+            .into_iter()
+            .find(|s| s.name == n)
+            .ok_or_else(|| Error::not_found(format!("PBS datastore '{n}' in {}", cfg.display())))?;
         return Ok(Some(s));
     }
     let want = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());

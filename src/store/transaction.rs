@@ -11,7 +11,7 @@ use crate::store::files::{self, TempFile};
 use crate::store::format::manifest::{Manifest, MANIFEST_BLOB_NAME};
 use crate::store::format::names::{BackupDir, BackupGroup, BackupNamespace};
 use crate::store::format::notes::validate_notes;
-use crate::store::lock::{ManifestLock, SnapshotLock, MANIFEST_LOCK_TIMEOUT};
+use crate::store::lock::{ExclusiveSnapshotLock, ManifestLock, MANIFEST_LOCK_TIMEOUT};
 use crate::store::{Datastore, DIR_MODE, FILE_MODE, GROUP_NOTES, GROUP_OWNER, PROTECTED_MARKER};
 use crate::util::error::{Error, IoContext, Result};
 
@@ -37,12 +37,13 @@ impl Datastore {
                     .ctx(owner_file.display())?;
                 Ok(true)
             }
-            Err(Error::AlreadyExists(_)) => {
+            Err(Error::AlreadyExists { .. }) => {
                 let owner = self.group_owner(g)?;
                 if owner != authid {
-                    return Err(Error::NotPermitted(format!(
-                        "group {g} belongs to {owner}, not {authid}"
-                    )));
+                    return Err(Error::NotPermitted {
+                        what: format!("group {g}"),
+                        why: format!("it belongs to {owner}, not {authid}"),
+                    });
                 }
                 Ok(false)
             }
@@ -52,13 +53,15 @@ impl Datastore {
 
     /// Create a new snapshot folder (refused if it exists) and return it locked
     /// exclusively, as a backup holds it until its manifest is written.
-    pub fn create_snapshot_dir(&self, d: &BackupDir) -> Result<SnapshotLock> {
+    pub fn create_snapshot_dir(&self, d: &BackupDir) -> Result<ExclusiveSnapshotLock> {
         self.check_writable()?;
         let path = self.snapshot_path(d);
         if !files::create_dir(&path, DIR_MODE, self.owner())? {
-            return Err(Error::AlreadyExists(format!("snapshot {d} already exists")));
+            return Err(Error::AlreadyExists {
+                what: format!("snapshot {d}"),
+            });
         }
-        match self.locker().lock_snapshot(d, true) {
+        match self.locker().lock_snapshot_exclusive(d) {
             Ok(l) => Ok(l),
             Err(e) => {
                 let _ = fs::remove_dir(&path);
@@ -78,7 +81,7 @@ impl Datastore {
         change: impl FnOnce(&mut Map<String, Value>) -> Result<T>,
     ) -> Result<T> {
         self.check_writable()?;
-        let snap_lock = self.locker().lock_snapshot(d, false)?;
+        let snap_lock = self.locker().lock_snapshot_shared(d)?;
         let lock = self.locker().lock_manifest(d, MANIFEST_LOCK_TIMEOUT)?;
         let mut m = self.load_manifest(d)?;
         let out = change(m.unprotected_mut())?;
@@ -95,22 +98,23 @@ impl Datastore {
         &self,
         d: &BackupDir,
         m: &Manifest,
-        snap_lock: &SnapshotLock,
+        snap_lock: &ExclusiveSnapshotLock,
     ) -> Result<()> {
         self.check_writable()?;
-        if !snap_lock.exclusive {
-            return Err(Error::InvalidInput(format!(
-                "snapshot {d}: creating a manifest needs the exclusive snapshot lock"
-            )));
+        if snap_lock.dir() != d {
+            return Err(Error::invalid(
+                format!("manifest of snapshot {d}"),
+                format!("the lock held is that of snapshot {}", snap_lock.dir()),
+            ));
         }
         m.check_matches(d)?;
         let lock = self.locker().lock_manifest(d, MANIFEST_LOCK_TIMEOUT)?;
         let dir = self.snapshot_path(d);
         let target = dir.join(MANIFEST_BLOB_NAME);
         if target.exists() {
-            return Err(Error::AlreadyExists(format!(
-                "snapshot {d} already has a manifest"
-            )));
+            return Err(Error::AlreadyExists {
+                what: format!("manifest of snapshot {d}"),
+            });
         }
         let mut tmp = TempFile::new(&dir, "index.json", FILE_MODE, self.owner())?;
         tmp.write_all(&m.to_blob()?)?;
@@ -120,8 +124,14 @@ impl Datastore {
         files::fsync_dir(&dir)
     }
 
-    /// Store a manifest: possible only with its `ManifestLock` in hand.
-    fn store_manifest(&self, d: &BackupDir, m: &Manifest, _lock: &ManifestLock) -> Result<()> {
+    /// Store a manifest: possible only with the `ManifestLock` of that same snapshot.
+    fn store_manifest(&self, d: &BackupDir, m: &Manifest, lock: &ManifestLock) -> Result<()> {
+        if lock.dir() != d {
+            return Err(Error::invalid(
+                format!("manifest of snapshot {d}"),
+                format!("the lock held is that of snapshot {}", lock.dir()),
+            ));
+        }
         let dir = self.snapshot_path(d);
         let mut tmp = TempFile::new(&dir, "index.json", FILE_MODE, self.owner())?;
         tmp.write_all(&m.to_blob()?)?;
@@ -145,7 +155,7 @@ impl Datastore {
         validate_notes(notes, &format!("group {g}"))?;
         let gpath = self.group_path(g);
         if !gpath.is_dir() {
-            return Err(Error::NotFound(format!("group {g} does not exist")));
+            return Err(Error::not_found(format!("group {g}")));
         }
         let _lock = self.locker().lock_group(g)?;
         files::replace_file(
@@ -161,7 +171,7 @@ impl Datastore {
     pub fn set_protected(&self, d: &BackupDir, on: bool) -> Result<()> {
         self.check_writable()?;
         let info = self.snapshot_info(d)?;
-        let _lock = self.locker().lock_snapshot(d, true)?;
+        let _lock = self.locker().lock_snapshot_exclusive(d)?;
         let marker = self.snapshot_path(d).join(PROTECTED_MARKER);
         match (on, info.protected) {
             (true, false) => drop(files::create_new(&marker, FILE_MODE, self.owner())?),
@@ -177,16 +187,17 @@ impl Datastore {
     pub fn destroy_snapshot(&self, d: &BackupDir) -> Result<()> {
         self.check_writable()?;
         let info = self.snapshot_info(d)?;
-        let snap_lock = self.locker().lock_snapshot(d, true)?;
+        let snap_lock = self.locker().lock_snapshot_exclusive(d)?;
         let manifest_lock = if info.finished {
             Some(self.locker().lock_manifest(d, MANIFEST_LOCK_TIMEOUT)?)
         } else {
             None
         };
         if self.snapshot_path(d).join(PROTECTED_MARKER).exists() {
-            return Err(Error::NotPermitted(format!(
-                "snapshot {d} is protected: unprotect it first"
-            )));
+            return Err(Error::NotPermitted {
+                what: format!("snapshot {d}"),
+                why: "it is protected: unprotect it first".into(),
+            });
         }
         let path = self.snapshot_path(d);
         fs::remove_dir_all(&path).ctx(format!("remove {}", path.display()))?;

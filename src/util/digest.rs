@@ -81,7 +81,7 @@ impl FromStr for Digest {
     type Err = Error;
     fn from_str(s: &str) -> Result<Digest, Error> {
         Digest::from_hex(s)
-            .ok_or_else(|| Error::InvalidInput(format!("'{s}' is not a 64-digit hex digest")))
+            .ok_or_else(|| Error::invalid(format!("'{s}'"), "not a 64-digit hex digest"))
     }
 }
 

@@ -6,3 +6,28 @@ pub mod error;
 pub mod sys;
 pub mod time;
 pub mod upid;
+
+use error::Result;
+
+/// Random access to a byte stream of known size: what the pxar decoder reads through,
+/// implemented by the store's `IndexReader` (and by plain buffers in tests), so pxar
+/// needs nothing of the store.
+pub trait ReadAt {
+    fn size(&self) -> u64;
+
+    /// Fill `buf` from `offset`; fewer bytes only at the end of the stream.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize>;
+}
+
+impl ReadAt for [u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let start = offset.min(self.len() as u64) as usize;
+        let n = buf.len().min(self.len() - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+}

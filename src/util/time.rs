@@ -95,9 +95,10 @@ fn parse_datetime(b: &[u8]) -> Option<(i64, &[u8])> {
 /// plain epoch seconds.
 pub fn parse_time_arg(s: &str) -> Result<i64> {
     let bad = || {
-        Error::InvalidInput(format!(
-            "'{s}' is not a time: use RFC 3339 (2024-05-02T08:11:33Z) or epoch seconds"
-        ))
+        Error::invalid(
+            format!("'{s}'"),
+            "not a time: use RFC 3339 (2024-05-02T08:11:33Z) or epoch seconds",
+        )
     };
     if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) {
         return s.parse().map_err(|_| bad());

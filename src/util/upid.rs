@@ -22,6 +22,35 @@ pub struct Upid {
     pub authid: String,
 }
 
+/// systemd unit-name escaping in path mode (spec §5.3): leading `/` stripped, then as
+/// `systemd_escape`.
+pub fn systemd_escape_path(path: &str) -> String {
+    systemd_escape(path.trim_start_matches('/'))
+}
+
+/// systemd unit-name escaping: `/` to `-`, `[A-Za-z0-9_.]` kept (a `.` not as the first
+/// byte), every other byte `\xNN`. PBS uses it for lock names and task worker ids.
+pub fn systemd_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, b) in s.bytes().enumerate() {
+        match b {
+            b'/' => out.push('-'),
+            b'.' if i > 0 => out.push('.'),
+            b if b.is_ascii_alphanumeric() || b == b'_' => out.push(b as char),
+            b => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
+/// PBS's worker id of a snapshot task (spec §11.1): `{store}:{ns path}/{type}/{id}/{TIME
+/// as %08X}`, the namespace shown as its path on disk (`ns/a/ns/b`), empty for the root:
+/// `store:/vm/100/65A1B2C3`, `store:ns/a/ns/b/vm/100/65A1B2C3`. Upid::new escapes it.
+pub fn snapshot_worker_id(store: &str, ns: &[String], ty: &str, id: &str, time: i64) -> String {
+    let ns_path: Vec<String> = ns.iter().map(|c| format!("ns/{c}")).collect();
+    format!("{store}:{}/{ty}/{id}/{time:08X}", ns_path.join("/"))
+}
+
 static TASK_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn valid_node(s: &str) -> bool {
@@ -34,12 +63,13 @@ fn valid_node(s: &str) -> bool {
 
 fn hex_field(s: &str, min: usize, max: usize, what: &str) -> Result<u64> {
     if s.len() < min || s.len() > max || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return Err(Error::InvalidInput(format!(
-            "UPID {what} '{s}' is not {min}-{max} hex digits"
-        )));
+        return Err(Error::invalid(
+            format!("UPID {what} '{s}'"),
+            format!("not {min}-{max} hex digits"),
+        ));
     }
     u64::from_str_radix(s, 16)
-        .map_err(|_| Error::InvalidInput(format!("UPID {what} '{s}' overflows")))
+        .map_err(|_| Error::invalid(format!("UPID {what} '{s}'"), "overflows"))
 }
 
 /// This machine's node name: the host name up to its first dot.
@@ -73,13 +103,13 @@ impl Upid {
             task_id: TASK_COUNTER.fetch_add(1, Ordering::Relaxed) as u64,
             starttime: crate::util::time::now(),
             worker_type: worker_type.to_string(),
-            worker_id: crate::store::lock::systemd_escape(worker_id),
+            worker_id: systemd_escape(worker_id),
             authid: authid.to_string(),
         }
     }
 
     pub fn parse(s: &str) -> Result<Upid> {
-        let bad = |why: &str| Error::InvalidInput(format!("'{s}' is not a valid UPID: {why}"));
+        let bad = |why: &str| Error::invalid(format!("UPID '{s}'"), why);
         let body = s
             .strip_prefix("UPID:")
             .and_then(|b| b.strip_suffix(':'))
@@ -153,5 +183,26 @@ mod tests {
             assert!(Upid::parse(bad).is_err(), "{bad}");
         }
         assert!(Upid::parse("UPID:pbs:000004D2:00ABCDEF:00000001:6633CBB5:t::a:").is_ok());
+    }
+
+    #[test]
+    fn snapshot_worker_ids_are_pbs_ones() {
+        let t = 0x65A1B2C3;
+        assert_eq!(
+            snapshot_worker_id("store", &[], "vm", "100", t),
+            "store:/vm/100/65A1B2C3"
+        );
+        let ns = ["a".to_string(), "b".to_string()];
+        assert_eq!(
+            snapshot_worker_id("store", &ns, "vm", "100", t),
+            "store:ns/a/ns/b/vm/100/65A1B2C3"
+        );
+        // As PBS stores it: systemd-escaped inside the UPID.
+        let u = Upid::new(
+            "verify_snapshot",
+            &snapshot_worker_id("s1", &[], "ct", "7", t),
+            "root@pam",
+        );
+        assert_eq!(u.worker_id, "s1\\x3a-ct-7-65A1B2C3");
     }
 }

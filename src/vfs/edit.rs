@@ -40,7 +40,7 @@ impl Vfs {
                 let file = self
                     .scratch
                     .get(*id)
-                    .ok_or_else(|| Error::NotFound(format!("scratch file {id} is gone")))?;
+                    .ok_or_else(|| Error::not_found(node.describe()))?;
                 let mut f = file.lock();
                 if let Some(size) = set.size {
                     f.truncate(size)?;
@@ -63,9 +63,10 @@ impl Vfs {
                     return Err(self.not_writable("this file"));
                 }
                 if changes {
-                    return Err(Error::NotPermitted(
-                        "modes, owners and times of this view are fixed".into(),
-                    ));
+                    return Err(Error::NotPermitted {
+                        what: node.describe(),
+                        why: "modes, owners and times of this view are fixed".into(),
+                    });
                 }
             }
         }
@@ -119,12 +120,13 @@ impl Vfs {
         self.check_rw()?;
         let p = self.node(parent)?;
         if self.lookup_real(&p, name)?.is_some() {
-            return Err(Error::AlreadyExists(format!("{name:?} exists")));
+            return Err(Error::AlreadyExists {
+                what: format!("{name:?}"),
+            });
         }
         if !p.holds_scratch() {
-            return Err(Error::AccessDenied(format!(
-                "cannot create {name:?}: only snapshot and group folders take new files"
-            )));
+            // Only snapshot and group folders take new (scratch) files.
+            return Err(Error::AccessDenied { what: p.describe() });
         }
         let file = self.scratch.create(
             parent,
@@ -158,14 +160,15 @@ impl Vfs {
         self.check_rw()?;
         let p = self.node(parent)?;
         if self.lookup_real(&p, name)?.is_some() {
-            return Err(Error::NotPermitted(format!(
-                "{name:?} cannot be removed (truncate notes to clear them)"
-            )));
+            return Err(Error::NotPermitted {
+                what: format!("{name:?}"),
+                why: "cannot be removed (truncate notes to clear them)".into(),
+            });
         }
         if p.holds_scratch() && self.scratch.unlink(parent, name).is_some() {
             return Ok(());
         }
-        Err(Error::NotFound(format!("{name:?} does not exist")))
+        Err(Error::not_found(format!("{name:?}")))
     }
 
     /// `flags`: `RENAME_NOREPLACE` and `RENAME_EXCHANGE` as in renameat2.
@@ -179,31 +182,35 @@ impl Vfs {
     ) -> Result<()> {
         self.check_rw()?;
         if flags & libc::RENAME_EXCHANGE != 0 {
-            return Err(Error::InvalidInput(
-                "RENAME_EXCHANGE is not supported".into(),
-            ));
+            return Err(Error::invalid("rename", "RENAME_EXCHANGE is not supported"));
         }
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
         let p = self.node(parent)?;
         if self.lookup_real(&p, name)?.is_some() {
-            return Err(Error::NotPermitted(format!("{name:?} cannot be renamed")));
+            return Err(Error::NotPermitted {
+                what: format!("{name:?}"),
+                why: "cannot be renamed".into(),
+            });
         }
         let src = if p.holds_scratch() {
             self.scratch.lookup(parent, name)
         } else {
             None
         }
-        .ok_or_else(|| Error::NotFound(format!("{name:?} does not exist")))?;
+        .ok_or_else(|| Error::not_found(format!("{name:?}")))?;
         let np = self.node(new_parent)?;
         match self.lookup_real(&np, new_name)? {
             Some(target) => {
                 if noreplace {
-                    return Err(Error::AlreadyExists(format!("{new_name:?} exists")));
+                    return Err(Error::AlreadyExists {
+                        what: format!("{new_name:?}"),
+                    });
                 }
                 let Some(f) = MetaFile::from_node(&target) else {
-                    return Err(Error::NotPermitted(format!(
-                        "{new_name:?} cannot be replaced"
-                    )));
+                    return Err(Error::NotPermitted {
+                        what: format!("{new_name:?}"),
+                        why: "cannot be replaced".into(),
+                    });
                 };
                 // A save by rename: the scratch content becomes the new value.
                 let content = src.lock().data().to_vec();
@@ -214,7 +221,10 @@ impl Vfs {
             }
             None => {
                 if !np.holds_scratch() {
-                    return Err(Error::AccessDenied(format!("cannot move {name:?} there")));
+                    // Scratch files live only in snapshot and group folders.
+                    return Err(Error::AccessDenied {
+                        what: np.describe(),
+                    });
                 }
                 self.scratch
                     .rename(parent, name, new_parent, new_name, noreplace)

@@ -17,32 +17,31 @@ use crate::store::format::notes::MAX_NOTES_LEN;
 use crate::util::error::{Error, IoContext, Result};
 use crate::util::upid::{Upid, PBSFS_EDIT};
 
-use super::node::{systime, Node};
-use super::Vfs;
+use super::node::{attr_from_md, systime, Node};
+use super::{Attr, Kind, Vfs};
 
 /// `verify_state` content is a small JSON object; anything longer is refused.
 pub const MAX_VERIFY_STATE_LEN: usize = 64 * 1024;
 /// Who a state typed by hand through the mount is attributed to.
 const EDIT_AUTHID: &str = "root@pam";
-/// Snapshot views kept at most; the cache is cleared beyond (it only saves decoding).
-const MAX_VIEWS: usize = 512;
+/// Snapshot views kept at most; the oldest go beyond (they only save decoding).
+pub const MAX_VIEWS: usize = 512;
 
 /// A snapshot's manifest as the mount shows it, valid while the blob's stat is unchanged.
 #[derive(Debug)]
 pub struct SnapView {
     stamp: (u64, i64, i64, u64),
     /// The parsed manifest and its decoded JSON bytes, or why it cannot be read.
-    pub manifest: std::result::Result<(Manifest, Vec<u8>), String>,
+    pub manifest: Result<(Manifest, Vec<u8>)>,
     pub mtime: SystemTime,
     pub uid: u32,
     pub gid: u32,
 }
 
 impl SnapView {
-    fn manifest(&self) -> Result<&(Manifest, Vec<u8>)> {
-        self.manifest
-            .as_ref()
-            .map_err(|e| Error::Corrupt(e.clone()))
+    /// The manifest, or the error that reading it gave (EIO for a damaged one).
+    pub fn manifest(&self) -> Result<&(Manifest, Vec<u8>)> {
+        self.manifest.as_ref().map_err(Error::clone)
     }
 
     /// `unprotected.notes`, byte-exact (empty when unset).
@@ -100,40 +99,40 @@ impl MetaFile {
         match self {
             MetaFile::SnapNotes(_) | MetaFile::GroupNotes(_) => {
                 if buf.len() > MAX_NOTES_LEN {
-                    return Err(Error::TooLarge(format!(
-                        "{}: {} bytes exceed the limit of {MAX_NOTES_LEN}",
-                        self.what(),
-                        buf.len()
-                    )));
+                    return Err(Error::TooLarge {
+                        what: self.what(),
+                        size: buf.len() as u64,
+                        limit: MAX_NOTES_LEN as u64,
+                    });
                 }
                 match std::str::from_utf8(buf) {
                     Ok(_) => Ok(()),
                     // An incomplete sequence at the end may be completed by the next write.
                     Err(e) if e.error_len().is_none() => Ok(()),
-                    Err(e) => Err(Error::InvalidUtf8(format!(
-                        "{}: not valid UTF-8 (invalid byte at offset {})",
-                        self.what(),
-                        e.valid_up_to()
-                    ))),
+                    Err(e) => Err(Error::InvalidUtf8 {
+                        what: self.what(),
+                        offset: e.valid_up_to(),
+                    }),
                 }
             }
             MetaFile::VerifyState(_) => {
                 if buf.len() > MAX_VERIFY_STATE_LEN {
-                    return Err(Error::TooLarge(format!(
-                        "{}: {} bytes exceed the limit of {MAX_VERIFY_STATE_LEN}",
-                        self.what(),
-                        buf.len()
-                    )));
+                    return Err(Error::TooLarge {
+                        what: self.what(),
+                        size: buf.len() as u64,
+                        limit: MAX_VERIFY_STATE_LEN as u64,
+                    });
                 }
                 let t = buf.trim_ascii();
                 if t.is_empty() || t[0] == b'{' || b"ok".starts_with(t) || b"failed".starts_with(t)
                 {
                     Ok(())
                 } else {
-                    Err(Error::InvalidVerifyState(format!(
-                        "{}: write ok, failed, a JSON object {{\"state\", \"upid\"}} or nothing",
-                        self.what()
-                    )))
+                    Err(Error::InvalidVerifyState {
+                        what: self.what(),
+                        why: "write ok, failed, a JSON object {\"state\", \"upid\"} or nothing"
+                            .into(),
+                    })
                 }
             }
         }
@@ -149,19 +148,15 @@ pub fn parse_verify_state(ds_name: &str, d: &BackupDir, buf: &[u8]) -> Result<Op
         b"ok" => true,
         b"failed" => false,
         _ => {
-            let v: Value = serde_json::from_slice(t).map_err(|e| {
-                Error::InvalidVerifyState(format!("{what}: not ok, failed or valid JSON: {e}"))
+            let v: Value = serde_json::from_slice(t).map_err(|e| Error::InvalidVerifyState {
+                what: what.clone(),
+                why: format!("not ok, failed or valid JSON: {e}"),
             })?;
             let vs = VerifyState::from_value(&v).map_err(|e| e.context(&what))?;
             return Ok(Some(vs.to_value()));
         }
     };
-    let ns = if d.group.ns.is_root() {
-        String::new()
-    } else {
-        format!("{}/", d.group.ns.rel_path().display())
-    };
-    let worker_id = format!("{ds_name}:{ns}{}/{:08X}", d.group.name(), d.time);
+    let worker_id = d.worker_id(ds_name);
     let upid = Upid::new(PBSFS_EDIT, &worker_id, EDIT_AUTHID).to_string();
     Ok(Some(VerifyState { ok, upid }.to_value()))
 }
@@ -188,7 +183,7 @@ pub struct MetaHandle {
 impl MetaHandle {
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<u32> {
         if let Some(e) = &self.poisoned {
-            return Err(e.duplicate());
+            return Err(e.clone());
         }
         let at = if self.append {
             self.buf.len()
@@ -213,7 +208,7 @@ impl MetaHandle {
         }
         if let Err(e) = self.file.check_partial(&candidate) {
             log::warn!("refused write: {e}");
-            self.poisoned = Some(e.duplicate());
+            self.poisoned = Some(e.clone());
             return Err(e);
         }
         self.buf = candidate;
@@ -224,17 +219,18 @@ impl MetaHandle {
 
     pub fn truncate(&mut self, size: u64) -> Result<()> {
         if let Some(e) = &self.poisoned {
-            return Err(e.duplicate());
+            return Err(e.clone());
         }
         let limit = match self.file {
             MetaFile::VerifyState(_) => MAX_VERIFY_STATE_LEN,
             _ => MAX_NOTES_LEN,
         };
         if size as usize > limit {
-            return Err(Error::TooLarge(format!(
-                "{}: {size} bytes exceed the limit of {limit}",
-                self.file.what()
-            )));
+            return Err(Error::TooLarge {
+                what: self.file.what(),
+                size,
+                limit: limit as u64,
+            });
         }
         self.buf.resize(size as usize, 0);
         self.dirty = true;
@@ -248,15 +244,12 @@ impl Vfs {
         let path = self.ds.snapshot_path(d).join(MANIFEST_BLOB_NAME);
         let md = fs::metadata(&path).ctx(path.display())?;
         let stamp = (md.ino(), md.mtime(), md.mtime_nsec(), md.len());
-        if let Some(v) = self.views.lock().get(d) {
+        if let Some(v) = self.views.get(d) {
             if v.stamp == stamp {
-                return Ok(v.clone());
+                return Ok(v);
             }
         }
-        let manifest = self.ds.load_manifest_json(d).map_err(|e| {
-            self.log_once(&format!("manifest {d}"), &e);
-            e.to_string()
-        });
+        let manifest = self.ds.load_manifest_json(d);
         let view = Arc::new(SnapView {
             stamp,
             manifest,
@@ -264,12 +257,48 @@ impl Vfs {
             uid: md.uid(),
             gid: md.gid(),
         });
-        let mut views = self.views.lock();
-        if views.len() >= MAX_VIEWS {
-            views.clear();
-        }
-        views.insert(d.clone(), view.clone());
+        self.views.insert(d.clone(), view.clone());
         Ok(view)
+    }
+
+    /// Attributes of `notes`, `verify_state` and `manifest.json`: the committed size,
+    /// the manifest's (or group notes file's) owner and mtime; 0644 when editable.
+    pub(super) fn meta_attr(&self, node: &Node) -> Result<Attr> {
+        let editable = if self.read_only { 0o444 } else { 0o644 };
+        match node {
+            Node::GroupNotes(g) => {
+                let p = self.ds.group_path(g).join(crate::store::GROUP_NOTES);
+                let md = match fs::metadata(&p) {
+                    Ok(md) => md,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        let gp = self.ds.group_path(g);
+                        let md = fs::metadata(&gp).ctx(gp.display())?;
+                        return Ok(attr_from_md(Kind::File, &md, editable, 0));
+                    }
+                    Err(e) => return Err(Error::io(p.display(), e)),
+                };
+                Ok(attr_from_md(Kind::File, &md, editable, md.len()))
+            }
+            Node::SnapNotes(d) | Node::VerifyState(d) | Node::ManifestJson(d) => {
+                let view = self.snap_view(d)?;
+                let (size, perm) = match node {
+                    Node::SnapNotes(_) => (view.notes()?.len(), editable),
+                    Node::VerifyState(_) => (view.verify_state_text()?.len(), editable),
+                    _ => (view.json()?.len(), 0o444),
+                };
+                Ok(Attr {
+                    ino: 0,
+                    kind: Kind::File,
+                    size: size as u64,
+                    perm,
+                    uid: view.uid,
+                    gid: view.gid,
+                    mtime: view.mtime,
+                    nlink: 1,
+                })
+            }
+            other => Err(Error::invalid(other.describe(), "not a metadata file")),
+        }
     }
 
     /// The committed content of an editable file.
@@ -277,20 +306,7 @@ impl Vfs {
         match f {
             MetaFile::SnapNotes(d) => self.snap_view(d)?.notes(),
             MetaFile::VerifyState(d) => self.snap_view(d)?.verify_state_text(),
-            MetaFile::GroupNotes(g) => {
-                let p = self.ds.group_path(g).join(crate::store::GROUP_NOTES);
-                match fs::read(&p) {
-                    Ok(b) => Ok(b),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        if self.ds.group_path(g).is_dir() {
-                            Ok(Vec::new())
-                        } else {
-                            Err(Error::NotFound(format!("group {g} does not exist")))
-                        }
-                    }
-                    Err(e) => Err(Error::io(p.display(), e)),
-                }
-            }
+            MetaFile::GroupNotes(g) => self.ds.group_notes(g),
         }
     }
 
@@ -327,7 +343,7 @@ impl Vfs {
                 Ok(())
             }
             Err(e) => {
-                h.poisoned = Some(e.duplicate());
+                h.poisoned = Some(e.clone());
                 Err(e)
             }
         }
@@ -335,7 +351,7 @@ impl Vfs {
 
     pub(super) fn meta_flush(&self, h: &mut MetaHandle) -> Result<()> {
         if let Some(e) = &h.poisoned {
-            return Err(e.duplicate());
+            return Err(e.clone());
         }
         if h.wrote {
             self.meta_commit_handle(h)?;
@@ -345,7 +361,7 @@ impl Vfs {
 
     pub(super) fn meta_fsync(&self, h: &mut MetaHandle) -> Result<()> {
         if let Some(e) = &h.poisoned {
-            return Err(e.duplicate());
+            return Err(e.clone());
         }
         if h.dirty {
             self.meta_commit_handle(h)?;

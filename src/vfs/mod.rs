@@ -7,14 +7,16 @@
 //! changes only through `meta.rs`, one transaction per save; scratch files never touch
 //! the datastore.
 
+mod archive;
 mod edit;
 pub mod inode;
+pub mod memo;
 pub mod meta;
 pub mod node;
-pub mod reader;
 pub mod scratch;
+mod tree;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,16 +24,21 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 
+use crate::store::chunks::cache::{ChunkCache, Prefetcher};
 use crate::store::format::names::{BackupDir, BackupNamespace};
 use crate::store::Datastore;
-use crate::util::error::{Error, IoContext, Result};
+use crate::util::error::{Error, IoContext, ReadOnlyWhy, Result};
 use crate::util::sys::FsStats;
 
+use archive::ArchiveHandle;
 use inode::{InodeTable, ROOT_INO};
-use meta::{MetaFile, MetaHandle, SnapView};
+use memo::Memo;
+use meta::{MetaFile, MetaHandle, SnapView, MAX_VIEWS};
 use node::Node;
-use reader::{ArchiveHandle, ChunkCache, Prefetcher};
-use scratch::{errno_error, ScratchStore, Shared};
+use scratch::{ScratchStore, Shared};
+
+/// Archive sizes remembered (a blob's size costs a decode).
+const MAX_SIZES: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -140,17 +147,16 @@ pub struct Vfs {
     read_only: bool,
     inodes: InodeTable,
     cache: Arc<ChunkCache>,
-    prefetch: Prefetcher,
+    prefetch: Arc<Prefetcher>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     scratch: ScratchStore,
-    views: Mutex<HashMap<BackupDir, Arc<SnapView>>>,
-    sizes: Mutex<HashMap<Node, u64>>,
-    logged: Mutex<HashSet<String>>,
+    views: Memo<BackupDir, Arc<SnapView>>,
+    sizes: Memo<Node, u64>,
 }
 
 fn bad_handle(fh: u64) -> Error {
-    errno_error(libc::EBADF, format!("file handle {fh}"))
+    Error::BadHandle { fh }
 }
 
 fn slice_at(data: &[u8], offset: u64, size: u32) -> Vec<u8> {
@@ -162,23 +168,19 @@ fn slice_at(data: &[u8], offset: u64, size: u32) -> Vec<u8> {
 impl Vfs {
     pub fn new(ds: Datastore, opts: Options) -> Result<Vfs> {
         if !opts.ns.is_root() && !ds.ns_path(&opts.ns).is_dir() {
-            return Err(Error::NotFound(format!(
-                "namespace '{}' does not exist",
-                opts.ns
-            )));
+            return Err(Error::not_found(format!("namespace '{}'", opts.ns)));
         }
         Ok(Vfs {
             ds: Arc::new(ds),
             read_only: opts.read_only,
             inodes: InodeTable::new(Node::Namespace(opts.ns)),
             cache: Arc::new(ChunkCache::new(opts.cache_size)),
-            prefetch: Prefetcher::new(),
+            prefetch: Arc::new(Prefetcher::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             scratch: ScratchStore::default(),
-            views: Mutex::new(HashMap::new()),
-            sizes: Mutex::new(HashMap::new()),
-            logged: Mutex::new(HashSet::new()),
+            views: Memo::new(MAX_VIEWS),
+            sizes: Memo::new(MAX_SIZES),
         })
     }
 
@@ -198,17 +200,15 @@ impl Vfs {
         ROOT_INO
     }
 
-    /// Log an error the first time its key is seen.
-    fn log_once(&self, key: &str, e: &Error) {
-        if self.logged.lock().insert(key.to_string()) {
-            log::error!("{e}");
-        }
+    /// Entries of the bounded tables (snapshot views, archive sizes), for tests.
+    pub fn memo_entries(&self) -> (usize, usize) {
+        (self.views.len(), self.sizes.len())
     }
 
     fn node(&self, ino: u64) -> Result<Node> {
-        self.inodes
-            .node(ino)
-            .ok_or_else(|| Error::NotFound(format!("inode {ino} is unknown")))
+        self.inodes.node(ino).ok_or_else(|| Error::Stale {
+            what: format!("inode {ino}"),
+        })
     }
 
     fn entry(&self, node: &Node) -> Result<Entry> {
@@ -239,15 +239,23 @@ impl Vfs {
     /// EROFS on a read-only mount, else EACCES (a read-only file of a writable mount).
     fn not_writable(&self, what: &str) -> Error {
         if self.read_only {
-            Error::ReadOnly(format!("{what}: the mount is read-only"))
+            Error::ReadOnly {
+                what: what.to_string(),
+                why: ReadOnlyWhy::Mount,
+            }
         } else {
-            Error::AccessDenied(format!("{what} is read-only"))
+            Error::AccessDenied {
+                what: what.to_string(),
+            }
         }
     }
 
     fn check_rw(&self) -> Result<()> {
         if self.read_only {
-            return Err(Error::ReadOnly("the mount is read-only".into()));
+            return Err(Error::ReadOnly {
+                what: "this change".into(),
+                why: ReadOnlyWhy::Mount,
+            });
         }
         Ok(())
     }
@@ -255,9 +263,15 @@ impl Vfs {
     /// Refusal of operations the view does not offer (mkdir, rmdir, links).
     pub fn refuse_change(&self, what: &str) -> Error {
         if self.read_only {
-            Error::ReadOnly(format!("{what}: the mount is read-only"))
+            Error::ReadOnly {
+                what: what.to_string(),
+                why: ReadOnlyWhy::Mount,
+            }
         } else {
-            Error::NotPermitted(format!("{what} is not supported here"))
+            Error::NotPermitted {
+                what: what.to_string(),
+                why: "not supported here".into(),
+            }
         }
     }
 
@@ -300,7 +314,7 @@ impl Vfs {
                 return self.entry_counted(&Node::Scratch(id));
             }
         }
-        Err(Error::NotFound(format!("{name:?} does not exist")))
+        Err(Error::not_found(format!("{name:?}")))
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Entry> {
@@ -310,14 +324,14 @@ impl Vfs {
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         match self.node(ino)? {
             Node::Latest(g) => Ok(self.latest_target(&g)?.into_bytes()),
-            _ => Err(Error::InvalidInput("not a symbolic link".into())),
+            other => Err(Error::invalid(other.describe(), "not a symbolic link")),
         }
     }
 
     pub fn opendir(&self, ino: u64) -> Result<u64> {
         let n = self.node(ino)?;
         if n.kind() != Kind::Dir {
-            return Err(errno_error(libc::ENOTDIR, "not a directory"));
+            return Err(Error::NotADirectory { what: n.describe() });
         }
         Ok(self.add_handle(Handle::Dir(Arc::new(Mutex::new(Vec::new())))))
     }
@@ -368,12 +382,14 @@ impl Vfs {
         match &node {
             Node::Archive { dir, file, .. } => {
                 if write {
-                    return Err(self.not_writable(file));
+                    return Err(self.not_writable(&node.describe()));
                 }
                 // The name now holds other content (a snapshot made again at the same
                 // time): make the kernel look it up again rather than mix pages.
                 if self.archive_node(dir, file)? != node {
-                    return Err(errno_error(libc::ESTALE, format!("{dir}/{file} changed")));
+                    return Err(Error::Stale {
+                        what: node.describe(),
+                    });
                 }
                 let h = self.open_archive(dir, file)?;
                 Ok(Opened {
@@ -393,8 +409,7 @@ impl Vfs {
                 if write {
                     return Err(self.not_writable("owner"));
                 }
-                let p = self.ds.group_path(g).join(crate::store::GROUP_OWNER);
-                let bytes = std::fs::read(&p).ctx(p.display())?;
+                let bytes = self.ds.group_owner_bytes(g)?;
                 Ok(direct(self.add_handle(Handle::Bytes(Arc::new(bytes)))))
             }
             Node::SnapNotes(_) | Node::VerifyState(_) | Node::GroupNotes(_) => {
@@ -431,7 +446,7 @@ impl Vfs {
                 let file = self
                     .scratch
                     .get(*id)
-                    .ok_or_else(|| Error::NotFound(format!("scratch file {id} is gone")))?;
+                    .ok_or_else(|| Error::not_found(node.describe()))?;
                 if write {
                     self.check_rw()?;
                     if trunc {
@@ -444,12 +459,16 @@ impl Vfs {
                     writable: write,
                 })))
             }
-            Node::Latest(_) => Err(Error::InvalidInput("a symbolic link".into())),
+            Node::Latest(_) => Err(Error::IsASymlink {
+                what: node.describe(),
+            }),
             Node::Namespace(_)
             | Node::NsDir(_)
             | Node::TypeDir(..)
             | Node::Group(_)
-            | Node::Snapshot(..) => Err(errno_error(libc::EISDIR, "a directory")),
+            | Node::Snapshot(..) => Err(Error::IsADirectory {
+                what: node.describe(),
+            }),
         }
     }
 
@@ -463,7 +482,11 @@ impl Vfs {
                 append: false,
                 writable: false,
             },
-            Some(Handle::Dir(_)) => return Err(errno_error(libc::EISDIR, "a directory")),
+            Some(Handle::Dir(_)) => {
+                return Err(Error::IsADirectory {
+                    what: format!("file handle {fh}"),
+                })
+            }
             None => return Err(bad_handle(fh)),
         };
         match h {
@@ -471,7 +494,7 @@ impl Vfs {
             Handle::Bytes(b) => Ok(slice_at(&b, offset, size)),
             Handle::Meta(_, m) => Ok(slice_at(&m.lock().h.buf, offset, size)),
             Handle::Scratch { file, .. } => Ok(slice_at(file.lock().data(), offset, size)),
-            Handle::Dir(_) => Err(errno_error(libc::EISDIR, "a directory")),
+            Handle::Dir(_) => Err(bad_handle(fh)),
         }
     }
 

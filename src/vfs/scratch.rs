@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
@@ -19,17 +18,10 @@ use super::{Attr, Kind};
 pub const MAX_FILES: usize = 64;
 pub const MAX_BYTES: u64 = 16 * 1024 * 1024;
 
-pub fn errno_error(errno: i32, context: impl Into<String>) -> Error {
-    Error::Io {
-        context: context.into(),
-        source: io::Error::from_raw_os_error(errno),
-    }
-}
-
 fn no_space() -> Error {
-    Error::NoSpace(format!(
-        "scratch space of the mount is full ({MAX_FILES} files, {MAX_BYTES} bytes)"
-    ))
+    Error::NoSpace {
+        what: format!("the mount ({MAX_FILES} files, {MAX_BYTES} bytes)"),
+    }
 }
 
 /// One scratch file. Its bytes count against the mount's budget until it is dropped
@@ -144,7 +136,7 @@ impl ScratchStore {
     pub fn attr(&self, id: u64) -> Result<Attr> {
         self.get(id)
             .map(|f| f.lock().attr())
-            .ok_or_else(|| Error::NotFound(format!("scratch file {id} is gone")))
+            .ok_or_else(|| Error::not_found(format!("scratch file {id}")))
     }
 
     /// Create `name` in `dir`; an existing one is returned unless `excl` (EEXIST).
@@ -161,7 +153,9 @@ impl ScratchStore {
         let key = (dir, name.to_os_string());
         if let Some(f) = g.names.get(&key) {
             if excl {
-                return Err(Error::AlreadyExists(format!("{name:?} exists")));
+                return Err(Error::AlreadyExists {
+                    what: format!("{name:?}"),
+                });
             }
             return Ok(f.clone());
         }
@@ -202,12 +196,14 @@ impl ScratchStore {
         let mut g = self.inner.lock();
         let to = (new_dir, new_name.to_os_string());
         if noreplace && g.names.contains_key(&to) {
-            return Err(Error::AlreadyExists(format!("{new_name:?} exists")));
+            return Err(Error::AlreadyExists {
+                what: format!("{new_name:?}"),
+            });
         }
         let f = g
             .names
             .remove(&(dir, name.to_os_string()))
-            .ok_or_else(|| Error::NotFound(format!("{name:?} does not exist")))?;
+            .ok_or_else(|| Error::not_found(format!("{name:?}")))?;
         g.names.insert(to, f);
         Ok(())
     }

@@ -2,6 +2,9 @@
 //! replacement rules), `read_verified` (the only way chunk bytes reach a reader), atime
 //! touch for GC, and iteration over every chunk file.
 
+pub mod cache;
+pub mod reader;
+
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
@@ -10,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::store::files::{self, Owner, TempFile};
 use crate::store::format::blob::{self, BlobKind};
 use crate::util::digest::Digest;
-use crate::util::error::{Error, IoContext, Result};
+use crate::util::error::{CorruptKind, Error, IoContext, Result};
 use crate::util::sys;
 
 pub const CHUNK_DIR_MODE: u32 = 0o750;
@@ -66,11 +69,9 @@ impl ChunkStore {
     pub fn open(root: &Path, owner: Owner) -> Result<ChunkStore> {
         let dir = root.join(".chunks");
         if !dir.is_dir() {
-            return Err(Error::NotFound(format!(
-                "{} is not a datastore: {} is missing",
-                root.display(),
-                dir.display()
-            )));
+            return Err(Error::NotADatastore {
+                path: root.to_path_buf(),
+            });
         }
         Ok(ChunkStore { dir, owner })
     }
@@ -105,11 +106,10 @@ impl ChunkStore {
     /// Returns the digest, what happened, and the encoded size.
     pub fn insert_plain(&self, data: &[u8]) -> Result<(Digest, Inserted, u64)> {
         if data.is_empty() || data.len() > blob::MAX_CHUNK_SIZE {
-            return Err(Error::InvalidInput(format!(
-                "chunk of {} bytes is outside 1..={}",
-                data.len(),
-                blob::MAX_CHUNK_SIZE
-            )));
+            return Err(Error::invalid(
+                format!("chunk of {} bytes", data.len()),
+                format!("outside 1..={}", blob::MAX_CHUNK_SIZE),
+            ));
         }
         let digest = Digest::of(data);
         let encoded = blob::encode(data, true)?;
@@ -123,14 +123,17 @@ impl ChunkStore {
     pub fn insert_chunk(&self, digest: &Digest, encoded: &[u8]) -> Result<Inserted> {
         // The protocol's bounds on an encoded chunk (spec §2.2): 13..=16 MiB + 44.
         if encoded.len() < blob::HEADER_LEN + 1 || encoded.len() > blob::MAX_ENCODED_SIZE {
-            return Err(Error::InvalidInput(format!(
-                "chunk {digest}: encoded size {} is outside 13..={}",
-                encoded.len(),
-                blob::MAX_ENCODED_SIZE
-            )));
+            return Err(Error::invalid(
+                format!("chunk {digest}"),
+                format!(
+                    "encoded size {} is outside 13..={}",
+                    encoded.len(),
+                    blob::MAX_ENCODED_SIZE
+                ),
+            ));
         }
         let new_kind = BlobKind::from_magic(encoded.get(..8).unwrap_or(&[]))
-            .ok_or_else(|| Error::InvalidInput(format!("chunk {digest}: not a DataBlob")))?;
+            .ok_or_else(|| Error::invalid(format!("chunk {digest}"), "not a DataBlob"))?;
         let path = self.chunk_path(digest);
         let replace = match fs::metadata(&path) {
             Ok(md) => {
@@ -142,9 +145,11 @@ impl ChunkStore {
                 if old_len > 0 {
                     let old_kind = read_magic(&path)?;
                     if new_kind.is_encrypted() && old_kind.is_some_and(|k| !k.is_encrypted()) {
-                        return Err(Error::AlreadyExists(format!(
-                            "chunk {digest}: refusing to replace an unencrypted chunk with an encrypted one"
-                        )));
+                        return Err(Error::NotPermitted {
+                            what: format!("chunk {digest}"),
+                            why: "refusing to replace an unencrypted chunk with an encrypted one"
+                                .into(),
+                        });
                     }
                     if old_kind.is_some() && old_len <= encoded.len() as u64 {
                         self.touch(digest)?;
@@ -174,17 +179,24 @@ impl ChunkStore {
         let path = self.chunk_path(digest);
         let file = fs::File::open(&path).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
-                Error::Corrupt(format!("chunk {digest} ({}): missing", path.display()))
+                Error::ChunkMissing {
+                    digest: *digest,
+                    path: path.clone(),
+                }
             } else {
                 Error::io(format!("chunk {digest} ({})", path.display()), e)
             }
         })?;
         let len = file.metadata().ctx(path.display())?.len();
-        if len > (blob::MAX_BLOB_SIZE + blob::ENCRYPTED_HEADER_LEN) as u64 {
-            return Err(Error::Corrupt(format!(
-                "chunk {digest} ({}): file of {len} bytes is larger than any blob",
-                path.display()
-            )));
+        if len > blob::MAX_ENCODED_SIZE as u64 {
+            return Err(Error::ChunkCorrupt {
+                digest: *digest,
+                path,
+                why: CorruptKind::Size {
+                    len,
+                    why: "larger than any chunk",
+                },
+            });
         }
         let mut raw = Vec::with_capacity(len as usize);
         file.take(len + 1)
@@ -197,23 +209,39 @@ impl ChunkStore {
     /// and the length the index expects. Every error names the digest and the path.
     pub fn read_verified(&self, digest: &Digest, expected_len: Option<u64>) -> Result<Vec<u8>> {
         let (path, raw) = self.read_raw(digest)?;
-        let what = || format!("chunk {digest} ({})", path.display());
+        let bad = |why| Error::ChunkCorrupt {
+            digest: *digest,
+            path: path.clone(),
+            why,
+        };
         // One byte over the expected length is enough to tell "too long" apart.
         let limit = expected_len
-            .map(|l| (l as usize).saturating_add(1).min(blob::MAX_BLOB_SIZE))
-            .unwrap_or(blob::MAX_BLOB_SIZE);
-        let data = blob::decode_limited(&raw, limit).map_err(|e| e.context(what()))?;
+            .map(|l| (l as usize).saturating_add(1).min(blob::MAX_CHUNK_SIZE))
+            .unwrap_or(blob::MAX_CHUNK_SIZE);
+        let data = blob::decode_limited(&raw, limit).map_err(|e| match e {
+            Error::Corrupt {
+                why: CorruptKind::Oversized { .. },
+                ..
+            } if expected_len.is_some() => bad(CorruptKind::Length {
+                actual: limit as u64,
+                expected: expected_len.unwrap_or(0),
+            }),
+            Error::Corrupt { why, .. } => bad(why),
+            Error::Encrypted { .. } => Error::Encrypted {
+                what: format!("chunk {digest} ({})", path.display()),
+            },
+            other => other,
+        })?;
         if let Some(len) = expected_len {
             if data.len() as u64 != len {
-                return Err(Error::Corrupt(format!(
-                    "{}: length {} differs from the index's {len}",
-                    what(),
-                    data.len()
-                )));
+                return Err(bad(CorruptKind::Length {
+                    actual: data.len() as u64,
+                    expected: len,
+                }));
             }
         }
         if Digest::of(&data) != *digest {
-            return Err(Error::Corrupt(format!("{}: digest mismatch", what())));
+            return Err(bad(CorruptKind::DigestMismatch));
         }
         Ok(data)
     }
@@ -223,17 +251,21 @@ impl ChunkStore {
     pub fn verify_chunk(&self, digest: &Digest, expected_len: Option<u64>) -> Result<ChunkCheck> {
         match self.read_verified(digest, expected_len) {
             Ok(_) => Ok(ChunkCheck::Verified),
-            Err(Error::Encrypted(_)) => {
+            Err(Error::Encrypted { .. }) => {
                 let (path, raw) = self.read_raw(digest)?;
                 // The CRC passed inside decode before it refused to decrypt.
                 let payload = raw.len() - blob::ENCRYPTED_HEADER_LEN;
                 if let Some(len) = expected_len {
                     // Ciphertext of a compressed payload can be smaller, never much larger.
                     if payload as u64 > len + 4096 {
-                        return Err(Error::Corrupt(format!(
-                            "chunk {digest} ({}): encrypted payload of {payload} bytes is too large for {len} bytes of data",
-                            path.display()
-                        )));
+                        return Err(Error::ChunkCorrupt {
+                            digest: *digest,
+                            path,
+                            why: CorruptKind::Size {
+                                len: raw.len() as u64,
+                                why: "an encrypted payload too large for its index length",
+                            },
+                        });
                     }
                 }
                 Ok(ChunkCheck::EncryptedUnverifiable)
@@ -376,7 +408,10 @@ mod tests {
         cs.insert_chunk(&fake, &blob::encode(b"content", false).unwrap())
             .unwrap();
         let err = cs.read_verified(&fake, None).unwrap_err();
-        assert!(matches!(err, Error::Corrupt(_)));
+        assert!(matches!(
+            &err,
+            Error::ChunkCorrupt { digest, why: CorruptKind::DigestMismatch, .. } if *digest == fake
+        ));
         let msg = err.to_string();
         assert!(
             msg.contains(&fake.to_hex()) && msg.contains("digest mismatch"),
@@ -393,24 +428,31 @@ mod tests {
     fn length_flip_and_missing_are_corrupt() {
         let (root, cs) = store();
         let (d, _, _) = cs.insert_plain(&[1u8; 100]).unwrap();
-        assert!(cs
-            .read_verified(&d, Some(99))
-            .unwrap_err()
-            .to_string()
-            .contains("length"));
+        for (claimed, actual) in [(99, 100), (101, 100)] {
+            assert!(matches!(
+                cs.read_verified(&d, Some(claimed)).unwrap_err(),
+                Error::ChunkCorrupt {
+                    why: CorruptKind::Length { actual: a, expected },
+                    ..
+                } if a == actual && expected == claimed
+            ));
+        }
         let p = cs.chunk_path(&d);
         let mut raw = fs::read(&p).unwrap();
         let n = raw.len() - 1;
         raw[n] ^= 1;
         fs::write(&p, &raw).unwrap();
-        assert!(cs
-            .read_verified(&d, None)
-            .unwrap_err()
-            .to_string()
-            .contains("CRC"));
+        assert!(matches!(
+            cs.read_verified(&d, None).unwrap_err(),
+            Error::ChunkCorrupt {
+                why: CorruptKind::Crc { .. },
+                ..
+            }
+        ));
         fs::remove_file(&p).unwrap();
         let e = cs.read_verified(&d, None).unwrap_err();
-        assert!(matches!(e, Error::Corrupt(_)) && e.to_string().contains("missing"));
+        assert!(matches!(e, Error::ChunkMissing { digest, .. } if digest == d));
+        assert_eq!(e.errno(), libc::EIO);
         fs::remove_dir_all(root).unwrap();
     }
 
@@ -422,12 +464,12 @@ mod tests {
         assert_eq!(empty.len(), 12);
         assert!(matches!(
             cs.insert_chunk(&d, &empty),
-            Err(Error::InvalidInput(_))
+            Err(Error::InvalidInput { .. })
         ));
         let huge = blob::encode(&vec![0u8; blob::MAX_ENCODED_SIZE], false).unwrap();
         assert!(matches!(
             cs.insert_chunk(&d, &huge),
-            Err(Error::InvalidInput(_))
+            Err(Error::InvalidInput { .. })
         ));
         assert!(cs
             .insert_plain(&vec![1u8; blob::MAX_CHUNK_SIZE + 1])

@@ -4,7 +4,10 @@
 
 use std::io::Read;
 
-use crate::util::error::{Error, Result};
+use crate::util::error::{CorruptKind, Error, Result};
+
+/// How format errors name a blob; callers add which one.
+const BLOB: &str = "blob";
 
 /// `sha256("Proxmox Backup uncompressed blob v1.0")[0..8]`
 pub const UNCOMPRESSED_BLOB_MAGIC_1_0: [u8; 8] = [66, 171, 56, 7, 190, 131, 112, 161];
@@ -64,36 +67,39 @@ impl BlobKind {
 /// the bytes after the header (spec §2.2; the iv and tag of encrypted blobs excluded).
 pub fn check_header_and_crc(raw: &[u8]) -> Result<BlobKind> {
     if raw.len() < HEADER_LEN {
-        return Err(Error::Corrupt(format!(
-            "blob too short ({} bytes, a header is {HEADER_LEN})",
-            raw.len()
-        )));
+        return Err(Error::corrupt(
+            BLOB,
+            CorruptKind::Truncated {
+                len: raw.len() as u64,
+                need: HEADER_LEN as u64,
+            },
+        ));
     }
-    let kind = BlobKind::from_magic(&raw[..8]).ok_or_else(|| {
-        Error::Corrupt(format!(
-            "unknown blob magic {}",
-            crate::util::digest::hex(&raw[..8])
-        ))
-    })?;
+    let kind =
+        BlobKind::from_magic(&raw[..8]).ok_or_else(|| Error::corrupt(BLOB, CorruptKind::Magic))?;
     let hlen = kind.header_len();
     if raw.len() < hlen {
-        return Err(Error::Corrupt(format!(
-            "encrypted blob too short ({} bytes, its header is {hlen})",
-            raw.len()
-        )));
+        return Err(Error::corrupt(
+            BLOB,
+            CorruptKind::Truncated {
+                len: raw.len() as u64,
+                need: hlen as u64,
+            },
+        ));
     }
     if raw.len() > MAX_BLOB_SIZE + ENCRYPTED_HEADER_LEN {
-        return Err(Error::Corrupt(format!(
-            "blob too large ({} bytes)",
-            raw.len()
-        )));
+        return Err(Error::corrupt(
+            BLOB,
+            CorruptKind::Size {
+                len: raw.len() as u64,
+                why: "larger than any blob",
+            },
+        ));
     }
     let stored = u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes"));
     let computed = crc32fast::hash(&raw[hlen..]);
     if stored != computed {
-        return Err(Error::Corrupt(format!(
-            "CRC mismatch (stored {stored:08x}, computed {computed:08x})"
-        )));
+        return Err(Error::corrupt(BLOB, CorruptKind::Crc { stored, computed }));
     }
     Ok(kind)
 }
@@ -106,17 +112,19 @@ pub fn decode_limited(raw: &[u8], limit: usize) -> Result<Vec<u8>> {
         BlobKind::Uncompressed => {
             let payload = &raw[HEADER_LEN..];
             if payload.len() > limit {
-                return Err(Error::Corrupt(format!(
-                    "blob payload of {} bytes exceeds the limit of {limit}",
-                    payload.len()
-                )));
+                return Err(Error::corrupt(
+                    BLOB,
+                    CorruptKind::Oversized {
+                        limit: limit as u64,
+                    },
+                ));
             }
             Ok(payload.to_vec())
         }
         BlobKind::Compressed => zstd_decode(&raw[HEADER_LEN..], limit),
-        BlobKind::Encrypted | BlobKind::EncryptedCompressed => Err(Error::Encrypted(
-            "encrypted chunk/blob, key required".to_string(),
-        )),
+        BlobKind::Encrypted | BlobKind::EncryptedCompressed => Err(Error::Encrypted {
+            what: BLOB.to_string(),
+        }),
     }
 }
 
@@ -129,16 +137,19 @@ pub fn decode(raw: &[u8]) -> Result<Vec<u8>> {
 /// (older PBS writers), and never allocates past `limit`.
 fn zstd_decode(payload: &[u8], limit: usize) -> Result<Vec<u8>> {
     let decoder = zstd::stream::read::Decoder::with_buffer(payload)
-        .map_err(|e| Error::Corrupt(format!("zstd decoder: {e}")))?;
+        .map_err(|e| Error::corrupt(BLOB, CorruptKind::Decode(e.to_string())))?;
     let mut out = Vec::new();
     let mut limited = decoder.take(limit as u64 + 1);
     limited
         .read_to_end(&mut out)
-        .map_err(|e| Error::Corrupt(format!("zstd payload does not decode: {e}")))?;
+        .map_err(|e| Error::corrupt(BLOB, CorruptKind::Decode(e.to_string())))?;
     if out.len() > limit {
-        return Err(Error::Corrupt(format!(
-            "decoded blob exceeds the limit of {limit} bytes"
-        )));
+        return Err(Error::corrupt(
+            BLOB,
+            CorruptKind::Oversized {
+                limit: limit as u64,
+            },
+        ));
     }
     Ok(out)
 }
@@ -147,16 +158,15 @@ fn zstd_decode(payload: &[u8], limit: usize) -> Result<Vec<u8>> {
 /// kept only when the compressed payload is not larger than the input (2024+ rule).
 pub fn encode(data: &[u8], compress: bool) -> Result<Vec<u8>> {
     if data.len() > MAX_BLOB_SIZE {
-        return Err(Error::TooLarge(format!(
-            "blob of {} bytes exceeds the limit of {MAX_BLOB_SIZE}",
-            data.len()
-        )));
+        return Err(Error::TooLarge {
+            what: BLOB.to_string(),
+            size: data.len() as u64,
+            limit: MAX_BLOB_SIZE as u64,
+        });
     }
     if compress {
-        let compressed = zstd::bulk::compress(data, 1).map_err(|e| Error::Io {
-            context: "zstd compress".into(),
-            source: e,
-        })?;
+        let compressed =
+            zstd::bulk::compress(data, 1).map_err(|e| Error::io("zstd compress", e))?;
         if compressed.len() <= data.len() {
             return Ok(assemble(COMPRESSED_BLOB_MAGIC_1_0, &compressed));
         }
@@ -244,8 +254,16 @@ mod tests {
             let last = enc.len() - 1;
             enc[last] ^= 0x10;
             let err = decode(&enc).unwrap_err();
-            assert!(matches!(err, Error::Corrupt(_)), "{err}");
-            assert!(err.to_string().contains("CRC mismatch"), "{err}");
+            assert!(
+                matches!(
+                    err,
+                    Error::Corrupt {
+                        why: CorruptKind::Crc { .. },
+                        ..
+                    }
+                ),
+                "{err}"
+            );
         }
     }
 
@@ -272,26 +290,41 @@ mod tests {
             raw.extend_from_slice(&[0u8; 32]);
             raw.extend_from_slice(&cipher);
             let err = decode(&raw).unwrap_err();
-            assert!(matches!(err, Error::Encrypted(_)));
+            assert!(matches!(err, Error::Encrypted { .. }));
             assert!(err.to_string().contains("key required"));
         }
     }
 
     #[test]
     fn truncated_and_unknown_blobs_are_corrupt() {
-        assert!(matches!(decode(&[1, 2, 3]), Err(Error::Corrupt(_))));
+        assert!(matches!(
+            decode(&[1, 2, 3]),
+            Err(Error::Corrupt {
+                why: CorruptKind::Truncated { len: 3, need: 12 },
+                ..
+            })
+        ));
         let mut raw = encode(b"abc", false).unwrap();
         raw[0] ^= 1;
-        assert!(decode(&raw)
-            .unwrap_err()
-            .to_string()
-            .contains("unknown blob magic"));
+        assert!(matches!(
+            decode(&raw),
+            Err(Error::Corrupt {
+                why: CorruptKind::Magic,
+                ..
+            })
+        ));
     }
 
     #[test]
     fn decoding_never_exceeds_the_limit() {
         let enc = encode(&vec![0u8; 1 << 20], true).unwrap();
-        assert!(matches!(decode_limited(&enc, 1000), Err(Error::Corrupt(_))));
+        assert!(matches!(
+            decode_limited(&enc, 1000),
+            Err(Error::Corrupt {
+                why: CorruptKind::Oversized { limit: 1000 },
+                ..
+            })
+        ));
         assert_eq!(decode_limited(&enc, 1 << 20).unwrap().len(), 1 << 20);
     }
 }

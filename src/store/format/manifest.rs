@@ -6,9 +6,13 @@
 use serde_json::{Map, Value};
 
 use crate::store::format::blob;
+use crate::store::format::index::Index;
 use crate::store::format::names::BackupDir;
 use crate::util::digest::Digest;
-use crate::util::error::{Error, Result};
+use crate::util::error::{CorruptKind, Error, Result};
+
+const MANIFEST: &str = "manifest";
+const VERIFY_STATE: &str = "verify_state";
 
 pub const MANIFEST_BLOB_NAME: &str = "index.json.blob";
 pub const CLIENT_LOG_BLOB_NAME: &str = "client.log.blob";
@@ -17,12 +21,97 @@ pub const CLIENT_LOG_BLOB_NAME: &str = "client.log.blob";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
     pub filename: String,
-    /// `none`, `encrypt` or `sign-only` (missing means `none`).
-    pub crypt_mode: String,
+    /// Missing means `none`.
+    pub crypt_mode: CryptMode,
     /// fidx: image size; didx: stream length; blob: encoded file size.
     pub size: u64,
     /// fidx/didx: index checksum; blob: sha256 of the encoded file.
     pub csum: Digest,
+}
+
+/// A `files[]` entry's `crypt-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CryptMode {
+    None,
+    Encrypt,
+    SignOnly,
+}
+
+impl CryptMode {
+    pub fn parse(s: &str) -> Option<CryptMode> {
+        match s {
+            "none" => Some(CryptMode::None),
+            "encrypt" => Some(CryptMode::Encrypt),
+            "sign-only" => Some(CryptMode::SignOnly),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CryptMode::None => "none",
+            CryptMode::Encrypt => "encrypt",
+            CryptMode::SignOnly => "sign-only",
+        }
+    }
+
+    /// Chunks of such an archive are encrypted (sign-only chunks are plain).
+    pub fn encrypts_chunks(self) -> bool {
+        self == CryptMode::Encrypt
+    }
+}
+
+impl FileEntry {
+    /// A blob file's bytes against this entry: size and sha256 of the encoded file.
+    pub fn check_blob(&self, raw: &[u8]) -> Result<()> {
+        if raw.len() as u64 != self.size {
+            return Err(Error::corrupt(
+                "blob",
+                CorruptKind::ManifestMismatch {
+                    field: "size",
+                    actual: raw.len().to_string(),
+                    manifest: self.size.to_string(),
+                },
+            ));
+        }
+        let csum = Digest::of(raw);
+        if csum != self.csum {
+            return Err(Error::corrupt(
+                "blob",
+                CorruptKind::ManifestMismatch {
+                    field: "checksum",
+                    actual: csum.to_hex(),
+                    manifest: self.csum.to_hex(),
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    /// An index against this entry: its checksum and the size it describes.
+    pub fn check_index(&self, idx: &Index) -> Result<()> {
+        if idx.csum() != self.csum {
+            return Err(Error::corrupt(
+                "index",
+                CorruptKind::ManifestMismatch {
+                    field: "checksum",
+                    actual: idx.csum().to_hex(),
+                    manifest: self.csum.to_hex(),
+                },
+            ));
+        }
+        if idx.size() != self.size {
+            return Err(Error::corrupt(
+                "index",
+                CorruptKind::ManifestMismatch {
+                    field: "size",
+                    actual: idx.size().to_string(),
+                    manifest: self.size.to_string(),
+                },
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `unprotected.verify_state`.
@@ -34,27 +123,36 @@ pub struct VerifyState {
 
 impl VerifyState {
     pub fn from_value(v: &Value) -> Result<VerifyState> {
-        let obj = v.as_object().ok_or_else(|| {
-            Error::InvalidVerifyState("verify_state must be a JSON object".into())
+        let obj = v.as_object().ok_or_else(|| Error::InvalidVerifyState {
+            what: VERIFY_STATE.into(),
+            why: "must be a JSON object".into(),
         })?;
         let ok = match obj.get("state").and_then(Value::as_str) {
             Some("ok") => true,
             Some("failed") => false,
             other => {
-                return Err(Error::InvalidVerifyState(format!(
-                    "verify_state.state must be \"ok\" or \"failed\", not {}",
-                    other
-                        .map(|s| format!("\"{s}\""))
-                        .unwrap_or_else(|| "missing".into())
-                )))
+                return Err(Error::InvalidVerifyState {
+                    what: VERIFY_STATE.into(),
+                    why: format!(
+                        "state must be \"ok\" or \"failed\", not {}",
+                        other
+                            .map(|s| format!("\"{s}\""))
+                            .unwrap_or_else(|| "missing".into())
+                    ),
+                })
             }
         };
-        let upid = obj
-            .get("upid")
-            .and_then(Value::as_str)
-            .ok_or_else(|| Error::InvalidVerifyState("verify_state.upid is missing".into()))?;
-        crate::util::upid::Upid::parse(upid)
-            .map_err(|e| Error::InvalidVerifyState(format!("verify_state.upid: {e}")))?;
+        let upid =
+            obj.get("upid")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::InvalidVerifyState {
+                    what: VERIFY_STATE.into(),
+                    why: "upid is missing".into(),
+                })?;
+        crate::util::upid::Upid::parse(upid).map_err(|e| Error::InvalidVerifyState {
+            what: VERIFY_STATE.into(),
+            why: e.to_string(),
+        })?;
         Ok(VerifyState {
             ok,
             upid: upid.to_string(),
@@ -102,9 +200,9 @@ impl Manifest {
 
     pub fn from_json(text: &[u8]) -> Result<Manifest> {
         let v: Value = serde_json::from_slice(text)
-            .map_err(|e| Error::Corrupt(format!("manifest is not valid JSON: {e}")))?;
+            .map_err(|e| Error::format(MANIFEST, format!("not valid JSON: {e}")))?;
         let Value::Object(mut map) = v else {
-            return Err(Error::Corrupt("manifest is not a JSON object".into()));
+            return Err(Error::format(MANIFEST, "not a JSON object"));
         };
         // Pre-0.8 manifests have no `unprotected`; PBS treats that as `{}`.
         match map.get("unprotected") {
@@ -112,11 +210,7 @@ impl Manifest {
                 map.insert("unprotected".into(), Value::Object(Map::new()));
             }
             Some(Value::Object(_)) => {}
-            Some(_) => {
-                return Err(Error::Corrupt(
-                    "manifest 'unprotected' is not an object".into(),
-                ))
-            }
+            Some(_) => return Err(Error::format(MANIFEST, "'unprotected' is not an object")),
         }
         let m = Manifest { map };
         m.validate()?;
@@ -132,17 +226,17 @@ impl Manifest {
     fn validate(&self) -> Result<()> {
         let s = |k: &str| -> Result<&str> {
             self.map.get(k).and_then(Value::as_str).ok_or_else(|| {
-                Error::Corrupt(format!("manifest key '{k}' missing or not a string"))
+                Error::format(MANIFEST, format!("key '{k}' missing or not a string"))
             })
         };
         crate::store::format::names::BackupType::parse(s("backup-type")?)
-            .map_err(|e| Error::Corrupt(format!("manifest: {e}")))?;
+            .map_err(|e| Error::format(MANIFEST, e))?;
         s("backup-id")?;
         self.map
             .get("backup-time")
             .and_then(Value::as_i64)
             .ok_or_else(|| {
-                Error::Corrupt("manifest key 'backup-time' missing or not an integer".into())
+                Error::format(MANIFEST, "key 'backup-time' missing or not an integer")
             })?;
         self.files()?;
         Ok(())
@@ -166,13 +260,16 @@ impl Manifest {
             || self.backup_id() != dir.group.id
             || self.backup_time() != dir.time
         {
-            return Err(Error::Corrupt(format!(
-                "manifest describes {}/{}/{} but lies in {dir}",
-                self.backup_type(),
-                self.backup_id(),
-                crate::util::time::format_utc(self.backup_time())
-                    .unwrap_or_else(|| self.backup_time().to_string())
-            )));
+            return Err(Error::format(
+                MANIFEST,
+                format!(
+                    "describes {}/{}/{} but lies in {dir}",
+                    self.backup_type(),
+                    self.backup_id(),
+                    crate::util::time::format_utc(self.backup_time())
+                        .unwrap_or_else(|| self.backup_time().to_string())
+                ),
+            ));
         }
         Ok(())
     }
@@ -180,16 +277,12 @@ impl Manifest {
     pub fn files(&self) -> Result<Vec<FileEntry>> {
         let arr = match self.map.get("files") {
             Some(Value::Array(a)) => a,
-            _ => {
-                return Err(Error::Corrupt(
-                    "manifest 'files' missing or not an array".into(),
-                ))
-            }
+            _ => return Err(Error::format(MANIFEST, "'files' missing or not an array")),
         };
         arr.iter()
             .enumerate()
             .map(|(i, f)| {
-                let bad = |what: &str| Error::Corrupt(format!("manifest files[{i}]: {what}"));
+                let bad = |what: &str| Error::format(MANIFEST, format!("files[{i}]: {what}"));
                 let filename = f
                     .get("filename")
                     .and_then(Value::as_str)
@@ -198,12 +291,9 @@ impl Manifest {
                     return Err(bad(&format!("invalid filename '{filename}'")));
                 }
                 let crypt_mode = match f.get("crypt-mode") {
-                    None | Some(Value::Null) => "none".to_string(),
-                    Some(Value::String(s))
-                        if ["none", "encrypt", "sign-only"].contains(&s.as_str()) =>
-                    {
-                        s.clone()
-                    }
+                    None | Some(Value::Null) => CryptMode::None,
+                    Some(Value::String(s)) => CryptMode::parse(s)
+                        .ok_or_else(|| bad(&format!("invalid crypt-mode \"{s}\"")))?,
                     Some(other) => return Err(bad(&format!("invalid crypt-mode {other}"))),
                 };
                 let size = f
@@ -236,7 +326,7 @@ impl Manifest {
     pub fn add_file(&mut self, entry: &FileEntry) {
         let mut m = Map::new();
         m.insert("filename".into(), Value::from(entry.filename.clone()));
-        m.insert("crypt-mode".into(), Value::from(entry.crypt_mode.clone()));
+        m.insert("crypt-mode".into(), Value::from(entry.crypt_mode.as_str()));
         m.insert("size".into(), Value::from(entry.size));
         m.insert("csum".into(), Value::from(entry.csum.to_hex()));
         let arr = self
@@ -351,6 +441,6 @@ mod tests {
         )
         .unwrap();
         assert!(m.unprotected().is_empty());
-        assert_eq!(m.files().unwrap()[0].crypt_mode, "none");
+        assert_eq!(m.files().unwrap()[0].crypt_mode, CryptMode::None);
     }
 }

@@ -2,6 +2,7 @@
 //! fixed and dynamic indexes, manifests, names (namespace, group, snapshot, archive) and
 //! notes. Everything here parses untrusted bytes and is what fuzzing targets.
 
+pub mod archive;
 pub mod blob;
 pub mod index;
 pub mod manifest;

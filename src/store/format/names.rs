@@ -45,23 +45,24 @@ impl BackupNamespace {
     /// This namespace with one more component.
     pub fn child(&self, name: &str) -> Result<BackupNamespace> {
         if !is_safe_id(name) {
-            return Err(Error::InvalidInput(format!(
-                "'{name}' is not a valid namespace name"
-            )));
+            return Err(Error::invalid(
+                format!("'{name}'"),
+                "not a valid namespace name",
+            ));
         }
         let mut v = self.0.clone();
         v.push(name.to_string());
         if v.len() > MAX_NAMESPACE_DEPTH {
-            return Err(Error::InvalidInput(format!(
-                "namespace '{}' is deeper than {MAX_NAMESPACE_DEPTH} levels",
-                v.join("/")
-            )));
+            return Err(Error::invalid(
+                format!("namespace '{}'", v.join("/")),
+                format!("deeper than {MAX_NAMESPACE_DEPTH} levels"),
+            ));
         }
         if v.join("/").len() > MAX_NAMESPACE_LENGTH {
-            return Err(Error::InvalidInput(format!(
-                "namespace '{}' is longer than {MAX_NAMESPACE_LENGTH} bytes",
-                v.join("/")
-            )));
+            return Err(Error::invalid(
+                format!("namespace '{}'", v.join("/")),
+                format!("longer than {MAX_NAMESPACE_LENGTH} bytes"),
+            ));
         }
         Ok(BackupNamespace(v))
     }
@@ -118,9 +119,10 @@ impl BackupType {
             "vm" => Ok(BackupType::Vm),
             "ct" => Ok(BackupType::Ct),
             "host" => Ok(BackupType::Host),
-            _ => Err(Error::InvalidInput(format!(
-                "'{s}' is not a backup type (vm, ct or host)"
-            ))),
+            _ => Err(Error::invalid(
+                format!("'{s}'"),
+                "not a backup type (vm, ct or host)",
+            )),
         }
     }
 }
@@ -142,9 +144,7 @@ pub struct BackupGroup {
 impl BackupGroup {
     pub fn new(ns: BackupNamespace, ty: BackupType, id: &str) -> Result<BackupGroup> {
         if !is_safe_id(id) {
-            return Err(Error::InvalidInput(format!(
-                "'{id}' is not a valid backup id"
-            )));
+            return Err(Error::invalid(format!("'{id}'"), "not a valid backup id"));
         }
         Ok(BackupGroup {
             ns,
@@ -157,7 +157,7 @@ impl BackupGroup {
     pub fn parse(ns: &BackupNamespace, s: &str) -> Result<BackupGroup> {
         let (ty, id) = s
             .split_once('/')
-            .ok_or_else(|| Error::InvalidInput(format!("'{s}' is not a group: use TYPE/ID")))?;
+            .ok_or_else(|| Error::invalid(format!("'{s}'"), "not a group: use TYPE/ID"))?;
         BackupGroup::new(ns.clone(), BackupType::parse(ty)?, id)
     }
 
@@ -187,23 +187,36 @@ pub struct BackupDir {
 impl BackupDir {
     pub fn new(group: BackupGroup, time: i64) -> Result<BackupDir> {
         if time::format_utc(time).is_none() {
-            return Err(Error::InvalidInput(format!(
-                "backup time {time} is outside the years 0..9999"
-            )));
+            return Err(Error::invalid(
+                format!("backup time {time}"),
+                "outside the years 0..9999",
+            ));
         }
         Ok(BackupDir { group, time })
     }
 
+    /// PBS's worker id for a task on this snapshot (verify), in store `store`.
+    pub fn worker_id(&self, store: &str) -> String {
+        crate::util::upid::snapshot_worker_id(
+            store,
+            self.group.ns.components(),
+            self.group.ty.as_str(),
+            &self.group.id,
+            self.time,
+        )
+    }
+
     /// Parse `TYPE/ID/YYYY-MM-DDTHH:MM:SSZ`.
     pub fn parse(ns: &BackupNamespace, s: &str) -> Result<BackupDir> {
-        let (g, t) = s.rsplit_once('/').ok_or_else(|| {
-            Error::InvalidInput(format!("'{s}' is not a snapshot: use TYPE/ID/TIME"))
-        })?;
+        let (g, t) = s
+            .rsplit_once('/')
+            .ok_or_else(|| Error::invalid(format!("'{s}'"), "not a snapshot: use TYPE/ID/TIME"))?;
         let group = BackupGroup::parse(ns, g)?;
         let time = time::parse_snapshot_time(t).ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "'{t}' is not a snapshot time (YYYY-MM-DDTHH:MM:SSZ)"
-            ))
+            Error::invalid(
+                format!("'{t}'"),
+                "not a snapshot time (YYYY-MM-DDTHH:MM:SSZ)",
+            )
         })?;
         BackupDir::new(group, time)
     }

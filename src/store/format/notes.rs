@@ -9,17 +9,18 @@ pub const MAX_NOTES_LEN: usize = 1024 * 1024;
 /// Check notes content and return it as a string.
 pub fn validate_notes(bytes: &[u8], what: &str) -> Result<String> {
     if bytes.len() > MAX_NOTES_LEN {
-        return Err(Error::TooLarge(format!(
-            "{what}: notes of {} bytes exceed the limit of {MAX_NOTES_LEN}",
-            bytes.len()
-        )));
+        return Err(Error::TooLarge {
+            what: format!("{what}: notes"),
+            size: bytes.len() as u64,
+            limit: MAX_NOTES_LEN as u64,
+        });
     }
     match std::str::from_utf8(bytes) {
         Ok(s) => Ok(s.to_string()),
-        Err(e) => Err(Error::InvalidUtf8(format!(
-            "{what}: notes are not valid UTF-8 (invalid byte at offset {})",
-            e.valid_up_to()
-        ))),
+        Err(e) => Err(Error::InvalidUtf8 {
+            what: format!("{what}: notes"),
+            offset: e.valid_up_to(),
+        }),
     }
 }
 
@@ -35,12 +36,12 @@ mod tests {
         );
         assert!(matches!(
             validate_notes(&[0xff], "x"),
-            Err(Error::InvalidUtf8(_))
+            Err(Error::InvalidUtf8 { .. })
         ));
         assert!(validate_notes(&vec![b'a'; MAX_NOTES_LEN], "x").is_ok());
         assert!(matches!(
             validate_notes(&vec![b'a'; MAX_NOTES_LEN + 1], "x"),
-            Err(Error::TooLarge(_))
+            Err(Error::TooLarge { .. })
         ));
     }
 }

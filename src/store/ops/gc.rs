@@ -112,14 +112,14 @@ fn check_atime_updates(ds: &Datastore, start: i64) -> Result<()> {
         let now = fs::metadata(&f.path).ctx(f.path.display())?.atime();
         if now < start - 1 {
             let _ = sys::set_atime(&f.path, old);
-            return Err(Error::Io {
-                context: format!(
+            return Err(Error::io(
+                format!(
                     "gc: the filesystem of {} does not honour atime updates (touched {}, atime stayed {now})",
                     ds.root().display(),
                     f.path.display()
                 ),
-                source: std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
-            });
+                std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+            ));
         }
         return Ok(());
     }

@@ -89,8 +89,7 @@ fn period_id(p: Period, time: i64) -> Result<String> {
     if let Period::Last = p {
         return Ok(time.to_string());
     }
-    let tm = sys::localtime(time)
-        .map_err(|e| Error::InvalidInput(format!("local time of {time}: {e}")))?;
+    let tm = sys::localtime(time).map_err(|e| Error::io(format!("local time of {time}"), e))?;
     Ok(match p {
         Period::Last => unreachable!(),
         Period::Hourly => format!("{}/{:02}/{:02}/{:02}", tm.year, tm.month, tm.mday, tm.hour),

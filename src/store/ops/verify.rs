@@ -10,13 +10,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::Mutex;
 
 use crate::store::chunks::ChunkCheck;
+use crate::store::format::archive::ArchiveKind;
 use crate::store::format::blob;
 use crate::store::format::index::Index;
-use crate::store::format::manifest::VerifyState;
+use crate::store::format::manifest::{FileEntry, VerifyState};
 use crate::store::format::names::BackupDir;
 use crate::store::Datastore;
 use crate::util::digest::Digest;
-use crate::util::error::{Error, Result};
+use crate::util::error::{CorruptKind, Error, IoContext, Result};
 use crate::util::upid::Upid;
 
 #[derive(Debug, Clone, Default)]
@@ -42,7 +43,7 @@ pub enum SnapshotOutcome {
 pub struct VerifyReport {
     pub snapshots: Vec<(BackupDir, SnapshotOutcome)>,
     /// Each bad chunk, why, and the archives (`snapshot/file`) referencing it.
-    pub bad_chunks: BTreeMap<Digest, (String, Vec<String>)>,
+    pub bad_chunks: BTreeMap<Digest, BadChunk>,
     pub chunks_checked: u64,
     pub encrypted_chunks: u64,
     /// Errors recording verify_state (not damage).
@@ -57,34 +58,46 @@ impl VerifyReport {
     }
 }
 
+/// A chunk that failed its check.
+#[derive(Debug, Clone)]
+pub struct BadChunk {
+    pub error: Error,
+    /// The archives (`snapshot/file`) that reference it.
+    pub archives: Vec<String>,
+}
+
+impl BadChunk {
+    /// Missing rather than damaged: nothing to rename.
+    pub fn is_missing(&self) -> bool {
+        matches!(self.error.kind(), Error::ChunkMissing { .. })
+    }
+
+    /// Why, without the digest and path the report already names.
+    pub fn reason(&self) -> String {
+        reason(&self.error)
+    }
+}
+
+fn reason(e: &Error) -> String {
+    match e.kind() {
+        Error::ChunkMissing { .. } => "missing".into(),
+        Error::ChunkCorrupt { why, .. } => why.to_string(),
+        other => other.to_string(),
+    }
+}
+
 #[derive(Debug, Clone)]
 enum ChunkResult {
     /// Verified; plain length.
     Good(u64),
     Encrypted,
-    Bad(String),
+    Bad(Error),
 }
 
 /// Results shared across snapshots of one run.
 #[derive(Default)]
 struct Cache {
     chunks: Mutex<HashMap<Digest, ChunkResult>>,
-}
-
-/// PBS's worker id of a snapshot task: `<store>:[<ns>/]<type>/<id>/<TIME as %08X>`.
-pub fn snapshot_worker_id(ds: &Datastore, d: &BackupDir) -> String {
-    let ns = if d.group.ns.is_root() {
-        String::new()
-    } else {
-        format!("{}/", d.group.ns)
-    };
-    format!(
-        "{}:{ns}{}/{}/{:08X}",
-        ds.name(),
-        d.group.ty,
-        d.group.id,
-        d.time
-    )
 }
 
 /// Should `--ignore-verified` skip a snapshot with this state?
@@ -124,7 +137,7 @@ pub fn verify_snapshots(
             } else {
                 &opts.worker_type
             };
-            let wid = snapshot_worker_id(ds, d);
+            let wid = d.worker_id(&ds.name());
             let state = VerifyState {
                 ok: outcome == SnapshotOutcome::Ok,
                 upid: Upid::new(worker, &wid, "root@pam").to_string(),
@@ -143,8 +156,8 @@ pub fn verify_snapshots(
     }
     report.chunks_checked = cache.chunks.lock().len() as u64;
     if opts.rename_bad {
-        for (digest, (why, _)) in &report.bad_chunks {
-            if why.contains("missing") {
+        for (digest, bad) in &report.bad_chunks {
+            if bad.is_missing() {
                 continue;
             }
             match ds.chunk_store().rename_bad(digest) {
@@ -165,9 +178,9 @@ fn verify_one(
     cache: &Cache,
     report: &mut VerifyReport,
 ) -> Result<SnapshotOutcome> {
-    let _lock = match ds.locker().lock_snapshot(d, false) {
+    let _lock = match ds.locker().lock_snapshot_shared(d) {
         Ok(l) => l,
-        Err(e @ Error::LockBusy(_)) => return Ok(SnapshotOutcome::Locked(e.to_string())),
+        Err(e @ Error::LockBusy { .. }) => return Ok(SnapshotOutcome::Locked(e.to_string())),
         Err(e) => return Err(e),
     };
     let m = ds.load_manifest(d)?;
@@ -179,55 +192,52 @@ fn verify_one(
     for f in m.files()? {
         let path = folder.join(&f.filename);
         let what = format!("{d}/{}", f.filename);
-        if f.filename.ends_with(".blob") {
+        let Some(kind) = ArchiveKind::of_file(&f.filename) else {
+            continue;
+        };
+        if !kind.is_index() {
             if let Err(e) = check_blob(&path, &f) {
                 problems.push(format!("{what}: {e}"));
             }
             continue;
         }
-        if !(f.filename.ends_with(".fidx") || f.filename.ends_with(".didx")) {
-            continue;
-        }
-        let idx = match Index::open(&path) {
+        let idx = match Index::open(&path).and_then(|idx| f.check_index(&idx).map(|_| idx)) {
             Ok(i) => i,
             Err(e) => {
                 problems.push(format!("{what}: {e}"));
                 continue;
             }
         };
-        if idx.csum() != f.csum {
-            problems.push(format!(
-                "{what}: index checksum {} differs from the manifest's {}",
-                idx.csum(),
-                f.csum
-            ));
-        }
-        if idx.size() != f.size {
-            problems.push(format!(
-                "{what}: index size {} differs from the manifest's {}",
-                idx.size(),
-                f.size
-            ));
-        }
         let chunks: Vec<(Digest, u64)> = idx.chunks().map(|c| (c.digest, c.len())).collect();
         check_chunks(ds, &chunks, cache);
         let results = cache.chunks.lock();
         for (digest, len) in &chunks {
             let bad = match &results[digest] {
                 ChunkResult::Good(l) if l == len => None,
-                ChunkResult::Good(l) => Some(format!("length {l} differs from the index's {len}")),
+                // Verified earlier in this run at another index's length.
+                ChunkResult::Good(l) => Some(Error::ChunkCorrupt {
+                    digest: *digest,
+                    path: ds.chunk_store().chunk_path(digest),
+                    why: CorruptKind::Length {
+                        actual: *l,
+                        expected: *len,
+                    },
+                }),
                 ChunkResult::Encrypted => None,
-                ChunkResult::Bad(why) => Some(why.clone()),
+                ChunkResult::Bad(e) => Some(e.clone()),
             };
-            if let Some(why) = bad {
+            if let Some(error) = bad {
+                problems.push(format!("{what}: chunk {digest}: {}", reason(&error)));
                 let entry = report
                     .bad_chunks
                     .entry(*digest)
-                    .or_insert_with(|| (why.clone(), Vec::new()));
-                if !entry.1.contains(&what) {
-                    entry.1.push(what.clone());
+                    .or_insert_with(|| BadChunk {
+                        error,
+                        archives: Vec::new(),
+                    });
+                if !entry.archives.contains(&what) {
+                    entry.archives.push(what.clone());
                 }
-                problems.push(format!("{what}: chunk {digest}: {why}"));
             }
         }
         report.encrypted_chunks += chunks
@@ -270,7 +280,7 @@ fn check_chunks(ds: &Datastore, chunks: &[(Digest, u64)], cache: &Cache) {
                 let r = match store.verify_chunk(digest, Some(*len)) {
                     Ok(ChunkCheck::Verified) => ChunkResult::Good(*len),
                     Ok(ChunkCheck::EncryptedUnverifiable) => ChunkResult::Encrypted,
-                    Err(e) => ChunkResult::Bad(short_reason(&e, digest)),
+                    Err(e) => ChunkResult::Bad(e),
                 };
                 cache.chunks.lock().insert(*digest, r);
             });
@@ -278,34 +288,13 @@ fn check_chunks(ds: &Datastore, chunks: &[(Digest, u64)], cache: &Cache) {
     });
 }
 
-/// The reason without the "chunk <digest> (<path>): " prefix the store adds.
-fn short_reason(e: &Error, digest: &Digest) -> String {
-    let s = e.to_string();
-    let prefix = format!("chunk {digest} (");
-    match s.strip_prefix(&prefix).and_then(|r| r.split_once("): ")) {
-        Some((_, why)) => why.to_string(),
-        None => s,
-    }
-}
-
-fn check_blob(path: &std::path::Path, f: &crate::store::format::manifest::FileEntry) -> Result<()> {
-    let raw = std::fs::read(path).map_err(|e| Error::io("blob", e))?;
-    if raw.len() as u64 != f.size {
-        return Err(Error::Corrupt(format!(
-            "blob has {} bytes, the manifest says {}",
-            raw.len(),
-            f.size
-        )));
-    }
-    let csum = Digest::of(&raw);
-    if csum != f.csum {
-        return Err(Error::Corrupt(format!(
-            "blob checksum {csum} differs from the manifest's {}",
-            f.csum
-        )));
-    }
+/// A blob against its manifest entry; an encrypted blob can only be CRC-checked.
+fn check_blob(path: &std::path::Path, f: &FileEntry) -> Result<()> {
+    let raw = std::fs::read(path).ctx(path.display())?;
+    f.check_blob(&raw)?;
     match blob::decode(&raw) {
-        Ok(_) | Err(Error::Encrypted(_)) => Ok(()),
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.kind(), Error::Encrypted { .. }) => Ok(()),
         Err(e) => Err(e),
     }
 }

@@ -6,7 +6,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::store::format::index::{header, read_u64, ChunkInfo, INDEX_HEADER_SIZE};
 use crate::util::digest::Digest;
-use crate::util::error::{Error, Result};
+use crate::util::error::{CorruptKind, Error, Result};
+
+const DIDX: &str = "dynamic index";
 
 /// `sha256("Proxmox Backup dynamic sized chunk index v1.0")[0..8]`
 pub const DYNAMIC_INDEX_MAGIC: [u8; 8] = [28, 145, 78, 165, 25, 186, 179, 205];
@@ -42,16 +44,17 @@ impl DynamicIndex {
 
     pub fn parse(raw: &[u8]) -> Result<DynamicIndex> {
         if raw.len() < INDEX_HEADER_SIZE || raw[..8] != DYNAMIC_INDEX_MAGIC {
-            return Err(Error::Corrupt(
-                "not a dynamic index (bad magic or truncated header)".into(),
-            ));
+            return Err(Error::format(DIDX, "bad magic or truncated header"));
         }
         let body = &raw[INDEX_HEADER_SIZE..];
         if !body.len().is_multiple_of(40) {
-            return Err(Error::Corrupt(format!(
-                "dynamic index has {} entry bytes, not a multiple of 40 (truncated?)",
-                body.len()
-            )));
+            return Err(Error::corrupt(
+                DIDX,
+                CorruptKind::Size {
+                    len: raw.len() as u64,
+                    why: "entries are not a multiple of 40 bytes (truncated?)",
+                },
+            ));
         }
         let entries: Vec<(u64, Digest)> = body
             .chunks_exact(40)
@@ -66,9 +69,10 @@ impl DynamicIndex {
         let stored = Digest(raw[32..64].try_into().expect("32 bytes"));
         let csum = Digest(Sha256::digest(body).into());
         if csum != stored {
-            return Err(Error::Corrupt(format!(
-                "dynamic index checksum mismatch (stored {stored}, computed {csum})"
-            )));
+            return Err(Error::format(
+                DIDX,
+                format!("checksum mismatch (stored {stored}, computed {csum})"),
+            ));
         }
         Ok(DynamicIndex {
             uuid: raw[8..24].try_into().expect("16 bytes"),
@@ -115,9 +119,10 @@ fn check_ends(entries: &[(u64, Digest)]) -> Result<()> {
     let mut prev = 0u64;
     for (i, (end, _)) in entries.iter().enumerate() {
         if *end <= prev {
-            return Err(Error::Corrupt(format!(
-                "dynamic index entry {i}: end offset {end} does not increase (previous {prev})"
-            )));
+            return Err(Error::format(
+                DIDX,
+                format!("entry {i}: end offset {end} does not increase (previous {prev})"),
+            ));
         }
         prev = *end;
     }

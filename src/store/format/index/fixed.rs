@@ -5,7 +5,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::store::format::index::{header, read_u64, ChunkInfo, INDEX_HEADER_SIZE};
 use crate::util::digest::Digest;
-use crate::util::error::{Error, Result};
+use crate::util::error::{CorruptKind, Error, Result};
+
+const FIDX: &str = "fixed index";
 
 /// `sha256("Proxmox Backup fixed sized chunk index v1.0")[0..8]`
 pub const FIXED_INDEX_MAGIC: [u8; 8] = [47, 127, 65, 237, 145, 253, 15, 205];
@@ -34,16 +36,20 @@ impl FixedIndex {
     /// A new index of `size` bytes in chunks of `chunk_size`, digests in order.
     pub fn new(size: u64, chunk_size: u64, digests: Vec<Digest>, ctime: i64) -> Result<FixedIndex> {
         if !chunk_size.is_power_of_two() {
-            return Err(Error::InvalidInput(format!(
-                "chunk size {chunk_size} is not a power of two"
-            )));
+            return Err(Error::invalid(
+                format!("chunk size {chunk_size}"),
+                "not a power of two",
+            ));
         }
         let n = size.div_ceil(chunk_size);
         if n != digests.len() as u64 {
-            return Err(Error::InvalidInput(format!(
-                "{} digests for {size} bytes in chunks of {chunk_size} ({n} expected)",
-                digests.len()
-            )));
+            return Err(Error::invalid(
+                "fixed index",
+                format!(
+                    "{} digests for {size} bytes in chunks of {chunk_size} ({n} expected)",
+                    digests.len()
+                ),
+            ));
         }
         Ok(FixedIndex {
             uuid: crate::store::files::random_bytes(),
@@ -57,27 +63,29 @@ impl FixedIndex {
 
     pub fn parse(raw: &[u8]) -> Result<FixedIndex> {
         if raw.len() < INDEX_HEADER_SIZE || raw[..8] != FIXED_INDEX_MAGIC {
-            return Err(Error::Corrupt(
-                "not a fixed index (bad magic or truncated header)".into(),
-            ));
+            return Err(Error::format(FIDX, "bad magic or truncated header"));
         }
         let size = read_u64(raw, 64);
         let chunk_size = read_u64(raw, 72);
         if chunk_size == 0 || !chunk_size.is_power_of_two() {
-            return Err(Error::Corrupt(format!(
-                "fixed index chunk size {chunk_size} is not a power of two"
-            )));
+            return Err(Error::format(
+                FIDX,
+                format!("chunk size {chunk_size} is not a power of two"),
+            ));
         }
         let n = size.div_ceil(chunk_size);
         let expected = n
             .checked_mul(32)
             .and_then(|b| b.checked_add(INDEX_HEADER_SIZE as u64))
-            .ok_or_else(|| Error::Corrupt(format!("fixed index size {size} overflows")))?;
+            .ok_or_else(|| Error::format(FIDX, format!("size {size} overflows")))?;
         if raw.len() as u64 != expected {
-            return Err(Error::Corrupt(format!(
-                "fixed index has {} bytes, {expected} expected for {size} bytes in chunks of {chunk_size} (truncated?)",
-                raw.len()
-            )));
+            return Err(Error::corrupt(
+                FIDX,
+                CorruptKind::Size {
+                    len: raw.len() as u64,
+                    why: "differs from what the header's size and chunk size need (truncated?)",
+                },
+            ));
         }
         let digests: Vec<Digest> = raw[INDEX_HEADER_SIZE..]
             .chunks_exact(32)
@@ -86,9 +94,10 @@ impl FixedIndex {
         let stored = Digest(raw[32..64].try_into().expect("32 bytes"));
         let csum = compute_csum(&digests);
         if csum != stored {
-            return Err(Error::Corrupt(format!(
-                "fixed index checksum mismatch (stored {stored}, computed {csum})"
-            )));
+            return Err(Error::format(
+                FIDX,
+                format!("checksum mismatch (stored {stored}, computed {csum})"),
+            ));
         }
         Ok(FixedIndex {
             uuid: raw[8..24].try_into().expect("16 bytes"),

@@ -11,7 +11,7 @@ use crate::store::files::{self, Owner};
 use crate::store::format::index::dynamic::{DynamicIndex, DYNAMIC_INDEX_MAGIC};
 use crate::store::format::index::fixed::{FixedIndex, FIXED_INDEX_MAGIC};
 use crate::util::digest::Digest;
-use crate::util::error::{Error, IoContext, Result};
+use crate::util::error::{CorruptKind, Error, IoContext, Result};
 
 pub const INDEX_HEADER_SIZE: usize = 4096;
 pub const INDEX_FILE_MODE: u32 = 0o644;
@@ -50,18 +50,18 @@ impl Index {
 
     pub fn parse(raw: &[u8]) -> Result<Index> {
         if raw.len() < INDEX_HEADER_SIZE {
-            return Err(Error::Corrupt(format!(
-                "index truncated: {} bytes, the header alone is {INDEX_HEADER_SIZE}",
-                raw.len()
-            )));
+            return Err(Error::corrupt(
+                "index",
+                CorruptKind::Truncated {
+                    len: raw.len() as u64,
+                    need: INDEX_HEADER_SIZE as u64,
+                },
+            ));
         }
         match <[u8; 8]>::try_from(&raw[..8]).expect("8 bytes") {
             FIXED_INDEX_MAGIC => Ok(Index::Fixed(FixedIndex::parse(raw)?)),
             DYNAMIC_INDEX_MAGIC => Ok(Index::Dynamic(DynamicIndex::parse(raw)?)),
-            m => Err(Error::Corrupt(format!(
-                "unknown index magic {}",
-                crate::util::digest::hex(&m)
-            ))),
+            _ => Err(Error::corrupt("index", CorruptKind::Magic)),
         }
     }
 
@@ -121,10 +121,10 @@ pub fn write_index_file(target: &Path, bytes: &[u8], owner: Owner) -> Result<()>
     let name = target
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::InvalidInput(format!("bad index path {}", target.display())))?;
+        .ok_or_else(|| Error::invalid(target.display(), "not an index file name"))?;
     let (stem, ext) = name
         .rsplit_once('.')
-        .ok_or_else(|| Error::InvalidInput(format!("index name {name} has no extension")))?;
+        .ok_or_else(|| Error::invalid(name, "an index name needs an extension"))?;
     let tmp = target.with_file_name(format!("{stem}.tmp_{ext}"));
     let _ = fs::remove_file(&tmp);
     let mut file = files::create_new(&tmp, INDEX_FILE_MODE, owner)?;

@@ -1,0 +1,201 @@
+//! Archive files of a snapshot: which ones it shows, their attributes, and reads. A
+//! snapshot shows what its manifest lists, plus `client.log.blob` (never listed, spec
+//! §1.6; CRC-checked when read); every open checks the index or blob against the
+//! manifest (`Datastore::open_archive`, as `cat` does) and reads go through the store's
+//! `IndexReader`. When the manifest cannot be read, the archive files found in the
+//! folder are still listed, and opening one fails with the manifest's error (EIO).
+
+use std::os::unix::fs::MetadataExt;
+
+use crate::store::chunks::reader::ArchiveData;
+use crate::store::format::archive::{ArchiveKind, ArchiveName, Storage};
+use crate::store::format::manifest::CLIENT_LOG_BLOB_NAME;
+use crate::store::format::names::BackupDir;
+use crate::store::lock::SharedSnapshotLock;
+use crate::util::error::{CorruptKind, Error, IoContext, Result};
+use crate::util::ReadAt;
+
+use super::node::{attr_from_md, Node};
+use super::{Attr, Kind, Vfs};
+
+/// An open archive file: its verified content source, and the shared snapshot lock that
+/// keeps prune and forget away while it is open (as PBS's restore does).
+#[derive(Debug)]
+pub struct ArchiveHandle {
+    data: ArchiveData,
+    _lock: SharedSnapshotLock,
+}
+
+impl Vfs {
+    /// The archive files snapshot `d` shows, by their short names.
+    pub(super) fn list_archives(&self, d: &BackupDir) -> Result<Vec<(String, Node)>> {
+        let mut out: Vec<(String, Node)> = Vec::new();
+        for name in self.archive_names(d)? {
+            if out.iter().any(|(n, _)| n == name.short()) {
+                log::debug!("snapshot {d}: {name} hides behind an earlier name");
+                continue;
+            }
+            match self.archive_node(d, &name) {
+                Ok(n) => out.push((name.short().to_string(), n)),
+                Err(e) => log::debug!("snapshot {d}: skipping {name}: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The archive that `short` names in snapshot `d`, if it shows one.
+    pub(super) fn lookup_archive(&self, d: &BackupDir, short: &str) -> Result<Option<Node>> {
+        match self
+            .archive_names(d)?
+            .into_iter()
+            .find(|n| n.short() == short)
+        {
+            Some(name) => self.archive_node(d, &name).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Listed in the manifest (or, when it cannot be read, found in the folder), plus
+    /// `client.log.blob` when present.
+    fn archive_names(&self, d: &BackupDir) -> Result<Vec<ArchiveName>> {
+        let view = self.snap_view(d)?;
+        let mut names = match &view.manifest {
+            Ok((m, _)) => m
+                .files()?
+                .iter()
+                .filter_map(|f| match ArchiveName::parse(&f.filename) {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        log::debug!("snapshot {d}: not showing {}: {e}", f.filename);
+                        None
+                    }
+                })
+                .collect(),
+            Err(_) => self.ds.snapshot_files(d)?,
+        };
+        let log_present = self
+            .ds
+            .snapshot_path(d)
+            .join(CLIENT_LOG_BLOB_NAME)
+            .is_file();
+        if log_present && !names.iter().any(|n| n.kind() == ArchiveKind::ClientLog) {
+            names.push(ArchiveName::parse(CLIENT_LOG_BLOB_NAME)?);
+        }
+        Ok(names)
+    }
+
+    /// The node of an archive: keyed by the checksum the manifest gives it (or the file's
+    /// identity when the manifest has none), so new content is a new inode.
+    pub(super) fn archive_node(&self, d: &BackupDir, name: &ArchiveName) -> Result<Node> {
+        let listed = self
+            .snap_view(d)
+            .ok()
+            .and_then(|v| v.manifest.as_ref().ok().and_then(|m| m.0.file(name.file())));
+        let tag = match listed {
+            Some(entry) => entry.csum.to_hex(),
+            None => {
+                let path = self.ds.snapshot_path(d).join(name.file());
+                let md = std::fs::metadata(&path).ctx(path.display())?;
+                format!(
+                    "i{}-{}.{}-{}",
+                    md.ino(),
+                    md.mtime(),
+                    md.mtime_nsec(),
+                    md.len()
+                )
+            }
+        };
+        Ok(Node::Archive {
+            dir: d.clone(),
+            file: name.clone(),
+            tag,
+        })
+    }
+
+    /// Attributes: read-only, the file's owner and mtime, the size of the content a
+    /// read returns (image or stream length, decoded blob size).
+    pub(super) fn archive_attr(
+        &self,
+        node: &Node,
+        d: &BackupDir,
+        name: &ArchiveName,
+    ) -> Result<Attr> {
+        let path = self.ds.snapshot_path(d).join(name.file());
+        let md = match std::fs::metadata(&path) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Listed by the manifest, gone from the folder: damage, not absence.
+                return Err(Error::corrupt(
+                    format!("{d}/{name}"),
+                    CorruptKind::Format("listed in the manifest but missing".into()),
+                ));
+            }
+            Err(e) => return Err(Error::io(path.display(), e)),
+        };
+        let size = self.archive_size(node, d, name, &md)?;
+        Ok(attr_from_md(Kind::File, &md, 0o444, size))
+    }
+
+    fn archive_size(
+        &self,
+        node: &Node,
+        d: &BackupDir,
+        name: &ArchiveName,
+        md: &std::fs::Metadata,
+    ) -> Result<u64> {
+        if let Some(s) = self.sizes.get(node) {
+            return Ok(s);
+        }
+        let view = self.snap_view(d)?;
+        let size = match (&view.manifest, name.kind().storage()) {
+            (Ok((m, _)), Storage::FixedIndex | Storage::DynamicIndex) => {
+                match m.file(name.file()) {
+                    Some(entry) => entry.size,
+                    None => md.len(),
+                }
+            }
+            // A blob shows its decoded size, which only decoding tells.
+            (Ok((m, _)), Storage::Blob) => {
+                match self.ds.open_archive(d, m, name, self.cache.clone()) {
+                    Ok(data) => data.size(),
+                    // The open that reads it reports why; until then, the file size.
+                    Err(_) => md.len(),
+                }
+            }
+            (Err(_), _) => md.len(),
+        };
+        self.sizes.insert(node.clone(), size);
+        Ok(size)
+    }
+
+    /// Open an archive: lock the snapshot shared, check its index or blob against the
+    /// manifest.
+    pub(super) fn open_archive(&self, d: &BackupDir, name: &ArchiveName) -> Result<ArchiveHandle> {
+        let lock = self.ds.locker().lock_snapshot_shared(d)?;
+        let view = self.snap_view(d)?;
+        let (m, _) = view.manifest()?;
+        let data = match self.ds.open_archive(d, m, name, self.cache.clone())? {
+            ArchiveData::Index(r) => ArchiveData::Index(r.with_readahead(self.prefetch.clone())),
+            blob @ ArchiveData::Blob(_) => blob,
+        };
+        Ok(ArchiveHandle { data, _lock: lock })
+    }
+
+    /// `size` bytes at `offset` (fewer only at the end of the file).
+    pub(super) fn read_archive(
+        &self,
+        h: &ArchiveHandle,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>> {
+        let total = h.data.size();
+        let want = (size as u64).min(total.saturating_sub(offset)) as usize;
+        let mut buf = vec![0u8; want];
+        let n = match &h.data {
+            ArchiveData::Blob(data) => data.as_slice().read_at(offset, &mut buf)?,
+            ArchiveData::Index(r) => r.read_at(offset, &mut buf)?,
+        };
+        buf.truncate(n);
+        Ok(buf)
+    }
+}

@@ -1,0 +1,231 @@
+//! Folder nodes of the view: namespaces, `ns/`, type folders, groups and snapshots, with
+//! what each lists and finds by name, plus the two small files of a group (`owner`,
+//! read-only) and its `latest` link. Names come from the datastore and are validated;
+//! anything that does not parse is skipped, never followed.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+use crate::store::format::manifest::MANIFEST_BLOB_NAME;
+use crate::store::format::names::{BackupDir, BackupGroup, BackupNamespace, BackupType};
+use crate::store::GROUP_OWNER;
+use crate::util::error::{Error, IoContext, Result};
+
+use super::node::{attr_from_md, systime, Node, LATEST, MANIFEST_JSON, NOTES, VERIFY_STATE};
+use super::{Attr, Kind, Vfs};
+
+fn stat(path: &std::path::Path) -> Result<fs::Metadata> {
+    fs::metadata(path).ctx(path.display())
+}
+
+impl Vfs {
+    pub(super) fn list_namespace(&self, ns: &BackupNamespace) -> Result<Vec<(String, Node)>> {
+        let groups = self.ds.list_groups(ns)?;
+        let mut out = Vec::new();
+        for ty in BackupType::ALL {
+            if groups.iter().any(|g| g.ty == ty) {
+                out.push((ty.as_str().to_string(), Node::TypeDir(ns.clone(), ty)));
+            }
+        }
+        if !self.ds.list_child_namespaces(ns)?.is_empty() {
+            out.push(("ns".to_string(), Node::NsDir(ns.clone())));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn list_child_namespaces(
+        &self,
+        ns: &BackupNamespace,
+    ) -> Result<Vec<(String, Node)>> {
+        Ok(self
+            .ds
+            .list_child_namespaces(ns)?
+            .into_iter()
+            .map(|child| {
+                let name = child.components().last().cloned().unwrap_or_default();
+                (name, Node::Namespace(child))
+            })
+            .collect())
+    }
+
+    pub(super) fn list_type(
+        &self,
+        ns: &BackupNamespace,
+        ty: BackupType,
+    ) -> Result<Vec<(String, Node)>> {
+        Ok(self
+            .ds
+            .list_groups(ns)?
+            .into_iter()
+            .filter(|g| g.ty == ty)
+            .map(|g| (g.id.clone(), Node::Group(g)))
+            .collect())
+    }
+
+    pub(super) fn list_group(&self, g: &BackupGroup) -> Result<Vec<(String, Node)>> {
+        let mut out = vec![(NOTES.to_string(), Node::GroupNotes(g.clone()))];
+        if self.ds.group_path(g).join(GROUP_OWNER).is_file() {
+            out.push((GROUP_OWNER.to_string(), Node::GroupOwner(g.clone())));
+        }
+        let snaps = self.ds.list_snapshots(g)?;
+        if snaps.iter().any(|s| s.finished) {
+            out.push((LATEST.to_string(), Node::Latest(g.clone())));
+        }
+        for s in snaps.into_iter().filter(|s| s.finished) {
+            if let Ok(n) = self.snapshot_node(&s.dir) {
+                out.push((s.dir.time_string(), n));
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn list_snapshot(&self, d: &BackupDir) -> Result<Vec<(String, Node)>> {
+        let mut out = vec![
+            (NOTES.to_string(), Node::SnapNotes(d.clone())),
+            (VERIFY_STATE.to_string(), Node::VerifyState(d.clone())),
+            (MANIFEST_JSON.to_string(), Node::ManifestJson(d.clone())),
+        ];
+        out.extend(self.list_archives(d)?);
+        Ok(out)
+    }
+
+    pub(super) fn lookup_in_namespace(
+        &self,
+        ns: &BackupNamespace,
+        name: &str,
+    ) -> Result<Option<Node>> {
+        if name == "ns" {
+            return Ok(
+                (!self.ds.list_child_namespaces(ns)?.is_empty()).then(|| Node::NsDir(ns.clone()))
+            );
+        }
+        Ok(match BackupType::parse(name) {
+            Ok(ty) => self
+                .ds
+                .ns_path(ns)
+                .join(ty.as_str())
+                .is_dir()
+                .then(|| Node::TypeDir(ns.clone(), ty)),
+            Err(_) => None,
+        })
+    }
+
+    pub(super) fn lookup_child_namespace(
+        &self,
+        ns: &BackupNamespace,
+        name: &str,
+    ) -> Result<Option<Node>> {
+        Ok(match ns.child(name) {
+            Ok(child) if self.ds.ns_path(&child).is_dir() => Some(Node::Namespace(child)),
+            _ => None,
+        })
+    }
+
+    pub(super) fn lookup_group(
+        &self,
+        ns: &BackupNamespace,
+        ty: BackupType,
+        name: &str,
+    ) -> Result<Option<Node>> {
+        Ok(match BackupGroup::new(ns.clone(), ty, name) {
+            Ok(g) if self.ds.group_path(&g).is_dir() => Some(Node::Group(g)),
+            _ => None,
+        })
+    }
+
+    pub(super) fn lookup_in_group(&self, g: &BackupGroup, name: &str) -> Result<Option<Node>> {
+        Ok(match name {
+            NOTES => Some(Node::GroupNotes(g.clone())),
+            GROUP_OWNER => self
+                .ds
+                .group_path(g)
+                .join(GROUP_OWNER)
+                .is_file()
+                .then(|| Node::GroupOwner(g.clone())),
+            LATEST => self.ds.last_finished(g)?.map(|_| Node::Latest(g.clone())),
+            _ => crate::util::time::parse_snapshot_time(name)
+                .and_then(|t| BackupDir::new(g.clone(), t).ok())
+                .and_then(|d| self.snapshot_node(&d).ok()),
+        })
+    }
+
+    pub(super) fn lookup_in_snapshot(&self, d: &BackupDir, name: &str) -> Result<Option<Node>> {
+        Ok(match name {
+            NOTES => Some(Node::SnapNotes(d.clone())),
+            VERIFY_STATE => Some(Node::VerifyState(d.clone())),
+            MANIFEST_JSON => Some(Node::ManifestJson(d.clone())),
+            _ => self.lookup_archive(d, name)?,
+        })
+    }
+
+    /// The node of a finished snapshot (keyed by its folder's inode).
+    pub(super) fn snapshot_node(&self, d: &BackupDir) -> Result<Node> {
+        let path = self.ds.snapshot_path(d);
+        let md = stat(&path)?;
+        if !md.is_dir() || !path.join(MANIFEST_BLOB_NAME).is_file() {
+            return Err(Error::NotFinished {
+                snapshot: d.to_string(),
+            });
+        }
+        Ok(Node::Snapshot(d.clone(), md.ino()))
+    }
+
+    /// The target of a `latest` link.
+    pub(super) fn latest_target(&self, g: &BackupGroup) -> Result<String> {
+        self.ds
+            .last_finished(g)?
+            .map(|s| s.dir.time_string())
+            .ok_or_else(|| Error::not_found(format!("a finished snapshot of group {g}")))
+    }
+
+    /// Attributes of folders, `owner` and `latest`.
+    pub(super) fn tree_attr(&self, node: &Node) -> Result<Attr> {
+        let ds = &self.ds;
+        Ok(match node {
+            Node::Namespace(ns) => attr_from_md(Kind::Dir, &stat(&ds.ns_path(ns))?, 0o755, 0),
+            Node::NsDir(ns) => {
+                attr_from_md(Kind::Dir, &stat(&ds.ns_path(ns).join("ns"))?, 0o755, 0)
+            }
+            Node::TypeDir(ns, ty) => attr_from_md(
+                Kind::Dir,
+                &stat(&ds.ns_path(ns).join(ty.as_str()))?,
+                0o755,
+                0,
+            ),
+            Node::Group(g) => {
+                let mut a = attr_from_md(Kind::Dir, &stat(&ds.group_path(g))?, 0o755, 0);
+                if let Some(last) = ds.last_finished(g)? {
+                    a.mtime = systime(last.dir.time, 0);
+                }
+                a
+            }
+            Node::GroupOwner(g) => {
+                let md = stat(&ds.group_path(g).join(GROUP_OWNER))?;
+                attr_from_md(Kind::File, &md, 0o444, md.len())
+            }
+            Node::Latest(g) => {
+                let target = self.latest_target(g)?;
+                let md = stat(&ds.group_path(g))?;
+                let mut a = attr_from_md(Kind::Symlink, &md, 0o777, target.len() as u64);
+                a.mtime = systime(ds.last_finished(g)?.map(|s| s.dir.time).unwrap_or(0), 0);
+                a
+            }
+            Node::Snapshot(d, folder_ino) => {
+                let md = stat(&ds.snapshot_path(d))?;
+                if md.ino() != *folder_ino {
+                    // Forgotten and made again: this inode's snapshot is gone.
+                    return Err(Error::not_found(format!("snapshot {d} of this inode")));
+                }
+                let mut a = attr_from_md(Kind::Dir, &md, 0o755, 0);
+                a.mtime = systime(d.time, 0);
+                a
+            }
+            other => {
+                return Err(Error::invalid(
+                    other.describe(),
+                    "not a folder, owner or latest node",
+                ))
+            }
+        })
+    }
+}
