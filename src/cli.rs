@@ -209,7 +209,7 @@ pub struct MountArgs {
 }
 
 /// SIZE: bytes with an optional K, M or G suffix (powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, mul) = match t.char_indices().last() {
         Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
@@ -225,7 +225,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// DURATION: `0` or numbers with s, m, h, d units (`90s`, `24h5m`), in seconds.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
+fn parse_duration(s: &str) -> Result<u64, String> {
     let bad = || format!("'{s}' is not a duration (0, or e.g. 90s, 24h5m, 2d)");
     let t = s.trim();
     if t == "0" {

@@ -4,93 +4,34 @@
 //! already references are reused; their existence is checked in the background (spec
 //! §11.5) unless the base was verified recently.
 
+mod base;
+mod source;
+
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::FileTypeExt;
-use std::path::PathBuf;
+use std::io::Read;
 use std::sync::mpsc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
 use crate::store::chunks::Inserted;
+use crate::store::files;
 use crate::store::files::TempFile;
-use crate::store::format::archive::ArchiveKind;
 use crate::store::format::blob;
 use crate::store::format::index::fixed::FixedIndex;
-use crate::store::format::index::{self, Index};
-use crate::store::format::manifest::{CryptMode, FileEntry, Manifest, VerifyState};
-use crate::store::format::names::{is_safe_id, BackupDir, BackupGroup};
-use crate::store::{Datastore, SnapshotInfo, FILE_MODE};
+use crate::store::format::manifest::{CryptMode, FileEntry, Manifest};
+use crate::store::format::names::{BackupDir, BackupGroup};
+use crate::store::{Datastore, FILE_MODE};
 use crate::util::digest::Digest;
+
 use crate::util::error::{Error, IoContext, Result};
-use crate::util::upid::Upid;
+pub use base::recently_verified;
+use base::{load_base, mark_base_failed};
+use source::{check_source, source_len};
+pub use source::{ArchiveSource, MAX_BLOB_SOURCE};
 
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
-/// A blob source larger than this is refused (the protocol's blob limit).
-pub const MAX_BLOB_SOURCE: u64 = 16 << 20;
-
-/// What to back up under which archive name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ArchiveSource {
-    /// `NAME.img:FILE`: a fixed index of a regular file or block device.
-    Image { name: String, path: PathBuf },
-    /// `NAME.conf|.json|.log:FILE`: a blob.
-    Blob { name: String, path: PathBuf },
-}
-
-impl ArchiveSource {
-    /// Parse `ARCHIVE:PATH`.
-    pub fn parse(spec: &str) -> Result<ArchiveSource> {
-        let (name, path) = spec.split_once(':').ok_or_else(|| {
-            Error::invalid(
-                format!("'{spec}'"),
-                "not ARCHIVE:PATH (e.g. drive-scsi0.img:/dev/sda)",
-            )
-        })?;
-        if !is_safe_id(name) || name.starts_with("index.json") || name == "client.log" {
-            return Err(Error::invalid(
-                format!("'{name}'"),
-                "not a valid archive name",
-            ));
-        }
-        let path = PathBuf::from(path);
-        let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
-        match ext {
-            "img" => Ok(ArchiveSource::Image {
-                name: name.into(),
-                path,
-            }),
-            "conf" | "json" | "log" => Ok(ArchiveSource::Blob {
-                name: name.into(),
-                path,
-            }),
-            "pxar" | "mpxar" | "ppxar" => Err(Error::invalid(
-                format!("'{name}'"),
-                "pxar archives are not supported yet",
-            )),
-            _ => Err(Error::invalid(
-                format!("'{name}'"),
-                "archive names end in .img (image) or .conf, .json, .log (blob)",
-            )),
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        match self {
-            ArchiveSource::Image { name, .. } | ArchiveSource::Blob { name, .. } => name,
-        }
-    }
-
-    /// The file name in the snapshot folder.
-    pub fn server_name(&self) -> String {
-        match self {
-            ArchiveSource::Image { name, .. } => format!("{name}.fidx"),
-            ArchiveSource::Blob { name, .. } => format!("{name}.blob"),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -139,33 +80,6 @@ impl BackupReport {
         } else {
             self.bytes as f64 / self.new_bytes as f64
         }
-    }
-}
-
-/// Is the base's verify state a recent, trustworthy success (spec §11.5)?
-pub fn recently_verified(ds: &Datastore, m: &Manifest) -> bool {
-    let Some(Ok(state)) = m.verify_state() else {
-        return false;
-    };
-    if !state.ok {
-        return false;
-    }
-    let Ok(upid) = Upid::parse(&state.upid) else {
-        return false;
-    };
-    if !matches!(
-        upid.worker_type.as_str(),
-        "verify_snapshot" | "verify_group" | "verify" | "verificationjob"
-    ) {
-        return false;
-    }
-    let now = crate::util::time::now();
-    if now - upid.starttime > 7 * 86_400 {
-        return false;
-    }
-    match crate::store::ops::gc::last_gc_start(ds) {
-        Some(gc_start) => upid.starttime > gc_start,
-        None => true,
     }
 }
 
@@ -347,105 +261,6 @@ struct UploadStats {
     duplicates: u64,
 }
 
-type BaseInfo = (
-    HashSet<Digest>,
-    Option<crate::store::lock::SharedSnapshotLock>,
-    bool,
-);
-
-/// Lock the base shared and collect the digests it references; a base whose verify
-/// state is failed is never reused, so the next run heals the store.
-fn load_base(ds: &Datastore, base: &SnapshotInfo) -> Result<BaseInfo> {
-    let lock = ds.locker().lock_snapshot_shared(&base.dir)?;
-    let m = match ds.load_manifest(&base.dir) {
-        Ok(m) => m,
-        Err(e) => {
-            log::warn!("not reusing chunks of base {}: {e}", base.dir);
-            return Ok((HashSet::new(), Some(lock), false));
-        }
-    };
-    if let Some(Ok(VerifyState { ok: false, .. })) = m.verify_state() {
-        log::info!(
-            "base {} failed verification: not reusing its chunks",
-            base.dir
-        );
-        return Ok((HashSet::new(), Some(lock), false));
-    }
-    let mut digests = HashSet::new();
-    for f in m.files()? {
-        let is_index = ArchiveKind::of_file(&f.filename).is_some_and(ArchiveKind::is_index);
-        if f.crypt_mode != CryptMode::None || !is_index {
-            continue;
-        }
-        match Index::open(&ds.snapshot_path(&base.dir).join(&f.filename)) {
-            Ok(idx) => digests.extend(idx.chunks().map(|c| c.digest)),
-            Err(e) => log::warn!("not reusing chunks of {}/{}: {e}", base.dir, f.filename),
-        }
-    }
-    let validate = !recently_verified(ds, &m);
-    Ok((digests, Some(lock), validate))
-}
-
-fn mark_base_failed(ds: &Datastore, base: &BackupDir) {
-    let upid = Upid::new("backup", &base.worker_id(&ds.name()), "root@pam");
-    let res = ds.update_manifest(base, |u| {
-        let state = VerifyState {
-            ok: false,
-            upid: upid.to_string(),
-        };
-        u.insert("verify_state".into(), state.to_value());
-        Ok(())
-    });
-    if let Err(e) = res {
-        log::error!("could not mark base {base} as failed: {e}");
-    }
-}
-
-/// Refuse a source that cannot be backed up, before anything is created.
-fn check_source(src: &ArchiveSource) -> Result<()> {
-    let (path, image) = match src {
-        ArchiveSource::Image { path, .. } => (path, true),
-        ArchiveSource::Blob { path, .. } => (path, false),
-    };
-    let md = std::fs::metadata(path).ctx(format!("{}: source {}", src.name(), path.display()))?;
-    if image && !(md.is_file() || md.file_type().is_block_device()) {
-        return Err(Error::invalid(
-            path.display(),
-            "images must be regular files or block devices",
-        ));
-    }
-    if !image && !md.is_file() {
-        return Err(Error::invalid(
-            path.display(),
-            "blobs must be regular files",
-        ));
-    }
-    if !image && md.len() > MAX_BLOB_SOURCE {
-        return Err(Error::TooLarge {
-            what: format!("{} (back it up as an image)", path.display()),
-            size: md.len(),
-            limit: MAX_BLOB_SOURCE,
-        });
-    }
-    Ok(())
-}
-
-fn source_len(file: &mut File, path: &std::path::Path) -> Result<u64> {
-    let md = file.metadata().ctx(path.display())?;
-    if md.is_file() {
-        Ok(md.len())
-    } else if md.file_type().is_block_device() {
-        let len = file.seek(SeekFrom::End(0)).ctx(path.display())?;
-        file.seek(SeekFrom::Start(0)).ctx(path.display())?;
-        Ok(len)
-    } else {
-        Err(Error::invalid(
-            path.display(),
-            "images must be regular files or block devices",
-        ))
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn backup_image(
     ds: &Datastore,
@@ -563,7 +378,7 @@ fn backup_image(
     }
     let idx = FixedIndex::new(size, cs, digests, crate::util::time::now())?;
     let target = ds.snapshot_path(dir).join(src.server_name());
-    index::write_index_file(&target, &idx.to_bytes(), ds.owner())?;
+    files::write_index_file(&target, &idx.to_bytes(), ds.owner())?;
     Ok(FileEntry {
         filename: src.server_name(),
         crypt_mode: CryptMode::None,
@@ -605,29 +420,4 @@ fn backup_blob(
         size: encoded.len() as u64,
         csum: Digest::of(&encoded),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn archive_specs() {
-        assert!(matches!(
-            ArchiveSource::parse("drive-scsi0.img:/dev/sda").unwrap(),
-            ArchiveSource::Image { .. }
-        ));
-        let b = ArchiveSource::parse("qemu-server.conf:/etc/x.conf").unwrap();
-        assert_eq!(b.server_name(), "qemu-server.conf.blob");
-        for bad in [
-            "noext:/x",
-            "a/b.img:/x",
-            "root.pxar:/",
-            "index.json:/x",
-            "x.img",
-            "client.log:/x",
-        ] {
-            assert!(ArchiveSource::parse(bad).is_err(), "{bad}");
-        }
-    }
 }

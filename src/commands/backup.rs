@@ -8,12 +8,12 @@ use crate::backup::{run_backup, ArchiveSource, BackupOptions, DEFAULT_CHUNK_SIZE
 use crate::cli::BackupArgs;
 use crate::store::format::names::BackupGroup;
 use crate::store::Datastore;
-use crate::util::error::Result;
+use crate::util::error::{exit, Result};
 
 pub fn init(store: &Path) -> Result<i32> {
     let ds = Datastore::create(store, true)?;
     println!("created datastore {}", ds.root().display());
-    Ok(0)
+    Ok(exit::OK)
 }
 
 static BAR: OnceLock<indicatif::ProgressBar> = OnceLock::new();
@@ -78,5 +78,5 @@ pub fn run(args: &BackupArgs, pbs: Option<&str>) -> Result<i32> {
         r.reused_chunks,
         mib / r.seconds.max(1e-6)
     );
-    Ok(0)
+    Ok(exit::OK)
 }

@@ -10,16 +10,11 @@ use crate::store::format::archive::ArchiveName;
 use crate::store::format::manifest::{Manifest, CLIENT_LOG_BLOB_NAME};
 use crate::store::format::names::BackupDir;
 use crate::store::Datastore;
-use crate::util::error::{Error, IoContext, Result};
+use crate::util::error::{exit, Error, IoContext, Result};
 
 /// Map a user's archive name (`drive-scsi0.img`, `drive-scsi0.img.fidx`, `client.log`) to
 /// an archive the snapshot has: one its manifest lists, or its `client.log.blob`.
-pub fn resolve_archive(
-    ds: &Datastore,
-    d: &BackupDir,
-    m: &Manifest,
-    name: &str,
-) -> Result<ArchiveName> {
+fn resolve_archive(ds: &Datastore, d: &BackupDir, m: &Manifest, name: &str) -> Result<ArchiveName> {
     let mut files: Vec<String> = m.files()?.into_iter().map(|f| f.filename).collect();
     if ds.snapshot_path(d).join(CLIENT_LOG_BLOB_NAME).is_file() {
         files.push(CLIENT_LOG_BLOB_NAME.to_string());
@@ -59,5 +54,5 @@ pub fn run(
         }
     }
     out.flush().ctx("stdout")?;
-    Ok(0)
+    Ok(exit::OK)
 }

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use crate::cli::{OutputFormat, SnapshotsArgs};
 use crate::store::format::names::BackupGroup;
 use crate::store::{Datastore, SnapshotInfo};
-use crate::util::error::Result;
+use crate::util::error::{exit, Result};
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").to_string()
@@ -90,7 +90,7 @@ pub fn snapshots(args: &SnapshotsArgs, pbs: Option<&str>) -> Result<i32> {
     }
     if args.output_format == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
-        return Ok(0);
+        return Ok(exit::OK);
     }
     println!(
         "{:<40} {:>10} {:>5} {:<8} {:<9} notes",
@@ -133,7 +133,7 @@ pub fn snapshots(args: &SnapshotsArgs, pbs: Option<&str>) -> Result<i32> {
         };
         println!("{name:<40} {size:>10} {files:>5} {verify:<8} {prot:<9} {comment}");
     }
-    Ok(0)
+    Ok(exit::OK)
 }
 
 pub fn groups(
@@ -173,7 +173,7 @@ pub fn groups(
     }
     if format == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
-        return Ok(0);
+        return Ok(exit::OK);
     }
     println!(
         "{:<24} {:>9} {:<22} {:<16} notes",
@@ -197,5 +197,5 @@ pub fn groups(
             r["comment"].as_str().unwrap_or("")
         );
     }
-    Ok(0)
+    Ok(exit::OK)
 }

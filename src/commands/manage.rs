@@ -5,7 +5,7 @@ use crate::cli::{OnOff, PruneArgs};
 use crate::store::format::names::BackupGroup;
 use crate::store::ops::gc::{run_gc, DEFAULT_ATIME_CUTOFF};
 use crate::store::ops::prune::{compute_prune, KeepOptions, PruneMark};
-use crate::util::error::Result;
+use crate::util::error::{exit, Result};
 
 pub fn forget(
     store: &std::path::Path,
@@ -18,7 +18,7 @@ pub fn forget(
     let d = super::resolve_snapshot(&ds, &ns, snapshot)?;
     ds.destroy_snapshot(&d)?;
     println!("removed {d}");
-    Ok(0)
+    Ok(exit::OK)
 }
 
 pub fn protected(
@@ -42,7 +42,7 @@ pub fn protected(
             }
         ),
     }
-    Ok(0)
+    Ok(exit::OK)
 }
 
 pub fn prune(args: &PruneArgs, pbs: Option<&str>) -> Result<i32> {
@@ -62,7 +62,7 @@ pub fn prune(args: &PruneArgs, pbs: Option<&str>) -> Result<i32> {
         println!("{} {mark}", s.dir.name());
     }
     if args.dry_run {
-        return Ok(0);
+        return Ok(exit::OK);
     }
     // Oldest first; a snapshot that cannot be removed now (locked) is logged and skipped.
     for (s, mark) in plan.iter().rev() {
@@ -72,7 +72,7 @@ pub fn prune(args: &PruneArgs, pbs: Option<&str>) -> Result<i32> {
             }
         }
     }
-    Ok(0)
+    Ok(exit::OK)
 }
 
 pub fn gc(store: &std::path::Path, cutoff: Option<u64>, pbs: Option<&str>) -> Result<i32> {
@@ -105,5 +105,5 @@ pub fn gc(store: &std::path::Path, cutoff: Option<u64>, pbs: Option<&str>) -> Re
             r.missing_chunks
         );
     }
-    Ok(0)
+    Ok(exit::OK)
 }

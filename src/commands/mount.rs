@@ -13,12 +13,12 @@ use std::process::{Command, Stdio};
 use crate::cli::MountArgs;
 use crate::fuse::{self, MountOpts};
 use crate::store::Datastore;
-use crate::util::error::{Error, IoContext, Result};
+use crate::util::error::{exit, Error, IoContext, Result};
 use crate::util::sys;
 use crate::vfs::{Options, Vfs};
 
 /// Verified chunks kept in memory by default.
-pub const DEFAULT_CACHE_SIZE: u64 = 256 << 20;
+const DEFAULT_CACHE_SIZE: u64 = 256 << 20;
 const READY: &str = "ready";
 
 /// Everything checked before mounting, in both the parent and the serving process.
@@ -193,7 +193,7 @@ fn serve(p: Prepared, ready: Option<fs::File>, ready_fd: Option<i32>) -> Result<
     }
     session.join()?;
     log::info!("unmounted {}", p.mountpoint.display());
-    Ok(0)
+    Ok(exit::OK)
 }
 
 fn lazy_unmount(mp: &Path) {
@@ -235,7 +235,7 @@ fn background(args: &MountArgs, pbs: Option<&str>, p: &Prepared) -> Result<i32> 
     for line in BufReader::new(out).lines() {
         let line = line.ctx("read the mount process's status")?;
         if line == READY {
-            return Ok(0);
+            return Ok(exit::OK);
         }
         if let Some(msg) = line.strip_prefix("error: ") {
             failure = Some(msg.to_string());
@@ -253,7 +253,7 @@ pub fn umount(mountpoint: &Path) -> Result<i32> {
     let mut errors = Vec::new();
     for (prog, args) in [("fusermount3", &["-u", "--"][..]), ("umount", &[][..])] {
         match Command::new(prog).args(args).arg(mountpoint).output() {
-            Ok(o) if o.status.success() => return Ok(0),
+            Ok(o) if o.status.success() => return Ok(exit::OK),
             Ok(o) => errors.push(format!(
                 "{prog}: {}",
                 String::from_utf8_lossy(&o.stderr).trim()

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 
 use crate::cli::NotesArgs;
 use crate::store::format::names::BackupGroup;
-use crate::util::error::{Error, IoContext, Result};
+use crate::util::error::{exit, Error, IoContext, Result};
 
 pub fn run(args: &NotesArgs, pbs: Option<&str>) -> Result<i32> {
     let ds = super::open_store(&args.store, pbs)?;
@@ -40,5 +40,5 @@ pub fn run(args: &NotesArgs, pbs: Option<&str>) -> Result<i32> {
         }
     }
     out.flush().map_err(|e| Error::io("stdout", e))?;
-    Ok(0)
+    Ok(exit::OK)
 }

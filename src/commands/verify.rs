@@ -4,7 +4,7 @@
 use crate::cli::VerifyArgs;
 use crate::store::format::names::{BackupDir, BackupGroup};
 use crate::store::ops::verify::{verify_snapshots, SnapshotOutcome, VerifyOptions};
-use crate::util::error::{Error, Result};
+use crate::util::error::{exit, Error, Result};
 
 pub fn run(args: &VerifyArgs, pbs: Option<&str>) -> Result<i32> {
     let ds = super::open_store(&args.store, pbs)?;
@@ -97,5 +97,9 @@ pub fn run(args: &VerifyArgs, pbs: Option<&str>) -> Result<i32> {
             String::new()
         }
     );
-    Ok(if report.damaged() { 1 } else { 0 })
+    Ok(if report.damaged() {
+        exit::DAMAGE
+    } else {
+        exit::OK
+    })
 }

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::store::format::index::{Index, INDEX_FILE_MODE};
 use crate::util::error::{Error, IoContext, Result};
 use crate::util::sys;
 
@@ -28,7 +29,7 @@ impl Owner {
 
     /// Give `file` this owner when we are root and it differs (an unprivileged process
     /// can only create files it owns, which then already match when it owns the store).
-    pub fn apply(&self, file: &File, what: &Path) -> Result<()> {
+    fn apply(&self, file: &File, what: &Path) -> Result<()> {
         if sys::geteuid() != 0 {
             return Ok(());
         }
@@ -239,6 +240,35 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|f| f.sync_all())
         .ctx(format!("fsync {}", dir.display()))
+}
+
+/// Read and validate an index file, choosing the kind by its magic. Errors name `path`.
+pub fn read_index(path: &Path) -> Result<Index> {
+    let raw = fs::read(path).ctx(path.display())?;
+    Index::parse(&raw).map_err(|e| e.context(path.display()))
+}
+
+/// Write an index file the way PBS does: `<name>.tmp_fidx|tmp_didx` next to it, fsync,
+/// rename. An index is written once; its folder is fsynced by the caller's final step.
+pub fn write_index_file(target: &Path, bytes: &[u8], owner: Owner) -> Result<()> {
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::invalid(target.display(), "not an index file name"))?;
+    let (stem, ext) = name
+        .rsplit_once('.')
+        .ok_or_else(|| Error::invalid(name, "an index name needs an extension"))?;
+    let tmp = target.with_file_name(format!("{stem}.tmp_{ext}"));
+    let _ = fs::remove_file(&tmp);
+    let mut file = create_new(&tmp, INDEX_FILE_MODE, owner)?;
+    let res = std::io::Write::write_all(&mut file, bytes)
+        .and_then(|_| file.sync_all())
+        .ctx(tmp.display())
+        .and_then(|_| fs::rename(&tmp, target).ctx(format!("rename {}", tmp.display())));
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use pbs_config::StoreConfig;
 /// `sha256("Proxmox Backup Catalog file v1.0")[0..8]`
 pub const CATALOG_MAGIC: [u8; 8] = [145, 253, 96, 249, 196, 103, 88, 213];
 
-pub const ROOT_DIR_MODE: u32 = 0o755;
+const ROOT_DIR_MODE: u32 = 0o755;
 pub const DIR_MODE: u32 = 0o755;
 pub const FILE_MODE: u32 = 0o644;
 pub const PROTECTED_MARKER: &str = ".protected";

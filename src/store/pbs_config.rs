@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::store::files::Owner;
 use crate::util::error::{Error, Result};
 
-pub fn config_dir() -> PathBuf {
+fn config_dir() -> PathBuf {
     std::env::var_os("PBSFS_PBS_CONFIG_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/etc/proxmox-backup"))
@@ -72,7 +72,7 @@ fn property(s: &str, key: &str) -> Option<String> {
 }
 
 /// Parse `datastore.cfg`'s `datastore:` sections.
-pub fn parse_datastore_cfg(text: &str) -> Vec<StoreConfig> {
+fn parse_datastore_cfg(text: &str) -> Vec<StoreConfig> {
     let mut out: Vec<StoreConfig> = Vec::new();
     let mut in_store = false;
     for line in text.lines() {

@@ -97,9 +97,10 @@ pub fn ofd_try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
     }
 }
 
+#[cfg(test)]
 /// Seconds since the epoch from `CLOCK_REALTIME_COARSE`: the clock the kernel stamps
 /// `UTIME_NOW` with, so a GC start read from it is never later than a mark's atime.
-pub fn coarse_now() -> i64 {
+fn coarse_now() -> i64 {
     coarse_now_ns().0
 }
 

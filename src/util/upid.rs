@@ -30,7 +30,7 @@ pub fn systemd_escape_path(path: &str) -> String {
 
 /// systemd unit-name escaping: `/` to `-`, `[A-Za-z0-9_.]` kept (a `.` not as the first
 /// byte), every other byte `\xNN`. PBS uses it for lock names and task worker ids.
-pub fn systemd_escape(s: &str) -> String {
+fn systemd_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for (i, b) in s.bytes().enumerate() {
         match b {
@@ -73,7 +73,7 @@ fn hex_field(s: &str, min: usize, max: usize, what: &str) -> Result<u64> {
 }
 
 /// This machine's node name: the host name up to its first dot.
-pub fn node_name() -> String {
+fn node_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let node = host.trim().split('.').next().unwrap_or("").to_string();
     if valid_node(&node) {

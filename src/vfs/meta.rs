@@ -21,7 +21,7 @@ use super::node::{attr_from_md, systime, Node};
 use super::{Attr, Kind, Vfs};
 
 /// `verify_state` content is a small JSON object; anything longer is refused.
-pub const MAX_VERIFY_STATE_LEN: usize = 64 * 1024;
+const MAX_VERIFY_STATE_LEN: usize = 64 * 1024;
 /// Who a state typed by hand through the mount is attributed to.
 const EDIT_AUTHID: &str = "root@pam";
 /// Snapshot views kept at most; the oldest go beyond (they only save decoding).
@@ -50,7 +50,7 @@ impl SnapView {
     }
 
     /// `unprotected.verify_state` as pretty JSON plus a newline, empty when unset.
-    pub fn verify_state_text(&self) -> Result<Vec<u8>> {
+    fn verify_state_text(&self) -> Result<Vec<u8>> {
         Ok(match self.manifest()?.0.unprotected().get("verify_state") {
             None => Vec::new(),
             Some(v) => {
@@ -95,7 +95,7 @@ impl MetaFile {
 
     /// Write-time check of a buffer that may still grow: reject only what can never
     /// become valid.
-    pub fn check_partial(&self, buf: &[u8]) -> Result<()> {
+    fn check_partial(&self, buf: &[u8]) -> Result<()> {
         match self {
             MetaFile::SnapNotes(_) | MetaFile::GroupNotes(_) => {
                 if buf.len() > MAX_NOTES_LEN {
@@ -140,7 +140,7 @@ impl MetaFile {
 }
 
 /// The new `verify_state` value of a save: `None` removes the key.
-pub fn parse_verify_state(ds_name: &str, d: &BackupDir, buf: &[u8]) -> Result<Option<Value>> {
+fn parse_verify_state(ds_name: &str, d: &BackupDir, buf: &[u8]) -> Result<Option<Value>> {
     let what = format!("verify_state of snapshot {d}");
     let t = buf.trim_ascii();
     let ok = match t {

@@ -9,6 +9,7 @@
 
 mod archive;
 mod edit;
+mod handles;
 pub mod inode;
 pub mod memo;
 pub mod meta;
@@ -18,7 +19,7 @@ mod tree;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -31,14 +32,15 @@ use crate::util::error::{Error, IoContext, ReadOnlyWhy, Result};
 use crate::util::sys::FsStats;
 
 use archive::ArchiveHandle;
+use handles::{bad_handle, Handle};
 use inode::{InodeTable, ROOT_INO};
 use memo::Memo;
-use meta::{MetaFile, MetaHandle, SnapView, MAX_VIEWS};
+use meta::{SnapView, MAX_VIEWS};
 use node::Node;
-use scratch::{ScratchStore, Shared};
+use scratch::ScratchStore;
 
-/// Archive sizes remembered (a blob's size costs a decode).
-const MAX_SIZES: usize = 4096;
+/// Archive sizes remembered (a blob's size costs a decode); the oldest go beyond.
+pub const MAX_SIZES: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -117,29 +119,6 @@ pub struct Options {
     pub ns: BackupNamespace,
 }
 
-#[derive(Debug)]
-enum Handle {
-    /// A directory listing, taken at offset 0.
-    Dir(Arc<Mutex<Vec<DirEntry>>>),
-    Archive(Arc<ArchiveHandle>),
-    /// Read-only content fixed at open (manifest.json, owner, metadata opened to read).
-    Bytes(Arc<Vec<u8>>),
-    Meta(MetaFile, Arc<Mutex<MetaState>>),
-    Scratch {
-        file: Shared,
-        append: bool,
-        writable: bool,
-    },
-}
-
-/// A metadata handle and whether its last close (flush) came after its last change, so
-/// another open may commit it before its release arrives.
-#[derive(Debug)]
-struct MetaState {
-    h: MetaHandle,
-    flushed: bool,
-}
-
 /// The filesystem.
 #[derive(Debug)]
 pub struct Vfs {
@@ -153,16 +132,6 @@ pub struct Vfs {
     scratch: ScratchStore,
     views: Memo<BackupDir, Arc<SnapView>>,
     sizes: Memo<Node, u64>,
-}
-
-fn bad_handle(fh: u64) -> Error {
-    Error::BadHandle { fh }
-}
-
-fn slice_at(data: &[u8], offset: u64, size: u32) -> Vec<u8> {
-    let start = (offset.min(data.len() as u64)) as usize;
-    let end = start.saturating_add(size as usize).min(data.len());
-    data[start..end].to_vec()
 }
 
 impl Vfs {
@@ -190,10 +159,6 @@ impl Vfs {
 
     pub fn chunk_cache(&self) -> &ChunkCache {
         &self.cache
-    }
-
-    pub fn is_read_only(&self) -> bool {
-        self.read_only
     }
 
     pub fn root_ino(&self) -> u64 {
@@ -275,34 +240,6 @@ impl Vfs {
         }
     }
 
-    fn add_handle(&self, h: Handle) -> u64 {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().insert(fh, h);
-        fh
-    }
-
-    fn meta_handles(&self, f: &MetaFile) -> Vec<Arc<Mutex<MetaState>>> {
-        self.handles
-            .lock()
-            .values()
-            .filter_map(|h| match h {
-                Handle::Meta(file, m) if file == f => Some(m.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Commit the closed-but-not-released saves of `f`, so a newer save can never be
-    /// overtaken by an older one's release.
-    fn commit_pending(&self, f: &MetaFile) {
-        for m in self.meta_handles(f) {
-            let mut st = m.lock();
-            if st.flushed && st.h.dirty && st.h.poisoned.is_none() {
-                let _ = self.meta_commit_handle(&mut st.h);
-            }
-        }
-    }
-
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
         let p = self.node(parent)?;
         if let Some(n) = self.lookup_real(&p, name)? {
@@ -368,210 +305,6 @@ impl Vfs {
                 .collect();
         }
         Ok(l.iter().skip(offset as usize).cloned().collect())
-    }
-
-    pub fn open(&self, ino: u64, flags: i32, caller: Caller) -> Result<Opened> {
-        let node = self.node(ino)?;
-        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let trunc = flags & libc::O_TRUNC != 0;
-        let direct = |fh| Opened {
-            fh,
-            direct_io: true,
-            keep_cache: false,
-        };
-        match &node {
-            Node::Archive { dir, file, .. } => {
-                if write {
-                    return Err(self.not_writable(&node.describe()));
-                }
-                // The name now holds other content (a snapshot made again at the same
-                // time): make the kernel look it up again rather than mix pages.
-                if self.archive_node(dir, file)? != node {
-                    return Err(Error::Stale {
-                        what: node.describe(),
-                    });
-                }
-                let h = self.open_archive(dir, file)?;
-                Ok(Opened {
-                    fh: self.add_handle(Handle::Archive(Arc::new(h))),
-                    direct_io: false,
-                    keep_cache: true,
-                })
-            }
-            Node::ManifestJson(d) => {
-                if write {
-                    return Err(self.not_writable("manifest.json"));
-                }
-                let bytes = self.snap_view(d)?.json()?.to_vec();
-                Ok(direct(self.add_handle(Handle::Bytes(Arc::new(bytes)))))
-            }
-            Node::GroupOwner(g) => {
-                if write {
-                    return Err(self.not_writable("owner"));
-                }
-                let bytes = self.ds.group_owner_bytes(g)?;
-                Ok(direct(self.add_handle(Handle::Bytes(Arc::new(bytes)))))
-            }
-            Node::SnapNotes(_) | Node::VerifyState(_) | Node::GroupNotes(_) => {
-                let f = MetaFile::from_node(&node).expect("a metadata node");
-                if write {
-                    self.check_rw()?;
-                }
-                self.commit_pending(&f);
-                if !write {
-                    let bytes = self.meta_committed(&f)?;
-                    return Ok(direct(self.add_handle(Handle::Bytes(Arc::new(bytes)))));
-                }
-                let buf = if trunc {
-                    Vec::new()
-                } else {
-                    self.meta_committed(&f)?
-                };
-                let h = MetaHandle {
-                    file: f.clone(),
-                    pid: caller.pid,
-                    writable: true,
-                    append: flags & libc::O_APPEND != 0,
-                    buf,
-                    dirty: trunc,
-                    wrote: false,
-                    poisoned: None,
-                };
-                let st = MetaState { h, flushed: false };
-                Ok(direct(
-                    self.add_handle(Handle::Meta(f, Arc::new(Mutex::new(st)))),
-                ))
-            }
-            Node::Scratch(id) => {
-                let file = self
-                    .scratch
-                    .get(*id)
-                    .ok_or_else(|| Error::not_found(node.describe()))?;
-                if write {
-                    self.check_rw()?;
-                    if trunc {
-                        file.lock().truncate(0)?;
-                    }
-                }
-                Ok(direct(self.add_handle(Handle::Scratch {
-                    file,
-                    append: flags & libc::O_APPEND != 0,
-                    writable: write,
-                })))
-            }
-            Node::Latest(_) => Err(Error::IsASymlink {
-                what: node.describe(),
-            }),
-            Node::Namespace(_)
-            | Node::NsDir(_)
-            | Node::TypeDir(..)
-            | Node::Group(_)
-            | Node::Snapshot(..) => Err(Error::IsADirectory {
-                what: node.describe(),
-            }),
-        }
-    }
-
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let h = match self.handles.lock().get(&fh) {
-            Some(Handle::Archive(a)) => Handle::Archive(a.clone()),
-            Some(Handle::Bytes(b)) => Handle::Bytes(b.clone()),
-            Some(Handle::Meta(f, m)) => Handle::Meta(f.clone(), m.clone()),
-            Some(Handle::Scratch { file, .. }) => Handle::Scratch {
-                file: file.clone(),
-                append: false,
-                writable: false,
-            },
-            Some(Handle::Dir(_)) => {
-                return Err(Error::IsADirectory {
-                    what: format!("file handle {fh}"),
-                })
-            }
-            None => return Err(bad_handle(fh)),
-        };
-        match h {
-            Handle::Archive(a) => self.read_archive(&a, offset, size),
-            Handle::Bytes(b) => Ok(slice_at(&b, offset, size)),
-            Handle::Meta(_, m) => Ok(slice_at(&m.lock().h.buf, offset, size)),
-            Handle::Scratch { file, .. } => Ok(slice_at(file.lock().data(), offset, size)),
-            Handle::Dir(_) => Err(bad_handle(fh)),
-        }
-    }
-
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
-        let h = self.handles.lock().get(&fh).map(|h| match h {
-            Handle::Meta(f, m) => Ok(Handle::Meta(f.clone(), m.clone())),
-            Handle::Scratch {
-                file,
-                append,
-                writable,
-            } => Ok(Handle::Scratch {
-                file: file.clone(),
-                append: *append,
-                writable: *writable,
-            }),
-            _ => Err(bad_handle(fh)),
-        });
-        match h.ok_or_else(|| bad_handle(fh))?? {
-            Handle::Meta(_, m) => {
-                let mut st = m.lock();
-                st.flushed = false;
-                st.h.write(offset, data)
-            }
-            Handle::Scratch {
-                file,
-                append,
-                writable: true,
-            } => {
-                let mut f = file.lock();
-                let at = if append {
-                    f.data().len() as u64
-                } else {
-                    offset
-                };
-                f.write(at, data)
-            }
-            _ => Err(bad_handle(fh)),
-        }
-    }
-
-    fn meta_of(&self, fh: u64) -> Result<Option<Arc<Mutex<MetaState>>>> {
-        match self.handles.lock().get(&fh) {
-            Some(Handle::Meta(_, m)) => Ok(Some(m.clone())),
-            Some(_) => Ok(None),
-            None => Err(bad_handle(fh)),
-        }
-    }
-
-    /// A `close()` of one descriptor: commits a metadata handle that wrote since its last
-    /// commit; the error reaches `close()`.
-    pub fn flush(&self, fh: u64) -> Result<()> {
-        if let Some(m) = self.meta_of(fh)? {
-            let mut st = m.lock();
-            let res = self.meta_flush(&mut st.h);
-            st.flushed = true;
-            return res;
-        }
-        Ok(())
-    }
-
-    pub fn fsync(&self, fh: u64) -> Result<()> {
-        if let Some(m) = self.meta_of(fh)? {
-            return self.meta_fsync(&mut m.lock().h);
-        }
-        Ok(())
-    }
-
-    /// The last close of a handle (asynchronous to the application).
-    pub fn release(&self, fh: u64) {
-        let h = self.handles.lock().remove(&fh);
-        if let Some(Handle::Meta(_, m)) = h {
-            self.meta_release(&mut m.lock().h);
-        }
-    }
-
-    pub fn releasedir(&self, fh: u64) {
-        self.handles.lock().remove(&fh);
     }
 
     /// Sizes of the filesystem holding the datastore.

@@ -19,12 +19,12 @@ use super::{Attr, Kind, Vfs};
 
 /// Entry and attribute TTL of directories and read-only made-up files: short, so the view
 /// follows the datastore.
-pub const DIR_TTL: Duration = Duration::from_secs(1);
+const DIR_TTL: Duration = Duration::from_secs(1);
 /// Archive content never changes for a given key (the key holds its checksum).
-pub const ARCHIVE_TTL: Duration = Duration::from_secs(3600);
+const ARCHIVE_TTL: Duration = Duration::from_secs(3600);
 /// Metadata files, `latest` and scratch names: never cached, a rename over `notes` must
 /// not leave a stale binding.
-pub const META_TTL: Duration = Duration::ZERO;
+const META_TTL: Duration = Duration::ZERO;
 
 pub const NOTES: &str = "notes";
 pub const VERIFY_STATE: &str = "verify_state";

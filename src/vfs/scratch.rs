@@ -16,7 +16,7 @@ use crate::util::error::{Error, Result};
 use super::{Attr, Kind};
 
 pub const MAX_FILES: usize = 64;
-pub const MAX_BYTES: u64 = 16 * 1024 * 1024;
+const MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 fn no_space() -> Error {
     Error::NoSpace {
@@ -221,7 +221,8 @@ impl ScratchStore {
         v
     }
 
-    pub fn used_bytes(&self) -> u64 {
+    #[cfg(test)]
+    fn used_bytes(&self) -> u64 {
         self.used.load(Ordering::SeqCst)
     }
 }

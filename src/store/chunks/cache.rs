@@ -134,7 +134,7 @@ impl ChunkCache {
         res
     }
 
-    pub fn is_known(&self, digest: &Digest) -> bool {
+    fn is_known(&self, digest: &Digest) -> bool {
         let g = self.inner.lock();
         g.map.contains_key(digest) || g.loading.contains(digest)
     }

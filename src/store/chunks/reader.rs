@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::store::chunks::cache::{ChunkCache, Prefetcher, READAHEAD_CHUNKS};
 use crate::store::chunks::ChunkStore;
+use crate::store::files;
 use crate::store::format::archive::{ArchiveKind, ArchiveName, Storage};
 use crate::store::format::blob;
 use crate::store::format::index::Index;
@@ -209,7 +210,8 @@ impl Datastore {
                 Ok(ArchiveData::Blob(data))
             }
             Storage::FixedIndex | Storage::DynamicIndex => {
-                let idx = Index::open(&path).map_err(|e| e.context(format!("snapshot {d}")))?;
+                let idx =
+                    files::read_index(&path).map_err(|e| e.context(format!("snapshot {d}")))?;
                 if let Some(entry) = &entry {
                     entry.check_index(&idx).map_err(|e| e.context(&what))?;
                 }

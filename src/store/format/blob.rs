@@ -10,13 +10,13 @@ use crate::util::error::{CorruptKind, Error, Result};
 const BLOB: &str = "blob";
 
 /// `sha256("Proxmox Backup uncompressed blob v1.0")[0..8]`
-pub const UNCOMPRESSED_BLOB_MAGIC_1_0: [u8; 8] = [66, 171, 56, 7, 190, 131, 112, 161];
+const UNCOMPRESSED_BLOB_MAGIC_1_0: [u8; 8] = [66, 171, 56, 7, 190, 131, 112, 161];
 /// `sha256("Proxmox Backup zstd compressed blob v1.0")[0..8]`
-pub const COMPRESSED_BLOB_MAGIC_1_0: [u8; 8] = [49, 185, 88, 66, 111, 182, 163, 127];
+const COMPRESSED_BLOB_MAGIC_1_0: [u8; 8] = [49, 185, 88, 66, 111, 182, 163, 127];
 /// `sha256("Proxmox Backup encrypted blob v1.0")[0..8]`
 pub const ENCRYPTED_BLOB_MAGIC_1_0: [u8; 8] = [123, 103, 133, 190, 34, 45, 76, 240];
 /// `sha256("Proxmox Backup zstd compressed encrypted blob v1.0")[0..8]`
-pub const ENCR_COMPR_BLOB_MAGIC_1_0: [u8; 8] = [230, 89, 27, 191, 11, 191, 216, 11];
+const ENCR_COMPR_BLOB_MAGIC_1_0: [u8; 8] = [230, 89, 27, 191, 11, 191, 216, 11];
 
 /// Header of an unencrypted blob: magic + crc.
 pub const HEADER_LEN: usize = 12;
@@ -24,7 +24,7 @@ pub const HEADER_LEN: usize = 12;
 pub const ENCRYPTED_HEADER_LEN: usize = 44;
 
 /// The code limit on a blob's decoded size (PBS `MAX_BLOB_SIZE`).
-pub const MAX_BLOB_SIZE: usize = 128 * 1024 * 1024;
+const MAX_BLOB_SIZE: usize = 128 * 1024 * 1024;
 /// The protocol limit on a chunk's plain size.
 pub const MAX_CHUNK_SIZE: usize = 16 * 1024 * 1024;
 /// The protocol limit on an encoded blob or chunk: 16 MiB + the encrypted header.
@@ -54,7 +54,7 @@ impl BlobKind {
         matches!(self, BlobKind::Encrypted | BlobKind::EncryptedCompressed)
     }
 
-    pub fn header_len(self) -> usize {
+    fn header_len(self) -> usize {
         if self.is_encrypted() {
             ENCRYPTED_HEADER_LEN
         } else {
@@ -65,7 +65,7 @@ impl BlobKind {
 
 /// Check magic, length and CRC of an encoded blob; return its kind. The CRC covers only
 /// the bytes after the header (spec §2.2; the iv and tag of encrypted blobs excluded).
-pub fn check_header_and_crc(raw: &[u8]) -> Result<BlobKind> {
+fn check_header_and_crc(raw: &[u8]) -> Result<BlobKind> {
     if raw.len() < HEADER_LEN {
         return Err(Error::corrupt(
             BLOB,

@@ -54,11 +54,6 @@ impl CryptMode {
             CryptMode::SignOnly => "sign-only",
         }
     }
-
-    /// Chunks of such an archive are encrypted (sign-only chunks are plain).
-    pub fn encrypts_chunks(self) -> bool {
-        self == CryptMode::Encrypt
-    }
 }
 
 impl FileEntry {
@@ -168,14 +163,6 @@ impl VerifyState {
         m.insert("upid".into(), Value::from(self.upid.clone()));
         Value::Object(m)
     }
-
-    pub fn state_str(&self) -> &'static str {
-        if self.ok {
-            "ok"
-        } else {
-            "failed"
-        }
-    }
 }
 
 /// A parsed, validated manifest. The JSON object itself is the source of truth, so
@@ -217,8 +204,9 @@ impl Manifest {
         Ok(m)
     }
 
+    #[cfg(test)]
     /// Decode `index.json.blob` bytes (CRC checked).
-    pub fn from_blob(raw: &[u8]) -> Result<Manifest> {
+    fn from_blob(raw: &[u8]) -> Result<Manifest> {
         let json = blob::decode(raw).map_err(|e| e.context("manifest blob"))?;
         Manifest::from_json(&json)
     }
@@ -242,11 +230,11 @@ impl Manifest {
         Ok(())
     }
 
-    pub fn backup_type(&self) -> &str {
+    fn backup_type(&self) -> &str {
         self.map["backup-type"].as_str().expect("validated")
     }
 
-    pub fn backup_id(&self) -> &str {
+    fn backup_id(&self) -> &str {
         self.map["backup-id"].as_str().expect("validated")
     }
 
@@ -368,7 +356,7 @@ impl Manifest {
     }
 
     /// PBS's serialisation: `to_string_pretty`, keys sorted (no `preserve_order`).
-    pub fn to_json_pretty(&self) -> String {
+    fn to_json_pretty(&self) -> String {
         serde_json::to_string_pretty(&self.map).expect("a JSON map serialises")
     }
 

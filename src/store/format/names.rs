@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use crate::util::error::{Error, Result};
 use crate::util::time;
 
-pub const MAX_NAMESPACE_DEPTH: usize = 7;
-pub const MAX_NAMESPACE_LENGTH: usize = 256;
+const MAX_NAMESPACE_DEPTH: usize = 7;
+const MAX_NAMESPACE_LENGTH: usize = 256;
 
 /// `[A-Za-z0-9_][A-Za-z0-9._\-]*`: namespace components and backup ids.
 pub fn is_safe_id(s: &str) -> bool {

@@ -12,7 +12,6 @@ use serde_json::json;
 
 use crate::store::chunks::ChunkFileKind;
 use crate::store::files;
-use crate::store::format::index::Index;
 use crate::store::{Datastore, FILE_MODE};
 use crate::util::digest::Digest;
 use crate::util::error::{Error, IoContext, Result};
@@ -21,7 +20,7 @@ use crate::util::upid::Upid;
 
 /// PBS's default cutoff: 24 h 5 min (relatime updates atime at most once a day).
 pub const DEFAULT_ATIME_CUTOFF: u64 = 86_400 + 300;
-pub const GC_STATUS: &str = ".gc-status";
+const GC_STATUS: &str = ".gc-status";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcReport {
@@ -145,7 +144,7 @@ pub fn run_gc(ds: &Datastore, cutoff: u64) -> Result<GcReport> {
     let cs = ds.chunk_store();
     let mut touched: HashSet<Digest> = HashSet::new();
     for path in find_indexes(ds.root())? {
-        let idx = Index::open(&path).map_err(|e| {
+        let idx = files::read_index(&path).map_err(|e| {
             e.context("gc aborted (an unreadable index would let its chunks be swept)")
         })?;
         report.index_file_count += 1;

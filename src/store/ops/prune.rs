@@ -21,7 +21,7 @@ pub struct KeepOptions {
 }
 
 impl KeepOptions {
-    pub fn keeps_all(&self) -> bool {
+    fn keeps_all(&self) -> bool {
         *self == KeepOptions::default()
     }
 }
@@ -62,7 +62,7 @@ enum Period {
 }
 
 /// ISO 8601 week-based year and week of a local date.
-pub fn iso_week(year: i32, yday: u32, wday: u32) -> (i32, u32) {
+fn iso_week(year: i32, yday: u32, wday: u32) -> (i32, u32) {
     let weekday = if wday == 0 { 7 } else { wday } as i32; // Monday = 1
     let week = (yday as i32 + 1 - weekday + 10) / 7;
     if week < 1 {

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::Mutex;
 
 use crate::store::chunks::ChunkCheck;
+use crate::store::files;
 use crate::store::format::archive::ArchiveKind;
 use crate::store::format::blob;
-use crate::store::format::index::Index;
 use crate::store::format::manifest::{FileEntry, VerifyState};
 use crate::store::format::names::BackupDir;
 use crate::store::Datastore;
@@ -201,7 +201,7 @@ fn verify_one(
             }
             continue;
         }
-        let idx = match Index::open(&path).and_then(|idx| f.check_index(&idx).map(|_| idx)) {
+        let idx = match files::read_index(&path).and_then(|idx| f.check_index(&idx).map(|_| idx)) {
             Ok(i) => i,
             Err(e) => {
                 problems.push(format!("{what}: {e}"));

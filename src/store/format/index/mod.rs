@@ -1,17 +1,13 @@
 //! What fixed and dynamic indexes have in common: the 4096-byte header, chunk ranges,
 //! `locate(offset)`, and opening either kind by its magic.
 
-use std::fs;
-use std::path::Path;
-
 pub mod dynamic;
 pub mod fixed;
 
-use crate::store::files::{self, Owner};
 use crate::store::format::index::dynamic::{DynamicIndex, DYNAMIC_INDEX_MAGIC};
 use crate::store::format::index::fixed::{FixedIndex, FIXED_INDEX_MAGIC};
 use crate::util::digest::Digest;
-use crate::util::error::{CorruptKind, Error, IoContext, Result};
+use crate::util::error::{CorruptKind, Error, Result};
 
 pub const INDEX_HEADER_SIZE: usize = 4096;
 pub const INDEX_FILE_MODE: u32 = 0o644;
@@ -42,12 +38,6 @@ pub enum Index {
 }
 
 impl Index {
-    /// Read and validate an index file, choosing the kind by its magic. Errors name `path`.
-    pub fn open(path: &Path) -> Result<Index> {
-        let raw = fs::read(path).ctx(path.display())?;
-        Index::parse(&raw).map_err(|e| e.context(path.display()))
-    }
-
     pub fn parse(raw: &[u8]) -> Result<Index> {
         if raw.len() < INDEX_HEADER_SIZE {
             return Err(Error::corrupt(
@@ -113,29 +103,6 @@ impl Index {
     pub fn chunks(&self) -> impl Iterator<Item = ChunkInfo> + '_ {
         (0..self.chunk_count()).filter_map(|i| self.chunk_info(i))
     }
-}
-
-/// Write an index file the way PBS does: `<name>.tmp_fidx|tmp_didx` next to it, fsync,
-/// rename. An index is written once; its folder is fsynced by the caller's final step.
-pub fn write_index_file(target: &Path, bytes: &[u8], owner: Owner) -> Result<()> {
-    let name = target
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::invalid(target.display(), "not an index file name"))?;
-    let (stem, ext) = name
-        .rsplit_once('.')
-        .ok_or_else(|| Error::invalid(name, "an index name needs an extension"))?;
-    let tmp = target.with_file_name(format!("{stem}.tmp_{ext}"));
-    let _ = fs::remove_file(&tmp);
-    let mut file = files::create_new(&tmp, INDEX_FILE_MODE, owner)?;
-    let res = std::io::Write::write_all(&mut file, bytes)
-        .and_then(|_| file.sync_all())
-        .ctx(tmp.display())
-        .and_then(|_| fs::rename(&tmp, target).ctx(format!("rename {}", tmp.display())));
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
 }
 
 /// Write the common header fields: magic, uuid, ctime, csum.
