@@ -19,14 +19,14 @@ fn backup_then_cat_gives_back_the_source_bytes_at_every_size() {
         let data = pseudo_random(len, i as u64 + 10);
         let group = format!("vm/{}", 100 + i);
         let out = backup_image(&store, &tmp, &group, &data, "2024-05-02T08:11:33Z");
-        assert!(out.status.success(), "size {len}: {}", stderr(&out));
+        assert!(out.status.success(), "size {len}: {}", describe(&out));
         let out = pbsfs(&[
             "cat",
             s(&store),
             &format!("{group}/latest"),
             "drive-scsi0.img",
         ]);
-        assert!(out.status.success(), "size {len}: {}", stderr(&out));
+        assert!(out.status.success(), "size {len}: {}", describe(&out));
         assert_eq!(out.stdout, data, "size {len}");
         // The index name works too.
         let out = pbsfs(&[
@@ -35,7 +35,8 @@ fn backup_then_cat_gives_back_the_source_bytes_at_every_size() {
             &format!("{group}/2024-05-02T08:11:33Z"),
             "drive-scsi0.img.fidx",
         ]);
-        assert_eq!(out.stdout.len(), len);
+        assert!(out.status.success(), "size {len}: {}", describe(&out));
+        assert_eq!(out.stdout, data, "size {len}, by index name");
     }
     // A blob: arbitrary bytes, not only text.
     let conf = tmp.join("conf");
@@ -48,13 +49,12 @@ fn backup_then_cat_gives_back_the_source_bytes_at_every_size() {
         &format!("pct.conf:{}", s(&conf)),
     ]);
     let out = pbsfs(&["cat", s(&store), "ct/9/latest", "pct.conf"]);
-    assert_eq!(out.stdout, bytes);
+    assert_eq!(ok_bytes(out), bytes);
     let out = pbsfs(&["cat", s(&store), "ct/9/latest", "nope.img"]);
-    assert_eq!(out.status.code(), Some(2));
+    let err = fails_with(&out, 2);
     assert!(
-        stderr(&out).contains("nope.img") && stderr(&out).contains("pct.conf.blob"),
-        "{}",
-        stderr(&out)
+        err.contains("nope.img") && err.contains("pct.conf.blob"),
+        "{err}"
     );
 }
 
@@ -64,14 +64,12 @@ fn an_unchanged_image_backs_up_with_no_new_chunk_file() {
     let store = sparse_store(&tmp);
     let data = pseudo_random(20 * 4096 + 5, 7);
     let out = backup_image(&store, &tmp, "vm/100", &data, "2024-05-02T08:00:00Z");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = ok(&out);
     assert!(line.contains("21 chunks, 21 new, 0 reused"), "{line}");
     let before = chunk_files(&store);
     assert_eq!(before.len(), 21);
     let out = backup_image(&store, &tmp, "vm/100", &data, "2024-05-02T09:00:00Z");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = ok(&out);
     assert!(line.contains("21 chunks, 0 new, 21 reused"), "{line}");
     assert_eq!(chunk_files(&store), before, "no chunk file written");
     let snaps = snapshots_json(&store);
@@ -90,8 +88,8 @@ fn an_unchanged_image_backs_up_with_no_new_chunk_file() {
     );
     // A time at or before the newest snapshot is refused.
     let out = backup_image(&store, &tmp, "vm/100", &data, "2024-05-02T09:00:00Z");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("not newer"), "{}", stderr(&out));
+    let err = fails_with(&out, 2);
+    assert!(err.contains("not newer"), "{err}");
 }
 
 #[test]
@@ -99,18 +97,19 @@ fn a_missing_reused_chunk_fails_the_backup_marks_the_base_and_the_next_run_heals
     let tmp = TempDir::new("heal");
     let store = sparse_store(&tmp);
     let data = pseudo_random(8 * 4096, 8);
-    assert!(
-        backup_image(&store, &tmp, "vm/100", &data, "2024-05-02T08:00:00Z")
-            .status
-            .success()
-    );
+    ok(&backup_image(
+        &store,
+        &tmp,
+        "vm/100",
+        &data,
+        "2024-05-02T08:00:00Z",
+    ));
     let victim = chunk_files(&store)[3].clone();
     let digest = victim.file_name().unwrap().to_str().unwrap().to_string();
     std::fs::remove_file(&victim).unwrap();
 
     let out = backup_image(&store, &tmp, "vm/100", &data, "2024-05-02T09:00:00Z");
-    assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
+    let err = fails_with(&out, 2);
     assert!(
         err.contains(&digest) && err.contains("marked as failed"),
         "{err}"
@@ -124,19 +123,18 @@ fn a_missing_reused_chunk_fails_the_backup_marks_the_base_and_the_next_run_heals
     assert_eq!(snaps[0]["verification"]["state"], "failed");
     assert!(!store.join("vm/100/2024-05-02T09:00:00Z").exists());
 
-    let out = backup_image(&store, &tmp, "vm/100", &data, "2024-05-02T10:00:00Z");
-    assert!(out.status.success(), "{}", stderr(&out));
+    ok(&backup_image(
+        &store,
+        &tmp,
+        "vm/100",
+        &data,
+        "2024-05-02T10:00:00Z",
+    ));
     assert!(
         victim.exists(),
         "the failed base is not reused, so the chunk is written again"
     );
-    let out = pbsfs(&["verify", s(&store)]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    ok(&pbsfs(&["verify", s(&store)]));
     for snap in snapshots_json(&store) {
         assert_eq!(snap["verification"]["state"], "ok");
     }
@@ -146,11 +144,13 @@ fn a_missing_reused_chunk_fails_the_backup_marks_the_base_and_the_next_run_heals
 fn notes_are_byte_exact_and_cleared_to_an_empty_string() {
     let tmp = TempDir::new("notes");
     let store = sparse_store(&tmp);
-    assert!(
-        backup_image(&store, &tmp, "vm/1", b"x", "2024-01-01T00:00:00Z")
-            .status
-            .success()
-    );
+    ok(&backup_image(
+        &store,
+        &tmp,
+        "vm/1",
+        b"x",
+        "2024-01-01T00:00:00Z",
+    ));
     let text = "first line\n\n  trailing spaces  \nno newline at end";
     pbsfs_ok(&["notes", s(&store), "vm/1/latest", "--set", text]);
     assert_eq!(
@@ -183,12 +183,12 @@ fn notes_are_byte_exact_and_cleared_to_an_empty_string() {
     let before = std::fs::read(store.join("vm/1/2024-01-01T00:00:00Z/index.json.blob")).unwrap();
     std::fs::write(&f, [b'a', 0xff, b'b']).unwrap();
     let out = pbsfs(&["notes", s(&store), "vm/1/latest", "--set-file", s(&f)]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("UTF-8"), "{}", stderr(&out));
+    let err = fails_with(&out, 2);
+    assert!(err.contains("UTF-8"), "{err}");
     std::fs::write(&f, vec![b'a'; 1024 * 1024 + 1]).unwrap();
     let out = pbsfs(&["notes", s(&store), "vm/1/latest", "--set-file", s(&f)]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("limit"), "{}", stderr(&out));
+    let err = fails_with(&out, 2);
+    assert!(err.contains("limit"), "{err}");
     assert_eq!(
         std::fs::read(store.join("vm/1/2024-01-01T00:00:00Z/index.json.blob")).unwrap(),
         before
@@ -211,11 +211,13 @@ fn notes_are_byte_exact_and_cleared_to_an_empty_string() {
 fn listings_use_pbs_field_names_and_show_unfinished_only_with_all() {
     let tmp = TempDir::new("list");
     let store = sparse_store(&tmp);
-    assert!(
-        backup_image(&store, &tmp, "vm/1", b"abc", "2024-01-01T00:00:00Z")
-            .status
-            .success()
-    );
+    ok(&backup_image(
+        &store,
+        &tmp,
+        "vm/1",
+        b"abc",
+        "2024-01-01T00:00:00Z",
+    ));
     std::fs::create_dir(store.join("vm/1/2024-01-02T00:00:00Z")).unwrap();
     let out = pbsfs_ok(&["snapshots", s(&store), "--output-format", "json"]);
     let v: Value = serde_json::from_str(&out).unwrap();
@@ -239,8 +241,8 @@ fn listings_use_pbs_field_names_and_show_unfinished_only_with_all() {
         "{text}"
     );
     let out = pbsfs(&["snapshots", s(&store), "vm/2"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("vm/2"));
+    let err = fails_with(&out, 2);
+    assert!(err.contains("vm/2"), "{err}");
 }
 
 #[test]
@@ -248,9 +250,7 @@ fn forget_removes_a_snapshot_and_refuses_protected_ones() {
     let tmp = TempDir::new("forget");
     let store = sparse_store(&tmp);
     for t in ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"] {
-        assert!(backup_image(&store, &tmp, "vm/1", b"abc", t)
-            .status
-            .success());
+        ok(&backup_image(&store, &tmp, "vm/1", b"abc", t));
     }
     pbsfs_ok(&["protected", s(&store), "vm/1/2024-01-01T00:00:00Z", "on"]);
     assert_eq!(
@@ -258,8 +258,8 @@ fn forget_removes_a_snapshot_and_refuses_protected_ones() {
         "on"
     );
     let out = pbsfs(&["forget", s(&store), "vm/1/2024-01-01T00:00:00Z"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("protected"), "{}", stderr(&out));
+    let err = fails_with(&out, 2);
+    assert!(err.contains("protected"), "{err}");
     assert!(store
         .join("vm/1/2024-01-01T00:00:00Z/index.json.blob")
         .exists());
@@ -269,7 +269,8 @@ fn forget_removes_a_snapshot_and_refuses_protected_ones() {
     pbsfs_ok(&["forget", s(&store), "vm/1/2024-01-01T00:00:00Z"]);
     assert!(!store.join("vm/1").exists(), "an emptied group is removed");
     let out = pbsfs(&["forget", s(&store), "vm/1/2024-01-01T00:00:00Z"]);
-    assert_eq!(out.status.code(), Some(2));
+    let err = fails_with(&out, 2);
+    assert!(err.contains("vm/1"), "{err}");
 }
 
 /// Create finished snapshots at `times` (epoch) in `vm/1`, oldest first.
@@ -278,7 +279,7 @@ fn make_snapshots(store: &Path, tmp: &TempDir, times: &[i64]) {
     sorted.sort();
     for t in sorted {
         let out = backup_image(store, tmp, "vm/1", b"p", &t.to_string());
-        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(out.status.success(), "backup at {t}: {}", describe(&out));
     }
 }
 
@@ -288,7 +289,11 @@ fn prune(store: &Path, tz: &str, args: &[&str]) -> Vec<(String, String)> {
         .args(args)
         .env("TZ", tz);
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "prune {args:?} (TZ={tz}): {}",
+        describe(&out)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -424,7 +429,8 @@ fn prune_combines_rules_and_handles_unfinished_and_protected_snapshots() {
     );
     // No option at all keeps everything.
     let plan = prune(&store, "UTC", &[]);
-    assert!(plan.iter().all(|(_, m)| m == "keep"));
+    assert_eq!(plan.len(), 6, "{plan:?}");
+    assert!(plan.iter().all(|(_, m)| m == "keep"), "{plan:?}");
     assert_eq!(snapshots_json(&store).len(), 6);
 
     let tmp2 = TempDir::new("prune-partial");
@@ -472,17 +478,21 @@ fn gc_removes_exactly_the_unreferenced_chunks_older_than_the_cutoff() {
     let store = sparse_store(&tmp);
     let keep = pseudo_random(6 * 4096, 21);
     let gone = pseudo_random(5 * 4096, 22);
-    assert!(
-        backup_image(&store, &tmp, "vm/1", &keep, "2024-01-01T00:00:00Z")
-            .status
-            .success()
-    );
+    ok(&backup_image(
+        &store,
+        &tmp,
+        "vm/1",
+        &keep,
+        "2024-01-01T00:00:00Z",
+    ));
     let referenced = chunk_files(&store);
-    assert!(
-        backup_image(&store, &tmp, "vm/2", &gone, "2024-01-01T00:00:00Z")
-            .status
-            .success()
-    );
+    ok(&backup_image(
+        &store,
+        &tmp,
+        "vm/2",
+        &gone,
+        "2024-01-01T00:00:00Z",
+    ));
     let all = chunk_files(&store);
     let unreferenced: Vec<_> = all
         .iter()
@@ -507,7 +517,7 @@ fn gc_removes_exactly_the_unreferenced_chunks_older_than_the_cutoff() {
     expect.sort();
     assert_eq!(left, expect);
     assert_eq!(
-        pbsfs(&["cat", s(&store), "vm/1/latest", "drive-scsi0.img"]).stdout,
+        ok_bytes(pbsfs(&["cat", s(&store), "vm/1/latest", "drive-scsi0.img"])),
         keep
     );
     let status: Value =
@@ -555,7 +565,7 @@ fn bad_arguments_exit_2_and_name_what_is_wrong() {
         ),
     ] {
         let out = pbsfs(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
     }
     assert!(
@@ -571,8 +581,8 @@ fn bad_arguments_exit_2_and_name_what_is_wrong() {
     let short = "/sys/kernel/uevent_seqnum";
     assert_eq!(std::fs::metadata(short).unwrap().len(), 4096);
     let out = pbsfs(&["backup", s(&store), "vm/2", &format!("d.img:{short}")]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains(short), "{}", stderr(&out));
+    let err = fails_with(&out, 2);
+    assert!(err.contains(short), "{err}");
     assert!(
         !store.join("vm/2").exists(),
         "the group this run created is gone"
@@ -629,7 +639,7 @@ fn namespaces_nest_and_whole_store_commands_cover_them() {
         "--ns",
         "a/b",
     ]);
-    assert_eq!(out.stdout, pseudo_random(10_000, 3));
+    assert_eq!(ok_bytes(out), pseudo_random(10_000, 3));
     let out = pbsfs_ok(&["verify", s(&store)]);
     assert!(
         out.contains("verified 2 snapshots"),
@@ -637,7 +647,7 @@ fn namespaces_nest_and_whole_store_commands_cover_them() {
     );
     for bad in ["a/../b", "a//b/c/d/e/f/g/h/i", ".hidden"] {
         let o = pbsfs(&["snapshots", s(&store), "--ns", bad]);
-        assert_eq!(o.status.code(), Some(2), "{bad}");
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", describe(&o));
     }
 }
 
@@ -645,16 +655,20 @@ fn namespaces_nest_and_whole_store_commands_cover_them() {
 fn verify_ignore_verified_and_outdated_after() {
     let tmp = TempDir::new("ignore");
     let store = sparse_store(&tmp);
-    assert!(
-        backup_image(&store, &tmp, "vm/1", b"abc", "2024-01-01T00:00:00Z")
-            .status
-            .success()
-    );
-    assert!(
-        backup_image(&store, &tmp, "vm/1", b"abd", "2024-01-02T00:00:00Z")
-            .status
-            .success()
-    );
+    ok(&backup_image(
+        &store,
+        &tmp,
+        "vm/1",
+        b"abc",
+        "2024-01-01T00:00:00Z",
+    ));
+    ok(&backup_image(
+        &store,
+        &tmp,
+        "vm/1",
+        b"abd",
+        "2024-01-02T00:00:00Z",
+    ));
     pbsfs_ok(&["verify", s(&store), "vm/1/2024-01-01T00:00:00Z"]);
     let out = pbsfs_ok(&["verify", s(&store), "vm/1", "--ignore-verified"]);
     assert!(
@@ -720,8 +734,7 @@ fn a_block_device_backs_up_like_a_file() {
         .args(["-f", "--show", s(&img)])
         .output()
         .unwrap();
-    assert!(out.status.success(), "losetup: {}", stderr(&out));
-    let dev = Loop(String::from_utf8(out.stdout).unwrap().trim().to_string());
+    let dev = Loop(ok(&out).trim().to_string());
     assert!(std::fs::metadata(&dev.0)
         .unwrap()
         .file_type()
@@ -737,15 +750,58 @@ fn a_block_device_backs_up_like_a_file() {
     let snaps = snapshots_json(&store);
     assert_eq!(snaps[0]["files"][0]["size"], data.len() as u64);
     assert_eq!(
-        pbsfs(&["cat", s(&store), "vm/9/latest", "drive-scsi0.img"]).stdout,
+        ok_bytes(pbsfs(&["cat", s(&store), "vm/9/latest", "drive-scsi0.img"])),
         data
     );
     // A character device is not an image.
     let out = pbsfs(&["backup", s(&store), "vm/9", "drive-scsi0.img:/dev/null"]);
-    assert_eq!(out.status.code(), Some(2));
+    let err = fails_with(&out, 2);
     assert!(
-        stderr(&out).contains("/dev/null") && stderr(&out).contains("block devices"),
-        "{}",
-        stderr(&out)
+        err.contains("/dev/null") && err.contains("block devices"),
+        "{err}"
+    );
+}
+
+/// The verify worker id is PBS's (spec §11.1): the namespace as its on-disk path, `/` for
+/// the root. Before the fix it was built in two places, neither PBS's.
+#[test]
+fn verify_records_pbs_worker_ids_in_the_root_and_in_a_namespace() {
+    let tmp = TempDir::new("cli-worker-id");
+    let store = sparse_store(&tmp);
+    let src = tmp.join("img");
+    std::fs::write(&src, pseudo_random(10_000, 3)).unwrap();
+    let arg = format!("drive-scsi0.img:{}", s(&src));
+    let t = "2024-05-02T08:11:33Z";
+    for ns in ["", "a/b"] {
+        let mut args = vec!["backup", s(&store), "vm/100", &arg, "--backup-time", t];
+        if !ns.is_empty() {
+            std::fs::create_dir_all(store.join("ns/a/ns/b")).unwrap();
+            args.extend(["--ns", ns]);
+        }
+        ok(&pbsfs(&args));
+        let mut args = vec!["verify", s(&store), "vm/100/2024-05-02T08:11:33Z"];
+        if !ns.is_empty() {
+            args.extend(["--ns", ns]);
+        }
+        ok(&pbsfs(&args));
+    }
+    let upid = |ns: &str| -> String {
+        let mut args = vec!["snapshots", s(&store), "--output-format", "json"];
+        if !ns.is_empty() {
+            args.extend(["--ns", ns]);
+        }
+        let v: Value = serde_json::from_str(&ok(&pbsfs(&args))).unwrap();
+        v[0]["verification"]["upid"].as_str().unwrap().to_string()
+    };
+    // 2024-05-02T08:11:33Z = 0x66334AB5; ':' and '/' systemd-escaped as in PBS.
+    let root = upid("");
+    assert!(
+        root.contains(":verify_snapshot:store\\x3a-vm-100-66334AB5:"),
+        "{root}"
+    );
+    let nested = upid("a/b");
+    assert!(
+        nested.contains(":verify_snapshot:store\\x3ans-a-ns-b-vm-100-66334AB5:"),
+        "{nested}"
     );
 }

@@ -48,20 +48,91 @@ pub fn pbsfs(args: &[&str]) -> Output {
 }
 
 /// Run pbsfs and require success; returns stdout.
+#[track_caller]
 pub fn pbsfs_ok(args: &[&str]) -> String {
     let out = pbsfs(args);
     assert!(
         out.status.success(),
-        "pbsfs {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "pbsfs {args:?} failed: {}",
+        describe(&out)
     );
     String::from_utf8(out.stdout).unwrap()
 }
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Exit status, stdout and stderr of a finished command, for assertion messages (each
+/// stream cut to its last 8 KiB: stdout may be a disk image).
+pub fn describe(o: &Output) -> String {
+    fn tail(b: &[u8]) -> String {
+        const MAX: usize = 8192;
+        if b.len() <= MAX {
+            return String::from_utf8_lossy(b).into_owned();
+        }
+        format!(
+            "[{} bytes, last {MAX}:]\n{}",
+            b.len(),
+            String::from_utf8_lossy(&b[b.len() - MAX..])
+        )
+    }
+    format!(
+        "{}\n--- stdout:\n{}\n--- stderr:\n{}",
+        o.status,
+        tail(&o.stdout),
+        tail(&o.stderr)
+    )
+}
+
+/// Require success; returns stdout (lossy UTF-8).
+#[track_caller]
+pub fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "expected success: {}", describe(o));
+    stdout(o)
+}
+
+/// Require success; returns stdout as raw bytes.
+#[track_caller]
+pub fn ok_bytes(o: Output) -> Vec<u8> {
+    assert!(o.status.success(), "expected success: {}", describe(&o));
+    o.stdout
+}
+
+/// Require exit code `code` (0 included); returns stdout followed by stderr.
+#[track_caller]
+pub fn exits(o: &Output, code: i32) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "expected exit code {code}: {}",
+        describe(o)
+    );
+    format!("{}{}", stdout(o), stderr(o))
+}
+
+/// Require exit code `code` (not 0); returns stderr.
+#[track_caller]
+pub fn fails_with(o: &Output, code: i32) -> String {
+    assert_ne!(code, 0, "fails_with(.., 0): use ok() or exits()");
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "expected exit code {code}: {}",
+        describe(o)
+    );
+    stderr(o)
+}
+
+/// Require failure (a nonzero exit or a signal); returns stderr.
+#[track_caller]
+pub fn fails(o: &Output) -> String {
+    assert!(!o.status.success(), "expected failure: {}", describe(o));
+    stderr(o)
 }
 
 /// Deterministic pseudo-random bytes (xorshift), different per seed.

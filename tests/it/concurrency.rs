@@ -32,16 +32,24 @@ fn two_processes_each_incrementing_200_times_end_at_exactly_400() {
     let err = ds
         .create_manifest(&d, &Manifest::new(&d), &lock)
         .unwrap_err();
-    assert!(matches!(err, pbsfs::Error::AlreadyExists(_)), "{err}");
+    assert!(matches!(err, pbsfs::Error::AlreadyExists { .. }), "{err}");
     assert_eq!(
         std::fs::read(ds.snapshot_path(&d).join("index.json.blob")).unwrap(),
         first
     );
-    drop(lock);
-    // And only under the exclusive snapshot lock.
-    let shared = ds.locker().lock_snapshot(&d, false).unwrap();
-    assert!(ds.create_manifest(&d, &Manifest::new(&d), &shared).is_err());
-    drop(shared);
+    // Only under the exclusive lock (the type) of that same snapshot (checked): a new
+    // snapshot's manifest cannot be written with another snapshot's lock.
+    let other = BackupDir::new(d.group.clone(), d.time + 60).unwrap();
+    let other_lock = ds.create_snapshot_dir(&other).unwrap();
+    let err = ds
+        .create_manifest(&other, &Manifest::new(&other), &lock)
+        .unwrap_err();
+    assert!(matches!(err, pbsfs::Error::InvalidInput { .. }), "{err}");
+    assert!(!ds.snapshot_path(&other).join("index.json.blob").exists());
+    ds.create_manifest(&other, &Manifest::new(&other), &other_lock)
+        .unwrap();
+    drop((lock, other_lock));
+    ds.destroy_snapshot(&other).unwrap();
 
     let children: Vec<_> = (0..2)
         .map(|_| {
@@ -62,12 +70,7 @@ fn two_processes_each_incrementing_200_times_end_at_exactly_400() {
         .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "a child failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "a child failed: {}", describe(&out));
     }
     let m = ds.load_manifest(&d).unwrap();
     assert_eq!(m.unprotected()["counter"], 400);
@@ -100,28 +103,26 @@ fn counter_child() {
 fn gc_refuses_to_run_while_a_backup_holds_the_datastore_lock() {
     let tmp = TempDir::new("gclock");
     let store = sparse_store(&tmp);
-    assert!(
-        backup_image(&store, &tmp, "vm/1", b"data", "2024-01-01T00:00:00Z")
-            .status
-            .success()
-    );
+    ok(&backup_image(
+        &store,
+        &tmp,
+        "vm/1",
+        b"data",
+        "2024-01-01T00:00:00Z",
+    ));
     let ds = Datastore::open(&store, None).unwrap();
     // What a running backup holds for its whole run.
     let held = ds.locker().lock_process(false).unwrap();
     let out = pbsfs(&["gc", s(&store)]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("exclusive lock"), "{}", stderr(&out));
+    let err = fails_with(&out, 2);
+    assert!(err.contains("exclusive lock"), "{err}");
     assert!(!store.join(".gc-status").exists());
     // And a backup refuses while gc runs.
     drop(held);
     let gc = ds.locker().lock_process(true).unwrap();
     let out = backup_image(&store, &tmp, "vm/1", b"data2", "2024-01-02T00:00:00Z");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("garbage collection"),
-        "{}",
-        stderr(&out)
-    );
+    let err = fails_with(&out, 2);
+    assert!(err.contains("garbage collection"), "{err}");
     drop(gc);
     pbsfs_ok(&["gc", s(&store)]);
 }
@@ -130,40 +131,48 @@ fn gc_refuses_to_run_while_a_backup_holds_the_datastore_lock() {
 fn a_second_backup_of_a_group_is_refused_while_one_holds_its_lock() {
     let tmp = TempDir::new("grouplock");
     let store = sparse_store(&tmp);
-    assert!(
-        backup_image(&store, &tmp, "vm/1", b"a", "2024-01-01T00:00:00Z")
-            .status
-            .success()
-    );
+    ok(&backup_image(
+        &store,
+        &tmp,
+        "vm/1",
+        b"a",
+        "2024-01-01T00:00:00Z",
+    ));
     let ds = Datastore::open(&store, None).unwrap();
     let g =
         pbsfs::store::format::names::BackupGroup::parse(&BackupNamespace::root(), "vm/1").unwrap();
     let held = ds.locker().lock_group(&g).unwrap();
     let out = backup_image(&store, &tmp, "vm/1", b"b", "2024-01-02T00:00:00Z");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("group vm/1 is locked"),
-        "{}",
-        stderr(&out)
-    );
+    let err = fails_with(&out, 2);
+    assert!(err.contains("group vm/1 is locked"), "{err}");
     // Group notes wait for no one: they fail fast with the same lock held.
+    let started = std::time::Instant::now();
     let out = pbsfs(&["notes", s(&store), "vm/1", "--set", "x"]);
-    assert_eq!(out.status.code(), Some(2));
-    drop(held);
+    let err = fails_with(&out, 2);
+    assert!(err.contains("group vm/1 is locked"), "{err}");
     assert!(
-        backup_image(&store, &tmp, "vm/1", b"b", "2024-01-02T00:00:00Z")
-            .status
-            .success()
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "not fast: {:?}",
+        started.elapsed()
     );
+    assert!(!store.join("vm/1/notes").exists(), "no notes written");
+    drop(held);
+    ok(&backup_image(
+        &store,
+        &tmp,
+        "vm/1",
+        b"b",
+        "2024-01-02T00:00:00Z",
+    ));
     // While a reader holds the base shared, prune cannot remove it; it says so and goes on.
     let d = BackupDir::parse(&BackupNamespace::root(), "vm/1/2024-01-01T00:00:00Z").unwrap();
-    let reader = ds.locker().lock_snapshot(&d, false).unwrap();
+    let reader = ds.locker().lock_snapshot_shared(&d).unwrap();
     let out = pbsfs(&["prune", s(&store), "vm/1", "--keep-last", "1"]);
-    assert_eq!(out.status.code(), Some(0));
+    ok(&out);
     assert!(
         stderr(&out).contains("could not remove vm/1/2024-01-01T00:00:00Z"),
         "{}",
-        stderr(&out)
+        describe(&out)
     );
     assert!(store.join("vm/1/2024-01-01T00:00:00Z").exists());
     drop(reader);
@@ -205,12 +214,13 @@ print(fails)
     let verifier = Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "n=0; while [ ! -e {} ]; do {BIN} verify {} vm/100/2024-05-02T08:11:33Z >/dev/null || echo verify-failed; n=$((n+1)); done; echo runs=$n",
+            "n=0; while [ ! -e {} ]; do out=$({BIN} verify {} vm/100/2024-05-02T08:11:33Z 2>&1) || echo \"verify-failed: $out\"; n=$((n+1)); done; echo runs=$n",
             stop.display(),
             f.store.display()
         ))
         .env("PBSFS_PBS_CONFIG_DIR", "/nonexistent-pbsfs-test-config")
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut procs: Vec<_> = (0..4)
@@ -251,25 +261,22 @@ print(fails)
     };
     for p in procs {
         let out = p.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "0",
-            "failed saves: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let failed = ok(&out);
+        assert_eq!(failed.trim(), "0", "failed saves: {}", describe(&out));
     }
     done.store(true, Ordering::SeqCst);
     assert!(checker.join().unwrap() > 0);
     fs::write(&stop, "").unwrap();
     let out = verifier.wait_with_output().unwrap();
-    let vout = String::from_utf8_lossy(&out.stdout);
-    assert!(!vout.contains("verify-failed"), "{vout}");
-    assert!(vout.contains("runs="), "{vout}");
+    let vout = ok(&out);
+    assert!(!vout.contains("verify-failed"), "{}", describe(&out));
+    // The loop ran: at least one verify overlapped the saves (STOP came after them).
+    let runs: u64 = vout
+        .lines()
+        .find_map(|l| l.strip_prefix("runs="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no runs=N line: {}", describe(&out)));
+    assert!(runs >= 1, "verify never ran: {}", describe(&out));
     // The last committed save of some writer is what stays.
     let notes = notes_of(&f, &f.d1);
     assert!(

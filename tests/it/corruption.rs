@@ -26,7 +26,7 @@ fn store_with_image() -> Case {
         &pseudo_random(6 * 4096, 5),
         "2024-05-02T08:11:33Z",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
+    ok(&out);
     let chunk = chunk_files(&store)[2].clone();
     let digest = chunk.file_name().unwrap().to_str().unwrap().to_string();
     Case {
@@ -41,7 +41,7 @@ fn verify(store: &Path) -> (Option<i32>, String) {
     let out = pbsfs(&["verify", s(store)]);
     (
         out.status.code(),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out)),
+        format!("{}{}", stdout(&out), stderr(&out)),
     )
 }
 
@@ -82,12 +82,19 @@ fn a_flipped_byte_is_found_and_named() {
     assert_eq!(state(&c.store), "failed");
     // cat fails naming the chunk and never emits the bad chunk's bytes.
     let cat = pbsfs(&["cat", s(&c.store), "vm/100/latest", "drive-scsi0.img"]);
-    assert_eq!(cat.status.code(), Some(2));
-    assert!(stderr(&cat).contains(&c.digest), "{}", stderr(&cat));
+    let err = fails_with(&cat, 2);
+    assert!(err.contains(&c.digest), "{err}");
     let source = pseudo_random(6 * 4096, 5);
+    // Where the bad chunk sits in the image (chunk files are sorted by digest, not offset).
+    let bad_at = source
+        .chunks(4096)
+        .position(|piece| pbsfs::Digest::of(piece).to_hex() == c.digest)
+        .expect("the corrupted chunk is one of the image's")
+        * 4096;
     assert!(
-        cat.stdout.len() < source.len() && source.starts_with(&cat.stdout),
-        "only good bytes before the bad chunk"
+        cat.stdout.len() <= bad_at && source.starts_with(&cat.stdout),
+        "only good bytes, all before the bad chunk at {bad_at}: got {} bytes",
+        cat.stdout.len()
     );
 }
 
@@ -140,8 +147,8 @@ fn a_truncated_index_is_found_and_named() {
     );
     assert_eq!(state(&c.store), "failed");
     let cat = pbsfs(&["cat", s(&c.store), "vm/100/latest", "drive-scsi0.img"]);
-    assert_eq!(cat.status.code(), Some(2));
-    assert!(cat.stdout.is_empty());
+    fails_with(&cat, 2);
+    assert!(cat.stdout.is_empty(), "{}", describe(&cat));
 }
 
 #[test]
@@ -151,7 +158,8 @@ fn rename_bad_moves_corrupt_chunks_aside() {
     raw[20] ^= 0xff;
     std::fs::write(&c.chunk, &raw).unwrap();
     let out = pbsfs(&["verify", s(&c.store), "vm/100/latest", "--rename-bad"]);
-    assert_eq!(out.status.code(), Some(1));
+    let text = exits(&out, 1);
+    assert!(text.contains(&c.digest), "{text}");
     assert!(!c.chunk.exists());
     assert!(c
         .chunk
@@ -170,8 +178,13 @@ fn a_corrupt_manifest_is_reported_not_trusted() {
         let mut args = vec!["verify", s(&c.store)];
         args.extend(target);
         let out = pbsfs(&args);
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(1), "damage, not an error: {text}");
+        let text = stdout(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "damage, not an error: {}",
+            describe(&out)
+        );
         assert!(
             text.contains("manifest")
                 && text.contains("CRC")
@@ -213,34 +226,33 @@ fn encrypted_chunks_are_checked_by_crc_and_reported_as_not_verifiable() {
     ds.chunk_store().insert_chunk(&digest, &raw).unwrap();
     let idx = FixedIndex::new(4096, 4096, vec![digest], 0).unwrap();
     let path = ds.snapshot_path(&d).join("drive-scsi0.img.fidx");
-    pbsfs::store::format::index::write_index_file(&path, &idx.to_bytes(), ds.owner()).unwrap();
+    pbsfs::store::files::write_index_file(&path, &idx.to_bytes(), ds.owner()).unwrap();
     let mut m = Manifest::new(&d);
     m.add_file(&FileEntry {
         filename: "drive-scsi0.img.fidx".into(),
-        crypt_mode: "encrypt".into(),
+        crypt_mode: pbsfs::store::format::manifest::CryptMode::Encrypt,
         size: 4096,
         csum: idx.csum,
     });
     ds.create_manifest(&d, &m, &lock).unwrap();
     drop(lock);
 
-    let out = pbsfs(&["verify", s(&store)]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    let text = ok(&pbsfs(&["verify", s(&store)]));
     assert!(
         text.contains("1 encrypted") && text.contains("not verifiable by content"),
         "{text}"
     );
     let cat = pbsfs(&["cat", s(&store), "vm/5/latest", "drive-scsi0.img"]);
-    assert_eq!(cat.status.code(), Some(2));
-    assert!(stderr(&cat).contains("key required"), "{}", stderr(&cat));
+    let err = fails_with(&cat, 2);
+    assert!(err.contains("key required"), "{err}");
     // A flipped ciphertext bit is still found: the CRC covers it.
     let chunk = ds.chunk_store().chunk_path(&digest);
     let mut bad = std::fs::read(&chunk).unwrap();
     let n = bad.len() - 1;
     bad[n] ^= 1;
     std::fs::write(&chunk, bad).unwrap();
-    assert_eq!(pbsfs(&["verify", s(&store)]).status.code(), Some(1));
+    let text = exits(&pbsfs(&["verify", s(&store)]), 1);
+    assert!(text.contains(&digest.to_hex()), "{text}");
 }
 
 #[test]
@@ -252,12 +264,8 @@ fn a_flipped_byte_in_one_chunk_fails_exactly_the_reads_that_touch_it() {
     let m = Mounted::start(&f.store, &tmp.join("mnt"), &[]);
     let img = m.path("vm/100/2024-05-02T08:11:33Z/drive-scsi0.img");
     let out = sh(&format!("cat {} > /dev/null", img.display()));
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = fails(&out);
+    assert!(err.contains("Input/output error"), "{err}");
     // Ranges before and after the bad chunk stay readable and correct.
     for (skip, count) in [(0u64, 5u64), (6, 10)] {
         let out = Command::new("dd")
@@ -272,8 +280,8 @@ fn a_flipped_byte_in_one_chunk_fails_exactly_the_reads_that_touch_it() {
             .unwrap();
         assert!(
             out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            "dd skip={skip} count={count}: {}",
+            describe(&out)
         );
         let from = (skip * 65536) as usize;
         assert_eq!(out.stdout, f.img1[from..from + (count * 65536) as usize]);
@@ -290,8 +298,8 @@ fn a_flipped_byte_in_one_chunk_fails_exactly_the_reads_that_touch_it() {
         ])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(out.stdout.is_empty());
+    fails(&out);
+    assert!(out.stdout.is_empty(), "{}", describe(&out));
     let log = m.log_text();
     let errors: Vec<&str> = log
         .lines()
@@ -332,11 +340,7 @@ fn a_background_mount_logs_bad_chunks_to_syslog() {
         .env("PBSFS_SYSLOG_SOCKET", &sock)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     let _guard = Unmount(mp.clone());
     let err = fs::read(mp.join("vm/100/2024-05-02T08:11:33Z/drive-scsi0.img")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO));

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::common::TempDir;
+use crate::common::{describe, TempDir};
 use crate::mount_util::*;
 
 /// A detached tmux server of its own, running one command; killed on drop.
@@ -17,7 +17,7 @@ struct Tmux {
 impl Tmux {
     fn start(dir: &Path, home: &Path, cmd: &str) -> Tmux {
         let socket = format!("pbsfs-{}", pbsfs::store::files::random_suffix(8));
-        let st = Command::new("tmux")
+        let out = Command::new("tmux")
             .args([
                 "-L",
                 &socket,
@@ -34,19 +34,23 @@ impl Tmux {
             .env("HOME", home)
             .env("TERM", "xterm-256color")
             .env_remove("TMUX")
-            .status()
+            .output()
             .unwrap();
-        assert!(st.success());
+        assert!(out.status.success(), "tmux new-session: {}", describe(&out));
         Tmux { socket }
     }
 
     fn keys(&self, keys: &[&str]) {
-        let st = Command::new("tmux")
+        let out = Command::new("tmux")
             .args(["-L", &self.socket, "send-keys", "-t", "t"])
             .args(keys)
-            .status()
+            .output()
             .unwrap();
-        assert!(st.success());
+        assert!(
+            out.status.success(),
+            "tmux send-keys {keys:?}: {}",
+            describe(&out)
+        );
     }
 
     fn screen(&self) -> String {

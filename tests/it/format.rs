@@ -122,7 +122,7 @@ fn on_a_configured_pbs_store_both_lock_schemes_are_taken_in_pbs_places() {
         &pseudo_random(10_000, 2),
         "2024-05-02T08:11:33Z",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
+    ok(&out);
     // The backup ran before PBS "knew" the store: its local locks go; PBS's must be used now.
     std::fs::remove_dir_all(store.join(".locks")).unwrap();
     let env = pbs_env(&tmp, &store, "");
@@ -136,7 +136,7 @@ fn on_a_configured_pbs_store_both_lock_schemes_are_taken_in_pbs_places() {
             "hi",
         ],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
+    ok(&out);
     let root = tmp.join("run/locks/store1");
     let new_snap = root.join("host-my\\x2dhost-2024\\x2d05\\x2d02T08\\x3a11\\x3a33Z");
     let new_manifest =
@@ -159,7 +159,7 @@ fn on_a_configured_pbs_store_both_lock_schemes_are_taken_in_pbs_places() {
         "a PBS store uses PBS's lock folder only"
     );
     let out = run_with(&env, &["notes", s(&store), "host/my-host/latest"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi");
+    assert_eq!(ok(&out), "hi");
 
     // While "PBS" holds the snapshot exclusively through the old scheme (a folder flock),
     // the edit must fail fast instead of racing it.
@@ -169,8 +169,8 @@ fn on_a_configured_pbs_store_both_lock_schemes_are_taken_in_pbs_places() {
         &env,
         &["notes", s(&store), "host/my-host/latest", "--set", "x"],
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
+    let err = fails_with(&out, 2);
+    assert!(err.contains("locked"), "{err}");
     drop(dir);
 }
 
@@ -185,21 +185,23 @@ fn s3_and_maintenance_mode_stores_refuse_writes() {
     ] {
         let tmp = TempDir::new("refuse");
         let store = sparse_store(&tmp);
-        assert!(
-            backup_image(&store, &tmp, "vm/1", b"abc", "2024-01-01T00:00:00Z")
-                .status
-                .success()
-        );
+        ok(&backup_image(
+            &store,
+            &tmp,
+            "vm/1",
+            b"abc",
+            "2024-01-01T00:00:00Z",
+        ));
         let before =
             std::fs::read(store.join("vm/1/2024-01-01T00:00:00Z/index.json.blob")).unwrap();
         let env = pbs_env(&tmp, &store, extra);
         let out = run_with(&env, &["notes", s(&store), "vm/1/latest", "--set", "x"]);
-        assert_eq!(out.status.code(), Some(2));
-        assert!(stderr(&out).contains(word), "{}", stderr(&out));
+        let err = fails_with(&out, 2);
+        assert!(err.contains(word), "{err}");
         let after = std::fs::read(store.join("vm/1/2024-01-01T00:00:00Z/index.json.blob")).unwrap();
         assert_eq!(before, after);
         // Reading still works.
         let out = run_with(&env, &["cat", s(&store), "vm/1/latest", "drive-scsi0.img"]);
-        assert_eq!(out.stdout, b"abc");
+        assert_eq!(ok_bytes(out), b"abc");
     }
 }

@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
-use crate::common::{pbsfs, TempDir, BIN};
+use crate::common::{describe, fails, fails_with, ok, pbsfs, stderr, TempDir};
 use crate::mount_util::*;
 
 #[test]
@@ -15,13 +15,7 @@ fn the_view_lists_every_group_snapshot_and_file_with_sizes_and_times() {
     let tmp = TempDir::new("mount-view");
     let f = fixture(&tmp);
     let m = Mounted::start(&f.store, &tmp.join("mnt"), &[]);
-    let out = sh(&format!("ls -lR {}", m.mp.display()));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ls = String::from_utf8(out.stdout).unwrap();
+    let ls = ok(&sh(&format!("ls -lR {}", m.mp.display())));
     for want in [
         "vm",
         "ct",
@@ -88,8 +82,13 @@ fn the_view_lists_every_group_snapshot_and_file_with_sizes_and_times() {
     ] {
         let src = tmp.join("src");
         fs::write(&src, want).unwrap();
-        let st = Command::new("cmp").arg(&path).arg(&src).status().unwrap();
-        assert!(st.success(), "cmp {}", path.display());
+        let out = Command::new("cmp").arg(&path).arg(&src).output().unwrap();
+        assert!(
+            out.status.success(),
+            "cmp {}: {}",
+            path.display(),
+            describe(&out)
+        );
     }
     assert_eq!(fs::read(snap1.join("qemu-server.conf")).unwrap(), f.conf);
     // manifest.json parses and matches the store.
@@ -99,17 +98,12 @@ fn the_view_lists_every_group_snapshot_and_file_with_sizes_and_times() {
     assert_eq!(&json, &serde_json::Value::Object(m2.as_map().clone()));
     // Stable inodes, and df works.
     let ino = fs::metadata(snap1.join("drive-scsi0.img")).unwrap().ino();
-    let _ = sh(&format!("ls -lR {} >/dev/null", m.mp.display()));
+    ok(&sh(&format!("ls -lR {} >/dev/null", m.mp.display())));
     assert_eq!(
         fs::metadata(snap1.join("drive-scsi0.img")).unwrap().ino(),
         ino
     );
-    let df = sh(&format!("df {}", m.mp.display()));
-    assert!(
-        df.status.success(),
-        "{}",
-        String::from_utf8_lossy(&df.stderr)
-    );
+    ok(&sh(&format!("df {}", m.mp.display())));
     m.unmount();
 }
 
@@ -119,27 +113,21 @@ fn background_mount_returns_when_ready_and_umount_ends_it() {
     let f = fixture(&tmp);
     let mp = tmp.join("mnt");
     fs::create_dir(&mp).unwrap();
-    let out = pbsfs(&["mount", f.store.to_str().unwrap(), mp.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&pbsfs(&[
+        "mount",
+        f.store.to_str().unwrap(),
+        mp.to_str().unwrap(),
+    ]));
     assert!(is_mounted(&mp));
     // Already answering: no polling needed.
     assert!(mp.join("vm/100/latest/notes").exists());
-    let out = pbsfs(&["umount", mp.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&pbsfs(&["umount", mp.to_str().unwrap()]));
     assert!(!is_mounted(&mp));
     // Errors before readiness are printed, exit 2.
     let inside = f.store.join("vm");
     let out = pbsfs(&["mount", f.store.to_str().unwrap(), inside.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("must not contain"));
+    let err = fails_with(&out, 2);
+    assert!(err.contains("must not contain"), "{err}");
     let out = pbsfs(&[
         "mount",
         f.store.to_str().unwrap(),
@@ -147,8 +135,9 @@ fn background_mount_returns_when_ready_and_umount_ends_it() {
         "-o",
         "bogus",
     ]);
-    assert_eq!(out.status.code(), Some(2));
-    let _ = BIN;
+    let err = fails_with(&out, 2);
+    assert!(err.contains("bogus"), "{err}");
+    assert!(!is_mounted(&mp));
 }
 
 /// Run `cmd` with bash in `dir` (HOME set to a scratch folder); returns the output.
@@ -192,11 +181,7 @@ fn every_way_of_saving_notes_is_one_transaction_visible_when_the_tool_exits() {
     for (cmd, want) in &saves {
         let before = m.commits();
         let out = sh_in(&dir, &home, cmd);
-        assert!(
-            out.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{cmd}: {}", describe(&out));
         // Visible to the library as soon as the tool has exited.
         assert_eq!(notes_of(&f, &f.d1), *want, "{cmd}");
         assert_eq!(
@@ -213,11 +198,12 @@ fn every_way_of_saving_notes_is_one_transaction_visible_when_the_tool_exits() {
     }
     // Truncate-only saves commit at release, a moment later.
     for cmd in ["printf '' > notes", "truncate -s 0 notes"] {
-        let out = sh_in(&dir, &home, "echo full > notes");
-        assert!(out.status.success());
+        ok(&sh_in(&dir, &home, "echo full > notes"));
+        // Not empty before: the poll below must see the truncation, not a leftover.
+        assert_eq!(notes_of(&f, &f.d1), "full\n", "{cmd}");
         let before = m.commits();
         let out = sh_in(&dir, &home, cmd);
-        assert!(out.status.success(), "{cmd}");
+        assert!(out.status.success(), "{cmd}: {}", describe(&out));
         assert!(poll(10, || notes_of(&f, &f.d1).is_empty()), "{cmd}");
         assert!(
             poll(10, || m.commits() == before + 1),
@@ -232,24 +218,40 @@ fn every_way_of_saving_notes_is_one_transaction_visible_when_the_tool_exits() {
         &home,
         "python3 -c \"open('notes','r+').close()\"; : >> notes",
     );
-    assert!(out.status.success());
-    assert_eq!(m.commits(), before);
+    ok(&out);
+    // A save still pending at release would be committed by the next open: read first.
+    assert_eq!(fs::read_to_string(dir.join("notes")).unwrap(), "");
+    assert_eq!(m.commits(), before, "log:\n{}", m.log_text());
     // Group notes.
-    let out = sh_in(&m.path("vm/100"), &home, "echo group > notes");
-    assert!(out.status.success());
-    assert_eq!(f.ds.group_notes(&f.d1.group).unwrap(), "group\n");
+    ok(&sh_in(&m.path("vm/100"), &home, "echo group > notes"));
+    assert_eq!(f.ds.group_notes(&f.d1.group).unwrap(), b"group\n");
     // notes cannot be removed or renamed away.
     for cmd in ["rm notes", "mv notes other"] {
         let out = sh_in(&dir, &home, cmd);
-        assert!(!out.status.success(), "{cmd}");
+        assert!(!out.status.success(), "{cmd}: {}", describe(&out));
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+            stderr(&out).contains("Operation not permitted"),
             "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            describe(&out)
         );
     }
-    // Scratch files are never stored.
-    assert!(!f.ds.snapshot_path(&f.d1).join("scratch").exists());
+    // Scratch files are never stored: the one above was renamed away, so leave one behind
+    // and look at what the snapshot folder holds.
+    ok(&sh_in(&dir, &home, "printf left > scratch2"));
+    assert_eq!(fs::read(dir.join("scratch2")).unwrap(), b"left");
+    let mut stored: Vec<String> = fs::read_dir(f.ds.snapshot_path(&f.d1))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    stored.sort();
+    assert_eq!(
+        stored,
+        [
+            "drive-scsi0.img.fidx",
+            "index.json.blob",
+            "qemu-server.conf.blob"
+        ]
+    );
     m.unmount();
 }
 
@@ -291,21 +293,16 @@ fn verify_state_takes_words_and_json_and_refuses_garbage_without_touching_the_ma
     // Garbage: the shell sees the write error; the manifest stays byte-identical.
     let blob = f.ds.snapshot_path(&f.d1).join("index.json.blob");
     let raw = fs::read(&blob).unwrap();
-    let out = sh_in(&dir, tmp.path(), "echo garbage > verify_state");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Invalid argument"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = fails(&sh_in(&dir, tmp.path(), "echo garbage > verify_state"));
+    assert!(err.contains("Invalid argument"), "{err}");
     // A program writing invalid JSON gets EINVAL from close().
     let out = sh_in(
         &dir,
         tmp.path(),
         "python3 -c \"f=open('verify_state','w'); f.write('{\\\"state\\\": 1}'); f.close()\"",
     );
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid argument"));
+    let err = fails(&out);
+    assert!(err.contains("Invalid argument"), "{err}");
     // An open commits any closed, unreleased save of the file first: none may exist.
     fs::read(&vs).unwrap();
     assert_eq!(fs::read(&blob).unwrap(), raw, "manifest untouched");
@@ -329,11 +326,11 @@ fn a_read_only_mount_refuses_writes_with_erofs() {
         "echo g > ../notes",
     ] {
         let out = sh_in(&dir, tmp.path(), cmd);
-        assert!(!out.status.success(), "{cmd}");
+        assert!(!out.status.success(), "{cmd}: {}", describe(&out));
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+            stderr(&out).contains("Read-only file system"),
             "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            describe(&out)
         );
     }
     assert_eq!(
@@ -392,14 +389,18 @@ fn sigterm_unmounts_cleanly_and_after_kill_9_umount_clears_the_mountpoint() {
     let f = fixture(&tmp);
     let mut m = Mounted::start(&f.store, &tmp.join("mnt"), &[]);
     let pid = m.child.as_ref().unwrap().id();
-    assert!(Command::new("kill")
+    ok(&Command::new("kill")
         .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+        .output()
+        .unwrap());
     let mut child = m.child.take().unwrap();
-    assert!(poll(30, || child.try_wait().unwrap().is_some()));
-    assert!(child.wait().unwrap().success());
+    assert!(
+        poll(30, || child.try_wait().unwrap().is_some()),
+        "still running after SIGTERM; log:\n{}",
+        m.log_text()
+    );
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{st}; log:\n{}", m.log_text());
     assert!(!is_mounted(&m.mp), "{}", m.log_text());
     drop(m);
 
@@ -414,22 +415,11 @@ fn sigterm_unmounts_cleanly_and_after_kill_9_umount_clears_the_mountpoint() {
         fs::read(m.path("vm/100/2024-05-02T08:11:33Z/notes")).is_err(),
         "a dead mount answers nothing"
     );
-    let out = pbsfs(&["umount", m.mp.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&pbsfs(&["umount", m.mp.to_str().unwrap()]));
     assert!(!is_mounted(&m.mp));
     // The store verifies clean.
     assert_eq!(notes_of(&f, &f.d1), "before kill\n");
-    let out = pbsfs(&["verify", f.store.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    ok(&pbsfs(&["verify", f.store.to_str().unwrap()]));
 }
 
 /// `ls -liR` as (path, inode) pairs.
@@ -522,11 +512,7 @@ fn tar_cp_and_rsync_copy_a_snapshot_byte_exact() {
             fs::create_dir(out.join("tar")).unwrap();
         }
         let r = sh(&cmd);
-        assert!(
-            r.status.success(),
-            "{tool}: {}",
-            String::from_utf8_lossy(&r.stderr)
-        );
+        assert!(r.status.success(), "{tool}: {}", describe(&r));
         let d = out.join(dest);
         assert_eq!(
             fs::read(d.join("drive-scsi0.img")).unwrap(),

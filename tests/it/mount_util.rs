@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pbsfs::store::files::write_index_file;
 use pbsfs::store::format::blob;
 use pbsfs::store::format::index::fixed::FixedIndex;
-use pbsfs::store::format::index::write_index_file;
 use pbsfs::store::format::manifest::{FileEntry, Manifest};
 use pbsfs::store::format::names::{BackupDir, BackupGroup, BackupNamespace, BackupType};
 use pbsfs::{Datastore, Digest};
 
-use crate::common::{pseudo_random, TempDir, BIN};
+use crate::common::{describe, pseudo_random, TempDir, BIN};
 
 /// One snapshot to build.
 pub struct SnapSpec<'a> {
@@ -66,7 +66,7 @@ pub fn make_snapshot(ds: &Datastore, spec: &SnapSpec) -> BackupDir {
         write_index_file(&dir.join(&file), &idx.to_bytes(), ds.owner()).unwrap();
         m.add_file(&FileEntry {
             filename: file,
-            crypt_mode: "none".into(),
+            crypt_mode: pbsfs::store::format::manifest::CryptMode::None,
             size: data.len() as u64,
             csum: idx.csum,
         });
@@ -77,7 +77,7 @@ pub fn make_snapshot(ds: &Datastore, spec: &SnapSpec) -> BackupDir {
         fs::write(dir.join(&file), &enc).unwrap();
         m.add_file(&FileEntry {
             filename: file,
-            crypt_mode: "none".into(),
+            crypt_mode: pbsfs::store::format::manifest::CryptMode::None,
             size: enc.len() as u64,
             csum: Digest::of(&enc),
         });
@@ -232,16 +232,19 @@ impl Mounted {
             .unwrap();
         assert!(
             out.status.success(),
-            "umount: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "umount: {}\nmount log:\n{}",
+            describe(&out),
+            self.log_text()
         );
         let mut child = self.child.take().unwrap();
         assert!(
             poll(30, || child.try_wait().unwrap().is_some()),
-            "server did not exit"
+            "server did not exit; log:\n{}",
+            self.log_text()
         );
-        assert!(child.wait().unwrap().success(), "log:\n{}", self.log_text());
-        assert!(!is_mounted(&self.mp));
+        let st = child.wait().unwrap();
+        assert!(st.success(), "server {st}; log:\n{}", self.log_text());
+        assert!(!is_mounted(&self.mp), "log:\n{}", self.log_text());
     }
 }
 
@@ -290,10 +293,9 @@ pub fn force_unmount(mp: &Path) {
 /// Flip one bit in the middle of the chunk `index` of the fixture's first image
 /// (64 KiB chunks, shared by both vm/100 snapshots); returns its digest.
 pub fn corrupt_chunk(f: &Fixture, index: usize) -> Digest {
-    let idx = pbsfs::store::format::index::Index::open(
-        &f.ds.snapshot_path(&f.d1).join("drive-scsi0.img.fidx"),
-    )
-    .unwrap();
+    let idx =
+        pbsfs::store::files::read_index(&f.ds.snapshot_path(&f.d1).join("drive-scsi0.img.fidx"))
+            .unwrap();
     let digest = idx.chunk_info(index).unwrap().digest;
     let path = f.ds.chunk_store().chunk_path(&digest);
     let mut raw = fs::read(&path).unwrap();

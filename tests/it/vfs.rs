@@ -6,6 +6,7 @@
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 
+use pbsfs::store::format::blob;
 use pbsfs::store::format::names::BackupNamespace;
 use pbsfs::vfs::{Caller, Options, SetAttr, Vfs};
 use pbsfs::Datastore;
@@ -92,14 +93,20 @@ fn random_reads_equal_the_source_and_chunks_are_read_once() {
         }
         v.release(fh);
     }
-    // A chunk in the cache is not read again.
+    assert!(v.chunk_cache().cached_bytes() <= 1 << 20);
+    // A chunk in the cache is not read again. A fresh vfs, so that the first read is
+    // one from disk (the counter counts) and the second one is not. Neither read starts
+    // where the previous one ended, so no readahead runs behind the counter's back.
+    let v = vfs(&f, false);
     let ino = walk(&v, &format!("{SNAP}/drive-scsi0.img"));
     let fh = v.open(ino, libc::O_RDONLY, caller(1)).unwrap().fh;
-    v.read(fh, 0, 100).unwrap();
+    assert_eq!(v.chunk_cache().disk_reads(), 0);
+    assert_eq!(v.read(fh, 1000, 100).unwrap(), &f.img1[1000..1100]);
     let reads = v.chunk_cache().disk_reads();
-    v.read(fh, 10, 100).unwrap();
+    assert_eq!(reads, 1, "the first read of a chunk reads it from disk");
+    assert!(v.chunk_cache().cached_bytes() > 0);
+    assert_eq!(v.read(fh, 10, 100).unwrap(), &f.img1[10..110]);
     assert_eq!(v.chunk_cache().disk_reads(), reads);
-    assert!(v.chunk_cache().cached_bytes() <= 1 << 20);
     v.release(fh);
 }
 
@@ -364,19 +371,24 @@ fn rejected_writes_poison_the_handle_and_scratch_renames_commit() {
             .errno(),
         libc::EACCES
     );
-    let mut last = Ok(());
-    for i in 0..=pbsfs::vfs::scratch::MAX_FILES {
-        last = v
-            .create(
-                snap,
-                OsStr::new(&format!("s{i}")),
-                0o600,
-                libc::O_EXCL,
-                caller(1),
-            )
-            .map(|(_, o)| v.release(o.fh));
+    // None is left (sed1 was renamed away): exactly MAX_FILES fit, the next does not.
+    let make = |i: usize| {
+        v.create(
+            snap,
+            OsStr::new(&format!("s{i}")),
+            0o600,
+            libc::O_EXCL,
+            caller(1),
+        )
+        .map(|(_, o)| v.release(o.fh))
+    };
+    for i in 0..pbsfs::vfs::scratch::MAX_FILES {
+        make(i).unwrap_or_else(|e| panic!("scratch file {i}: {e}"));
     }
-    assert_eq!(last.unwrap_err().errno(), libc::ENOSPC);
+    assert_eq!(
+        make(pbsfs::vfs::scratch::MAX_FILES).unwrap_err().errno(),
+        libc::ENOSPC
+    );
     // Read-only files of a writable mount: EACCES.
     let img = walk(&v, &format!("{SNAP}/drive-scsi0.img"));
     assert_eq!(v.open(img, W, caller(1)).unwrap_err().errno(), libc::EACCES);
@@ -432,5 +444,169 @@ fn an_open_archive_keeps_forget_away() {
             .unwrap_err()
             .errno(),
         libc::ENOENT
+    );
+}
+
+/// Names listed in a directory, without `.` and `..`.
+fn names(v: &Vfs, ino: u64) -> Vec<String> {
+    let fh = v.opendir(ino).unwrap();
+    let out = v
+        .readdir(ino, fh, 0)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name.to_string_lossy().into_owned())
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    v.releasedir(fh);
+    out
+}
+
+fn read_all(v: &Vfs, ino: u64) -> pbsfs::Result<Vec<u8>> {
+    let fh = v.open(ino, libc::O_RDONLY, caller(1))?.fh;
+    let data = v.read(fh, 0, 1 << 24);
+    v.release(fh);
+    data
+}
+
+/// Before the fix, a file beside the manifest was served as an archive (unchecked).
+#[test]
+fn a_snapshot_shows_what_its_manifest_lists_plus_its_client_log() {
+    let tmp = TempDir::new("vfs-listed");
+    let f = fixture(&tmp);
+    let dir = f.ds.snapshot_path(&f.d1);
+    std::fs::copy(dir.join("drive-scsi0.img.fidx"), dir.join("extra.img.fidx")).unwrap();
+    std::fs::write(
+        dir.join("stray.conf.blob"),
+        blob::encode(b"stray", true).unwrap(),
+    )
+    .unwrap();
+    let log = b"task log\nline 2\n".to_vec();
+    std::fs::write(
+        dir.join("client.log.blob"),
+        blob::encode(&log, true).unwrap(),
+    )
+    .unwrap();
+    let v = vfs(&f, false);
+    let snap = walk(&v, SNAP);
+    let mut listed = names(&v, snap);
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "client.log",
+            "drive-scsi0.img",
+            "manifest.json",
+            "notes",
+            "qemu-server.conf",
+            "verify_state"
+        ]
+    );
+    for hidden in ["extra.img", "stray.conf", "extra.img.fidx"] {
+        assert_eq!(
+            v.lookup(snap, OsStr::new(hidden)).unwrap_err().errno(),
+            libc::ENOENT,
+            "{hidden}"
+        );
+    }
+    let ino = walk(&v, &format!("{SNAP}/client.log"));
+    assert_eq!(v.getattr(ino).unwrap().attr.size, log.len() as u64);
+    assert_eq!(read_all(&v, ino).unwrap(), log);
+    // client.log is never in a manifest, but its CRC is still checked.
+    let mut raw = std::fs::read(dir.join("client.log.blob")).unwrap();
+    let last = raw.len() - 1;
+    raw[last] ^= 0x40;
+    std::fs::write(dir.join("client.log.blob"), &raw).unwrap();
+    let v = vfs(&f, false);
+    let ino = walk(&v, &format!("{SNAP}/client.log"));
+    assert_eq!(read_all(&v, ino).unwrap_err().errno(), libc::EIO);
+}
+
+#[test]
+fn a_blob_or_index_that_disagrees_with_the_manifest_gives_eio() {
+    let tmp = TempDir::new("vfs-mismatch");
+    let f = fixture(&tmp);
+    let dir = f.ds.snapshot_path(&f.d1);
+    // A valid blob and a valid index, but not the ones the manifest names.
+    std::fs::write(
+        dir.join("qemu-server.conf.blob"),
+        blob::encode(b"memory: 4096\n", true).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        f.ds.snapshot_path(&f.d2).join("drive-scsi1.img.fidx"),
+        dir.join("drive-scsi0.img.fidx"),
+    )
+    .unwrap();
+    let v = vfs(&f, false);
+    for name in ["qemu-server.conf", "drive-scsi0.img"] {
+        let ino = walk(&v, &format!("{SNAP}/{name}"));
+        let e = read_all(&v, ino).unwrap_err();
+        assert_eq!(e.errno(), libc::EIO, "{name}: {e}");
+        assert!(e.to_string().contains("manifest"), "{e}");
+    }
+}
+
+/// Before the fix, an archive of a snapshot whose manifest is damaged was served
+/// without any check against it.
+#[test]
+fn a_damaged_manifest_still_lists_the_files_and_their_reads_give_eio() {
+    let tmp = TempDir::new("vfs-badmanifest");
+    let f = fixture(&tmp);
+    let manifest = f.ds.snapshot_path(&f.d1).join("index.json.blob");
+    let mut raw = std::fs::read(&manifest).unwrap();
+    let last = raw.len() - 1;
+    raw[last] ^= 1;
+    std::fs::write(&manifest, &raw).unwrap();
+    let v = vfs(&f, false);
+    let snap = walk(&v, SNAP);
+    let listed = names(&v, snap);
+    for name in ["notes", "drive-scsi0.img", "qemu-server.conf"] {
+        assert!(listed.iter().any(|n| n == name), "{name} in {listed:?}");
+    }
+    for name in [
+        "drive-scsi0.img",
+        "qemu-server.conf",
+        "notes",
+        "manifest.json",
+    ] {
+        let ino = walk(&v, &format!("{SNAP}/{name}"));
+        let e = read_all(&v, ino).unwrap_err();
+        assert_eq!(e.errno(), libc::EIO, "{name}: {e}");
+    }
+    // The other snapshot is untouched by the damage.
+    let ino = walk(&v, "vm/100/2024-05-03T08:11:33Z/drive-scsi0.img");
+    assert_eq!(read_all(&v, ino).unwrap(), f.img1);
+}
+
+/// Before the fix, the mount remembered a size per archive and an entry per logged
+/// error for ever; its tables are now bounded whatever is browsed.
+#[test]
+fn browsing_many_snapshots_keeps_the_mount_tables_bounded() {
+    let tmp = TempDir::new("vfs-bounded");
+    let f = fixture(&tmp);
+    let n = pbsfs::vfs::meta::MAX_VIEWS + 40;
+    for i in 0..n {
+        let mut s = SnapSpec::vm("many", T1 + i as i64 * 60);
+        s.blobs = vec![("a.conf", vec![b'x'; 10])];
+        make_snapshot(&f.ds, &s);
+    }
+    let v = vfs(&f, false);
+    let group = walk(&v, "vm/many");
+    let snaps: Vec<String> = names(&v, group)
+        .into_iter()
+        .filter(|n| n.ends_with('Z'))
+        .collect();
+    assert_eq!(snaps.len(), n);
+    for s in &snaps {
+        let snap = v.lookup(group, OsStr::new(s)).unwrap().attr.ino;
+        let conf = v.lookup(snap, OsStr::new("a.conf")).unwrap();
+        assert_eq!(conf.attr.size, 10);
+        let (views, sizes) = v.memo_entries();
+        assert!(views <= pbsfs::vfs::meta::MAX_VIEWS, "{views} views");
+        assert!(sizes <= pbsfs::vfs::MAX_SIZES, "{sizes} sizes");
+    }
+    assert_eq!(
+        v.memo_entries(),
+        (pbsfs::vfs::meta::MAX_VIEWS, pbsfs::vfs::MAX_SIZES)
     );
 }
