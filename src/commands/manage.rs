@@ -57,6 +57,11 @@ pub fn prune(args: &PruneArgs, pbs: Option<&str>) -> Result<i32> {
         monthly: args.keep_monthly,
         yearly: args.keep_yearly,
     };
+    // A prune is a write even when it finds nothing to remove (PBS refuses it in
+    // maintenance mode); a dry run only reads.
+    if !args.dry_run {
+        ds.check_writable()?;
+    }
     let plan = compute_prune(ds.list_snapshots(&g)?, &opts)?;
     for (s, mark) in &plan {
         println!("{} {mark}", s.dir.name());
@@ -75,9 +80,22 @@ pub fn prune(args: &PruneArgs, pbs: Option<&str>) -> Result<i32> {
     Ok(exit::OK)
 }
 
-pub fn gc(store: &std::path::Path, cutoff: Option<u64>, pbs: Option<&str>) -> Result<i32> {
+/// `force` runs GC on a store PBS manages too (refused otherwise, spec §11.9).
+pub fn gc(
+    store: &std::path::Path,
+    cutoff: Option<u64>,
+    force: bool,
+    pbs: Option<&str>,
+) -> Result<i32> {
     let ds = super::open_store(store, pbs)?;
-    let r = run_gc(&ds, cutoff.unwrap_or(DEFAULT_ATIME_CUTOFF))?;
+    if let (Some(cfg), true) = (ds.pbs_config(), force) {
+        eprintln!(
+            "pbsfs: warning: running GC on PBS datastore '{}' by force: PBS's backups, pulls \
+             and tape restores cannot start until it ends",
+            cfg.name
+        );
+    }
+    let r = run_gc(&ds, cutoff.unwrap_or(DEFAULT_ATIME_CUTOFF), force)?;
     println!(
         "index files: {} ({} bytes of data)",
         r.index_file_count, r.index_data_bytes

@@ -51,7 +51,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Gc {
             store,
             atime_cutoff,
-        } => manage::gc(&store, atime_cutoff, pbs),
+            force,
+        } => manage::gc(&store, atime_cutoff, force, pbs),
         Command::Mount(args) => mount::run(&args, pbs),
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
     }
