@@ -50,7 +50,7 @@ head -c 1M /dev/urandom | dd of="$disk" bs=1M seek=20 conv=notrunc status=none
 "$PBSFS" backup "$STORE" vm/100 "drive-scsi0.img:$disk" "qemu-server.conf:$DEMO/src/qemu-server.conf" \
   --backup-time $((now - day)) --notes "After the kernel upgrade" >/dev/null
 "$PBSFS" backup "$STORE" ct/200 "pct.conf:$DEMO/src/pct.conf" --backup-time $((now - day)) >/dev/null
-"$PBSFS" backup "$STORE" host/files "host.json:$DEMO/src/host.json" --ns office --backup-time $((now - day)) \
+"$PBSFS" backup "$STORE" host/files "host.json:$DEMO/src/host.json" --ns office --create-ns --backup-time $((now - day)) \
   --notes "Nightly file server backup" >/dev/null
 "$PBSFS" notes "$STORE" vm/100 --set "Web server (production)
 Owner: ops team" >/dev/null

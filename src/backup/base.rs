@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 
-use crate::store::files;
 use crate::store::format::archive::ArchiveKind;
 use crate::store::format::manifest::{CryptMode, Manifest, VerifyState};
 use crate::store::format::names::BackupDir;
@@ -67,7 +66,7 @@ pub(super) fn load_base(ds: &Datastore, base: &SnapshotInfo) -> Result<BaseInfo>
         if f.crypt_mode != CryptMode::None || !is_index {
             continue;
         }
-        match files::read_index(&ds.snapshot_path(&base.dir).join(&f.filename)) {
+        match ds.read_index(&ds.snapshot_path(&base.dir).join(&f.filename)) {
             Ok(idx) => digests.extend(idx.chunks().map(|c| c.digest)),
             Err(e) => log::warn!("not reusing chunks of {}/{}: {e}", base.dir, f.filename),
         }

@@ -28,10 +28,13 @@ use crate::util::digest::Digest;
 use crate::util::error::{Error, IoContext, Result};
 pub use base::recently_verified;
 use base::{load_base, mark_base_failed};
-use source::{check_source, source_len};
+use source::{check_source, empty_image, source_len};
 pub use source::{ArchiveSource, MAX_BLOB_SOURCE};
 
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
+/// The smallest fixed-index chunk the PBS client writes; smaller ones (tests, tiny
+/// images) are valid but warned about.
+pub const PBS_MIN_CHUNK_SIZE: u64 = 64 << 10;
 
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -39,6 +42,10 @@ pub struct BackupOptions {
     pub notes: Option<String>,
     pub chunk_size: u64,
     pub owner: String,
+    /// Create the group's namespace when it does not exist. PBS requires namespaces to
+    /// be created before backups go into them, so by default a missing one is refused:
+    /// a typo must not create a namespace nobody asked for.
+    pub create_ns: bool,
     /// Called with bytes done and total after each chunk (progress bar).
     pub progress: Option<fn(u64, u64)>,
 }
@@ -50,6 +57,7 @@ impl Default for BackupOptions {
             notes: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
             owner: "root@pam".into(),
+            create_ns: false,
             progress: None,
         }
     }
@@ -98,6 +106,21 @@ pub fn run_backup(
             "must be a power of two from 64 bytes to 16M",
         ));
     }
+    if opts.chunk_size < PBS_MIN_CHUNK_SIZE {
+        log::warn!(
+            "chunk size {} is below 64K: the PBS client never writes chunks this small (PBS \
+             reads them; meant for tests and tiny images)",
+            opts.chunk_size
+        );
+    }
+    // Everything that can be refused is refused before anything is created.
+    let time = opts.time.unwrap_or_else(crate::util::time::now);
+    let dir = BackupDir::for_new_backup(group.clone(), time)?;
+    if !group.ns.is_root() && !opts.create_ns && !ds.ns_path(&group.ns).is_dir() {
+        let why = "backup refused (PBS requires a namespace to be created before backups go \
+                   into it: create it, or pass --create-ns)";
+        return Err(Error::not_found(format!("namespace '{}'", group.ns)).context(why));
+    }
     let mut names = HashSet::new();
     for s in sources {
         if !names.insert(s.server_name()) {
@@ -116,7 +139,7 @@ pub fn run_backup(
     let _process = ds.locker().lock_process(false)?;
     let created = ds.create_group(group, &opts.owner)?;
     let group_lock = ds.locker().lock_group(group)?;
-    let res = backup_locked(ds, group, sources, opts, started);
+    let res = backup_locked(ds, &dir, sources, opts, started);
     if res.is_err() && created {
         // A group this failed run created would be left with no snapshot.
         ds.remove_empty_group_locked(group, group_lock);
@@ -127,12 +150,12 @@ pub fn run_backup(
 /// The part of a backup that runs under the group lock.
 fn backup_locked(
     ds: &Datastore,
-    group: &BackupGroup,
+    dir: &BackupDir,
     sources: &[ArchiveSource],
     opts: &BackupOptions,
     started: Instant,
 ) -> Result<BackupReport> {
-    let time = opts.time.unwrap_or_else(crate::util::time::now);
+    let (group, time) = (&dir.group, dir.time);
     let base = ds.last_finished(group)?;
     if let Some(b) = &base {
         if time <= b.dir.time {
@@ -145,7 +168,6 @@ fn backup_locked(
             ));
         }
     }
-    let dir = BackupDir::new(group.clone(), time)?;
 
     // The base stays locked shared, so it cannot be pruned while we rely on its chunks.
     let (reuse, base_lock, validate) = match &base {
@@ -153,7 +175,7 @@ fn backup_locked(
         None => (HashSet::new(), None, false),
     };
 
-    let snap_lock = ds.create_snapshot_dir(&dir)?;
+    let snap_lock = ds.create_snapshot_dir(dir)?;
     let result = (|| {
         let mut report = BackupReport::default();
         let (tx, rx) = mpsc::channel::<Digest>();
@@ -169,7 +191,7 @@ fn backup_locked(
             }
             (checked, missing)
         });
-        let mut manifest = Manifest::new(&dir);
+        let mut manifest = Manifest::new(dir);
         let mut stats = UploadStats::default();
         let mut outcome = Ok(());
         for src in sources {
@@ -178,7 +200,7 @@ fn backup_locked(
                     let tx = validate.then_some(&tx);
                     backup_image(
                         ds,
-                        &dir,
+                        dir,
                         src,
                         path,
                         opts,
@@ -188,7 +210,7 @@ fn backup_locked(
                         &mut stats,
                     )
                 }
-                ArchiveSource::Blob { path, .. } => backup_blob(ds, &dir, src, path, &mut report),
+                ArchiveSource::Blob { path, .. } => backup_blob(ds, dir, src, path, &mut report),
             };
             match entry {
                 Ok(e) => manifest.add_file(&e),
@@ -234,7 +256,7 @@ fn backup_locked(
                 "duplicates": stats.duplicates,
             }),
         );
-        ds.create_manifest(&dir, &manifest, &snap_lock)?;
+        ds.create_manifest(dir, &manifest, &snap_lock)?;
         report.snapshot = Some(dir.clone());
         Ok(report)
     })();
@@ -245,9 +267,12 @@ fn backup_locked(
             Ok(r)
         }
         Err(e) => {
-            let _ = std::fs::remove_dir_all(ds.snapshot_path(&dir));
+            // Through the opened group folder: never a symlink planted meanwhile.
+            if let Ok(g) = ds.fs().dir(&ds.group_path(&dir.group)) {
+                let _ = std::fs::remove_dir_all(g.join(dir.time_string()));
+            }
             drop(snap_lock);
-            ds.locker().remove_snapshot_lock_files(&dir);
+            ds.locker().remove_snapshot_lock_files(dir);
             Err(e.context(format!("backup {dir}")))
         }
     }
@@ -275,6 +300,11 @@ fn backup_image(
 ) -> Result<FileEntry> {
     let mut file = File::open(path).ctx(path.display())?;
     let size = source_len(&mut file, path)?;
+    if size == 0 {
+        // Checked before anything was created; the source shrank since. Never write an
+        // empty fixed index (spec §11.9).
+        return Err(empty_image(src, path));
+    }
     let cs = opts.chunk_size;
     let n = size.div_ceil(cs) as usize;
     let mut digests = vec![Digest([0; 32]); n];
@@ -377,8 +407,9 @@ fn backup_image(
         return Err(e);
     }
     let idx = FixedIndex::new(size, cs, digests, crate::util::time::now())?;
-    let target = ds.snapshot_path(dir).join(src.server_name());
-    files::write_index_file(&target, &idx.to_bytes(), ds.owner())?;
+    let folder = ds.fs().dir(&ds.snapshot_path(dir))?;
+    files::write_index_file(&folder.join(src.server_name()), &idx.to_bytes(), ds.owner())
+        .map_err(|e| e.context(format!("{dir}/{}", src.server_name())))?;
     Ok(FileEntry {
         filename: src.server_name(),
         crypt_mode: CryptMode::None,
@@ -407,12 +438,13 @@ fn backup_blob(
         });
     }
     let encoded = blob::encode(&data, true)?;
-    let target = ds.snapshot_path(dir).join(src.server_name());
-    let folder = ds.snapshot_path(dir);
-    let mut tmp = TempFile::new(&folder, src.name(), FILE_MODE, ds.owner())?;
+    // Through the opened snapshot folder: no symlink planted on the way is followed.
+    let folder = ds.fs().dir(&ds.snapshot_path(dir))?;
+    let mut tmp = TempFile::new(&folder.path(), src.name(), FILE_MODE, ds.owner())?;
     tmp.write_all(&encoded)?;
     tmp.sync()?;
-    tmp.persist(&target)?;
+    tmp.persist(&folder.join(src.server_name()))
+        .map_err(|e| e.context(format!("{dir}/{}", src.server_name())))?;
     report.bytes += data.len() as u64;
     Ok(FileEntry {
         filename: src.server_name(),

@@ -86,6 +86,13 @@ pub(super) fn check_source(src: &ArchiveSource) -> Result<()> {
             "images must be regular files or block devices",
         ));
     }
+    if image {
+        let mut file =
+            File::open(path).ctx(format!("{}: source {}", src.name(), path.display()))?;
+        if source_len(&mut file, path)? == 0 {
+            return Err(empty_image(src, path));
+        }
+    }
     if !image && !md.is_file() {
         return Err(Error::invalid(
             path.display(),
@@ -100,6 +107,16 @@ pub(super) fn check_source(src: &ArchiveSource) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// An image source of 0 bytes: PBS cannot open an empty `.fidx` (it maps zero bytes),
+/// and GC stops at the first index it cannot open, for the whole datastore (spec §11.9).
+pub(super) fn empty_image(src: &ArchiveSource, path: &std::path::Path) -> Error {
+    Error::invalid(
+        format!("image {}: source {}", src.name(), path.display()),
+        "empty (0 bytes): PBS cannot open an empty fixed index, and one such index stops \
+         garbage collection of the whole datastore; leave this archive out",
+    )
 }
 
 pub(super) fn source_len(file: &mut File, path: &std::path::Path) -> Result<u64> {
@@ -140,5 +157,32 @@ mod tests {
         ] {
             assert!(ArchiveSource::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_empty_image_source_is_refused_and_an_empty_blob_is_not() {
+        let dir = std::env::temp_dir().join(format!("pbsfs-empty-src-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        let img = ArchiveSource::parse(&format!("drive-scsi0.img:{}", empty.display())).unwrap();
+        let e = check_source(&img).unwrap_err();
+        assert!(matches!(e.kind(), Error::InvalidInput { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("drive-scsi0.img") && msg.contains(&empty.display().to_string()),
+            "names the source: {msg}"
+        );
+        assert!(
+            msg.contains("empty") && msg.contains("garbage collection"),
+            "{msg}"
+        );
+        // One byte is enough; an empty blob is a valid blob for PBS.
+        std::fs::write(&empty, b"x").unwrap();
+        check_source(&img).unwrap();
+        std::fs::write(&empty, b"").unwrap();
+        let blob = ArchiveSource::parse(&format!("a.conf:{}", empty.display())).unwrap();
+        check_source(&blob).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

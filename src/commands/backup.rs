@@ -52,6 +52,7 @@ pub fn run(args: &BackupArgs, pbs: Option<&str>) -> Result<i32> {
         notes: args.notes.clone(),
         chunk_size: args.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE),
         owner: args.owner.clone(),
+        create_ns: args.create_ns,
         progress: std::io::stderr()
             .is_terminal()
             .then_some(progress as fn(u64, u64)),

@@ -21,7 +21,9 @@ use crate::vfs::{Options, Vfs};
 const DEFAULT_CACHE_SIZE: u64 = 256 << 20;
 const READY: &str = "ready";
 
-/// Everything checked before mounting, in both the parent and the serving process.
+/// Everything checked before mounting, in both the parent and the serving process
+/// (the mountpoint is neither a FUSE mountpoint already nor, without `-o nonempty`,
+/// a folder with content).
 struct Prepared {
     ds: Datastore,
     mountpoint: PathBuf,
@@ -29,7 +31,10 @@ struct Prepared {
     vfs: Options,
 }
 
-fn parse_options(list: &[String], fsname: String) -> Result<MountOpts> {
+/// Parse `-o`: the mount options, and whether `nonempty` was given. `nonempty` is
+/// pbsfs's own (FUSE 3 has no such option): it is never passed to the kernel.
+fn parse_options(list: &[String], fsname: String) -> Result<(MountOpts, bool)> {
+    let mut nonempty = false;
     let mut o = MountOpts {
         fsname,
         threads: std::thread::available_parallelism()
@@ -46,6 +51,7 @@ fn parse_options(list: &[String], fsname: String) -> Result<MountOpts> {
             "allow_root" => o.allow_root = true,
             "default_permissions" => o.default_permissions = true,
             "auto_unmount" => o.auto_unmount = true,
+            "nonempty" => nonempty = true,
             "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime" | "noatime"
             | "sync" | "async" | "dirsync" => o.flags.push(opt.to_string()),
             _ => {
@@ -57,8 +63,8 @@ fn parse_options(list: &[String], fsname: String) -> Result<MountOpts> {
                     return Err(Error::invalid(
                         format!("mount option '{opt}'"),
                         "unknown (known: ro, rw, allow_other, allow_root, \
-                         default_permissions, auto_unmount, fsname=, subtype=, dev, nodev, suid, \
-                         nosuid, exec, noexec, atime, noatime, sync, async, dirsync)",
+                         default_permissions, auto_unmount, nonempty, fsname=, subtype=, dev, \
+                         nodev, suid, nosuid, exec, noexec, atime, noatime, sync, async, dirsync)",
                     ));
                 }
             }
@@ -70,33 +76,128 @@ fn parse_options(list: &[String], fsname: String) -> Result<MountOpts> {
             "needs allow_other or allow_root",
         ));
     }
-    Ok(o)
+    // Without permission checks every local user could write what the mount lets its
+    // owner write: rewrite notes, or forge a verify_state `ok` that verify then trusts.
+    if o.allow_other && !o.default_permissions {
+        o.default_permissions = true;
+        log::info!(
+            "allow_other: added default_permissions, so the kernel checks every user's \
+             access by the files' owners and modes"
+        );
+    }
+    Ok((o, nonempty))
+}
+
+/// Undo the octal escapes of a `/proc/self/mountinfo` field (`\040` for a space, ...).
+fn unescape_mountinfo(field: &str) -> Vec<u8> {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push(d.iter().fold(0u8, |v, c| v.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The FUSE file system mounted on `mp` in `mountinfo` (`/proc/self/mountinfo`
+/// format), as "TYPE SOURCE", if any. Fields: id, parent, dev, root, mountpoint,
+/// options, optional fields up to `-`, then type, source, super options.
+fn fuse_mounted_on(mountinfo: &str, mp: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    mountinfo.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(' ').collect();
+        let sep = f.iter().skip(6).position(|x| *x == "-")? + 6;
+        let (ty, source) = (*f.get(sep + 1)?, f.get(sep + 2).copied().unwrap_or(""));
+        let on_mp = unescape_mountinfo(f.get(4)?) == mp.as_os_str().as_bytes();
+        (on_mp && ty.starts_with("fuse")).then(|| {
+            let source = String::from_utf8_lossy(&unescape_mountinfo(source)).into_owned();
+            format!("{ty} {source}")
+        })
+    })
+}
+
+/// The canonical mountpoint, refused when it and the store contain each other, when it
+/// is already a FUSE mountpoint (stacking hides the first mount, and the next unmount
+/// takes away the wrong one) or, without `-o nonempty`, when it has content the mount
+/// would hide.
+fn check_mountpoint(given: &Path, store: &Path, nonempty: bool) -> Result<PathBuf> {
+    let what = format!("mountpoint {}", given.display());
+    let mountpoint = match fs::canonicalize(given) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(Error::invalid(
+                what,
+                "a FUSE file system whose server has ended is still mounted there: unmount \
+                 it first (pbsfs umount)",
+            ))
+        }
+        r => r.ctx(&what)?,
+    };
+    let what = format!("mountpoint {}", mountpoint.display());
+    if !mountpoint.is_dir() {
+        return Err(Error::NotADirectory { what });
+    }
+    // Serving a path through itself would deadlock.
+    if mountpoint.starts_with(store) || store.starts_with(&mountpoint) {
+        return Err(Error::invalid(
+            what,
+            format!(
+                "it and datastore {} must not contain each other",
+                store.display()
+            ),
+        ));
+    }
+    let info = fs::read_to_string("/proc/self/mountinfo").ctx("/proc/self/mountinfo")?;
+    if let Some(fs) = fuse_mounted_on(&info, &mountpoint) {
+        // Cached attributes can hide a dead server from a stat; listing asks it.
+        let dead =
+            fs::read_dir(&mountpoint).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+        let state = if dead { " whose server has ended" } else { "" };
+        return Err(Error::invalid(
+            what,
+            format!(
+                "already the mountpoint of a FUSE file system ({fs}){state}; unmount it first \
+                 (pbsfs umount) or choose another folder"
+            ),
+        ));
+    }
+    let has_content = fs::read_dir(&mountpoint).ctx(&what)?.next().is_some();
+    if has_content && !nonempty {
+        return Err(Error::invalid(
+            what,
+            "not empty: the mount would hide its content; choose an empty folder, or pass \
+             -o nonempty",
+        ));
+    }
+    Ok(mountpoint)
 }
 
 fn prepare(args: &MountArgs, pbs: Option<&str>) -> Result<Prepared> {
     let ds = super::open_store(&args.store, pbs)?;
-    let mountpoint = fs::canonicalize(&args.mountpoint)
-        .ctx(format!("mountpoint {}", args.mountpoint.display()))?;
-    if !mountpoint.is_dir() {
-        return Err(Error::NotADirectory {
-            what: format!("mountpoint {}", mountpoint.display()),
-        });
+    let fsname = format!("pbsfs:{}", ds.root().display());
+    let (mut mount, nonempty) = parse_options(&args.options, fsname)?;
+    // A store that may not be written (read-only medium, maintenance mode, S3) is
+    // mounted read-only by itself, for the kernel too.
+    if let (Some(r), false) = (ds.access().no_writes, mount.read_only) {
+        log::info!("mounting read-only: {r}");
+        mount.read_only = true;
     }
-    // Serving a path through itself would deadlock.
-    if mountpoint.starts_with(ds.root()) || ds.root().starts_with(&mountpoint) {
-        return Err(Error::invalid(
-            format!("mountpoint {}", mountpoint.display()),
-            format!(
-                "it and datastore {} must not contain each other",
-                ds.root().display()
-            ),
-        ));
-    }
+    let mountpoint = check_mountpoint(&args.mountpoint, ds.root(), nonempty)?;
     let ns = super::parse_ns(args.ns.as_deref())?;
-    if !ns.is_root() && !ds.ns_path(&ns).is_dir() {
+    if !ns.is_root() && !ds.fs().is_dir(&ds.ns_path(&ns)) {
         return Err(Error::not_found(format!("namespace '{ns}'")));
     }
-    let mount = parse_options(&args.options, format!("pbsfs:{}", ds.root().display()))?;
     let vfs = Options {
         read_only: mount.read_only,
         cache_size: args.cache_size.unwrap_or(DEFAULT_CACHE_SIZE),
@@ -273,7 +374,7 @@ mod tests {
 
     #[test]
     fn options() {
-        let o = parse_options(
+        let (o, nonempty) = parse_options(
             &[
                 "ro".into(),
                 "allow_other".into(),
@@ -284,7 +385,45 @@ mod tests {
         )
         .unwrap();
         assert!(o.read_only && o.allow_other && o.fsname == "x" && o.flags == ["noatime"]);
+        assert!(!nonempty);
         assert!(parse_options(&["bogus".into()], "d".into()).is_err());
         assert!(parse_options(&["auto_unmount".into()], "d".into()).is_err());
+    }
+
+    #[test]
+    fn allow_other_always_comes_with_permission_checks() {
+        let (o, _) = parse_options(&["allow_other".into()], "d".into()).unwrap();
+        assert!(o.allow_other && o.default_permissions);
+        let (o, _) = parse_options(&["allow_root".into()], "d".into()).unwrap();
+        assert!(!o.default_permissions, "only allow_other adds it");
+    }
+
+    #[test]
+    fn nonempty_is_pbsfs_own_and_never_reaches_the_kernel() {
+        let (o, nonempty) = parse_options(&["nonempty".into(), "ro".into()], "d".into()).unwrap();
+        assert!(nonempty && o.read_only);
+        assert!(o.flags.is_empty(), "{:?}", o.flags);
+    }
+
+    #[test]
+    fn fuse_mountpoints_are_found_in_mountinfo() {
+        let info = "\
+22 1 0:21 / /proc rw,nosuid shared:12 - proc proc rw
+97 29 0:48 / /var/tmp/a\\040b rw,nosuid,nodev shared:50 - fuse.pbsfs pbsfs:/srv/st\\040x rw
+98 29 0:49 / /mnt/t rw master:1 shared:2 - tmpfs tmpfs rw
+99 29 0:50 / /mnt/f rw - fuse sshfs rw
+";
+        assert_eq!(
+            fuse_mounted_on(info, Path::new("/var/tmp/a b")).as_deref(),
+            Some("fuse.pbsfs pbsfs:/srv/st x")
+        );
+        assert_eq!(
+            fuse_mounted_on(info, Path::new("/mnt/f")).as_deref(),
+            Some("fuse sshfs")
+        );
+        assert_eq!(fuse_mounted_on(info, Path::new("/mnt/t")), None, "not FUSE");
+        assert_eq!(fuse_mounted_on(info, Path::new("/var/tmp/a")), None);
+        assert_eq!(fuse_mounted_on(info, Path::new("/proc")), None);
+        assert_eq!(unescape_mountinfo("a\\134b\\011"), b"a\\b\t");
     }
 }

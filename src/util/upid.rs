@@ -51,6 +51,37 @@ pub fn snapshot_worker_id(store: &str, ns: &[String], ty: &str, id: &str, time: 
     format!("{store}:{}/{ty}/{id}/{time:08X}", ns_path.join("/"))
 }
 
+/// Undo `systemd_escape` as PBS's `unescape_unit` does while it parses a UPID (spec
+/// §11.1): `-` is `/`, `\xNN` one byte, and the result must be UTF-8. `Err` says why PBS
+/// would refuse the string: a `\` not followed by `x` and two hex digits, or bytes that
+/// are not UTF-8 once unescaped.
+fn systemd_unescape(s: &str) -> std::result::Result<String, &'static str> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => {
+                let digit = |k: usize| b.get(i + k).and_then(|c| char::from(*c).to_digit(16));
+                match (b.get(i + 1), digit(2), digit(3)) {
+                    (Some(b'x'), Some(hi), Some(lo)) => out.push((hi << 4 | lo) as u8),
+                    _ => return Err("malformed \\xNN escape"),
+                }
+                i += 4;
+            }
+            b'-' => {
+                out.push(b'/');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).or(Err("not UTF-8 once unescaped"))
+}
+
 static TASK_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn valid_node(s: &str) -> bool {
@@ -130,6 +161,11 @@ impl Upid {
         if f[6].contains(char::is_whitespace) {
             return Err(bad("bad worker id"));
         }
+        // PBS unescapes the worker id while parsing and fails where this fails (spec
+        // §11.1): such a verify state is unparsable to PBS, so it must be to pbsfs too.
+        if let Err(why) = systemd_unescape(f[6]) {
+            return Err(bad(&format!("worker id: {why}")));
+        }
         Ok(Upid {
             node: f[0].to_string(),
             pid: hex_field(f[1], 8, 8, "pid")? as u32,
@@ -183,6 +219,29 @@ mod tests {
             assert!(Upid::parse(bad).is_err(), "{bad}");
         }
         assert!(Upid::parse("UPID:pbs:000004D2:00ABCDEF:00000001:6633CBB5:t::a:").is_ok());
+    }
+
+    #[test]
+    fn worker_ids_must_unescape_as_pbs_unescapes_them() {
+        let upid = |wid: &str| format!("UPID:pbs:000004D2:00ABCDEF:00000001:6633CBB5:t:{wid}:a:");
+        for good in ["", "s1\\x3a-vm-100-6633CBB5", "a\\x2Db", "\\xc3\\xa4", "x-"] {
+            let p = Upid::parse(&upid(good));
+            assert_eq!(p.unwrap().worker_id, good, "kept escaped, as PBS writes it");
+        }
+        for bad in [
+            "\\", "a\\", "a\\x", "a\\x3", "a\\x3g", "a\\y3a", "a\\X3a", "\\\\x3a", "\\xff",
+        ] {
+            let e = Upid::parse(&upid(bad)).unwrap_err();
+            assert!(matches!(e.kind(), Error::InvalidInput { .. }), "{bad}: {e}");
+            assert!(e.to_string().contains("worker id"), "{bad}: {e}");
+        }
+        assert_eq!(systemd_unescape("s1\\x3a-ct-7").unwrap(), "s1:/ct/7");
+        // Whatever pbsfs escapes, PBS (and so pbsfs) can parse back.
+        for id in ["store:/vm/100/65A1B2C3", "ä-b c\\.x", ".hidden", ""] {
+            assert_eq!(systemd_unescape(&systemd_escape(id)).unwrap(), id, "{id}");
+            let u = Upid::new("verify", id, "root@pam");
+            assert_eq!(Upid::parse(&u.to_string()).unwrap(), u, "{id}");
+        }
     }
 
     #[test]

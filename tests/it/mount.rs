@@ -537,3 +537,242 @@ fn tar_cp_and_rsync_copy_a_snapshot_byte_exact() {
     assert_eq!(m.commits(), 0, "log:\n{}", m.log_text());
     m.unmount();
 }
+
+/// How many file systems are mounted exactly on `mp`.
+fn mounts_on(mp: &std::path::Path) -> usize {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter(|l| l.split(' ').nth(4) == mp.to_str())
+        .count()
+}
+
+/// Run `pbsfs ARGS` (a mount that must be refused): exit 2, and nothing more mounted
+/// on `mp`. A regression that mounted is taken away again before the test fails.
+fn refused_mount(mp: &std::path::Path, args: &[&str]) -> String {
+    let before = mounts_on(mp);
+    let out = pbsfs(args);
+    if mounts_on(mp) > before {
+        force_unmount(mp);
+    }
+    let err = fails_with(&out, 2);
+    assert_eq!(mounts_on(mp), before, "nothing mounted: {err}");
+    err
+}
+
+/// `pbsfs mount ... --foreground` that must be refused by the serving process itself;
+/// waited for by polling, killed (and its mount removed) if it serves instead.
+fn refused_foreground_mount(store: &std::path::Path, mp: &std::path::Path) -> String {
+    let before = mounts_on(mp);
+    let mut child = Command::new(crate::common::BIN)
+        .arg("mount")
+        .arg(store)
+        .arg(mp)
+        .arg("--foreground")
+        .env("PBSFS_PBS_CONFIG_DIR", "/nonexistent-pbsfs-test-config")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = poll(30, || child.try_wait().unwrap().is_some());
+    if !ended || mounts_on(mp) > before {
+        force_unmount(mp);
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = fails_with(&out, 2);
+    assert_eq!(mounts_on(mp), before, "nothing mounted: {err}");
+    err
+}
+
+#[test]
+fn a_second_mount_on_a_served_mountpoint_is_refused_and_the_first_keeps_serving() {
+    let tmp = TempDir::new("mount-stack");
+    let f = fixture(&tmp);
+    let m = Mounted::start(&f.store, &tmp.join("mnt"), &[]);
+    let other = tmp.join("other");
+    pbsfs::Datastore::create(&other, false).unwrap();
+    // The same folder by another name: the check is on the canonical path.
+    let link = tmp.join("link");
+    std::os::unix::fs::symlink(&m.mp, &link).unwrap();
+    let mp_path = m.mp.clone();
+    let mp = mp_path.to_str().unwrap();
+    for (store, target) in [
+        (&f.store, &m.mp),
+        (&other, &m.mp),
+        (&f.store, &link),
+        (&other, &link),
+    ] {
+        for ro in [false, true] {
+            let mut args = vec!["mount", store.to_str().unwrap(), target.to_str().unwrap()];
+            if ro {
+                args.extend(["-o", "ro"]);
+            }
+            let err = refused_mount(&m.mp, &args);
+            assert!(
+                err.contains(&format!("mountpoint {mp}"))
+                    && err.contains("already the mountpoint of a FUSE file system")
+                    && err.contains(&format!("pbsfs:{}", f.store.display())),
+                "names the mountpoint and what is mounted there: {args:?}: {err}"
+            );
+        }
+    }
+    let err = refused_foreground_mount(&other, &m.mp);
+    assert!(err.contains("already the mountpoint"), "{err}");
+    // The first mount was never hidden and still serves.
+    assert_eq!(mounts_on(&m.mp), 1);
+    assert_eq!(
+        fs::read(m.path("vm/100/2024-05-02T08:11:33Z/qemu-server.conf")).unwrap(),
+        f.conf
+    );
+    m.unmount();
+    assert_eq!(mounts_on(&tmp.join("mnt")), 0);
+    // A mount whose server was killed is still a mountpoint (ENOTCONN): refused too,
+    // with a message that says what to do, not a bare "not connected".
+    let mut m = Mounted::start(&f.store, &tmp.join("mnt"), &[]);
+    let mut child = m.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let args = ["mount", other.to_str().unwrap(), mp];
+    let err = refused_mount(&m.mp, &args);
+    assert!(
+        err.contains(&format!("mountpoint {mp}")) && err.contains("server has ended"),
+        "{err}"
+    );
+    assert_eq!(mounts_on(&m.mp), 1, "the dead mount is left to umount");
+    crate::common::ok(&pbsfs(&["umount", mp]));
+    assert_eq!(mounts_on(&m.mp), 0);
+}
+
+#[test]
+fn a_non_empty_mountpoint_is_refused_unless_nonempty_which_hides_its_content() {
+    let tmp = TempDir::new("mount-nonempty");
+    let f = fixture(&tmp);
+    let mp = tmp.join("mnt");
+    fs::create_dir(&mp).unwrap();
+    fs::write(mp.join("below.txt"), b"below\n").unwrap();
+    let args = ["mount", f.store.to_str().unwrap(), mp.to_str().unwrap()];
+    let err = refused_mount(&mp, &args);
+    assert!(
+        err.contains(&format!("mountpoint {}", mp.display()))
+            && err.contains("not empty")
+            && err.contains("-o nonempty"),
+        "{err}"
+    );
+    let err = refused_foreground_mount(&f.store, &mp);
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(fs::read(mp.join("below.txt")).unwrap(), b"below\n");
+    // Accepted with -o nonempty; the file is hidden while mounted. FUSE 3 has no such
+    // option: the kernel would refuse the mount if pbsfs passed it on.
+    let m = Mounted::start(&f.store, &mp, &["-o", "nonempty,ro"]);
+    assert!(!m.path("below.txt").exists(), "hidden while mounted");
+    assert_eq!(
+        fs::read(m.path("vm/100/2024-05-02T08:11:33Z/qemu-server.conf")).unwrap(),
+        f.conf
+    );
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == mp.to_str())
+        .unwrap();
+    // The mount options (field 6) and the super options (the last field).
+    let fields: Vec<&str> = line.split(' ').collect();
+    for opts in [fields[5], fields[fields.len() - 1]] {
+        assert!(!opts.split(',').any(|o| o == "nonempty"), "{line}");
+    }
+    m.unmount();
+    assert_eq!(fs::read(mp.join("below.txt")).unwrap(), b"below\n");
+    // The background mount hands -o nonempty to its serving process too.
+    let out = pbsfs(&[
+        "mount",
+        f.store.to_str().unwrap(),
+        mp.to_str().unwrap(),
+        "-o",
+        "nonempty",
+    ]);
+    let mounted = is_mounted(&mp);
+    let served = fs::metadata(mp.join("vm/100")).is_ok_and(|m| m.is_dir());
+    let umount = pbsfs(&["umount", mp.to_str().unwrap()]);
+    force_unmount(&mp);
+    ok(&out);
+    assert!(mounted && served, "{}", describe(&out));
+    ok(&umount);
+    assert!(
+        poll(10, || fs::read(mp.join("below.txt"))
+            .is_ok_and(|b| b == b"below\n")),
+        "visible again after unmount"
+    );
+}
+
+#[test]
+fn allow_other_comes_with_permission_checks_so_other_users_cannot_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new("mount-allow-other");
+    // Another user must be able to reach the mountpoint whatever the umask.
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let f = fixture(&tmp);
+    let manifest = f.ds.snapshot_path(&f.d1).join("index.json.blob");
+    let manifest_before = fs::read(&manifest).unwrap();
+    let m = Mounted::start(&f.store, &tmp.join("mnt"), &["-o", "allow_other"]);
+    assert!(
+        m.log_text().contains("added default_permissions"),
+        "said so: {}",
+        m.log_text()
+    );
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == m.mp.to_str())
+        .unwrap();
+    assert!(
+        line.contains("default_permissions") && line.contains("allow_other"),
+        "{line}"
+    );
+    let nobody = |cmd: String| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+            ])
+            .arg(&cmd)
+            .output()
+            .unwrap()
+    };
+    let snap = m.path("vm/100/2024-05-02T08:11:33Z");
+    // allow_other works: another user reads...
+    let out = nobody(format!("cat {}", snap.join("notes").display()));
+    assert_eq!(ok(&out), "first\n");
+    // ...but writes nothing: not notes, not verify_state, not group notes, no new file.
+    for cmd in [
+        format!("echo forged > {}", snap.join("notes").display()),
+        format!("echo ok > {}", snap.join("verify_state").display()),
+        format!("echo forged > {}", m.path("vm/100/notes").display()),
+        format!("touch {}", snap.join("scratch").display()),
+        format!("truncate -s 0 {}", snap.join("notes").display()),
+    ] {
+        let out = nobody(cmd.clone());
+        let err = fails(&out);
+        assert!(
+            err.contains("Permission denied"),
+            "{cmd}: {}",
+            describe(&out)
+        );
+    }
+    assert_eq!(
+        fs::read(&manifest).unwrap(),
+        manifest_before,
+        "manifest unchanged"
+    );
+    assert!(
+        !f.store.join("vm/100/notes").exists(),
+        "no group notes written"
+    );
+    assert_eq!(notes_of(&f, &f.d1), "first\n");
+    assert_eq!(m.commits(), 0, "log:\n{}", m.log_text());
+    // Root still reads (and owns the files).
+    assert_eq!(fs::read(snap.join("notes")).unwrap(), b"first\n");
+    m.unmount();
+}

@@ -8,7 +8,14 @@ use crate::util::error::{Error, Result};
 use crate::util::time;
 
 const MAX_NAMESPACE_DEPTH: usize = 7;
+/// PBS's `MAX_BACKUP_NAMESPACE_LENGTH`. PBS counts every component with one separator
+/// (`len + component_len + 1 > 256` is refused), so the names joined by `/` are at most
+/// 255 bytes, and one component too (spec §1.3).
 const MAX_NAMESPACE_LENGTH: usize = 256;
+
+/// The earliest time a new snapshot may have: PBS's `BACKUP_TIME_SCHEMA` minimum (spec
+/// §4.2, §11.9); PBS refuses 0 and negative backup times.
+pub const MIN_BACKUP_TIME: i64 = 1;
 
 /// `[A-Za-z0-9_][A-Za-z0-9._\-]*`: namespace components and backup ids.
 pub fn is_safe_id(s: &str) -> bool {
@@ -50,18 +57,33 @@ impl BackupNamespace {
                 "not a valid namespace name",
             ));
         }
+        // PBS's length as it counts it: every component plus one separator.
+        let len: usize = self.0.iter().map(|c| c.len() + 1).sum();
+        if len + name.len() + 1 > MAX_NAMESPACE_LENGTH {
+            let why = if self.0.is_empty() {
+                format!(
+                    "a namespace name is at most {} bytes (this one has {})",
+                    MAX_NAMESPACE_LENGTH - 1,
+                    name.len()
+                )
+            } else {
+                format!(
+                    "a namespace path is at most {} bytes with its '/' separators",
+                    MAX_NAMESPACE_LENGTH - 1
+                )
+            };
+            let full = match self.0.is_empty() {
+                true => name.to_string(),
+                false => format!("{}/{name}", self.0.join("/")),
+            };
+            return Err(Error::invalid(format!("namespace '{full}'"), why));
+        }
         let mut v = self.0.clone();
         v.push(name.to_string());
         if v.len() > MAX_NAMESPACE_DEPTH {
             return Err(Error::invalid(
                 format!("namespace '{}'", v.join("/")),
                 format!("deeper than {MAX_NAMESPACE_DEPTH} levels"),
-            ));
-        }
-        if v.join("/").len() > MAX_NAMESPACE_LENGTH {
-            return Err(Error::invalid(
-                format!("namespace '{}'", v.join("/")),
-                format!("longer than {MAX_NAMESPACE_LENGTH} bytes"),
             ));
         }
         Ok(BackupNamespace(v))
@@ -195,6 +217,22 @@ impl BackupDir {
         Ok(BackupDir { group, time })
     }
 
+    /// The folder of a snapshot about to be written: also PBS's rule that a backup time
+    /// is at least 1 (spec §11.9). Existing folders go through `new`, so a store that
+    /// already holds `1970-01-01T00:00:00Z` still lists.
+    pub fn for_new_backup(group: BackupGroup, time: i64) -> Result<BackupDir> {
+        if time < MIN_BACKUP_TIME {
+            return Err(Error::invalid(
+                format!(
+                    "backup time {time} ({})",
+                    time::format_utc(time).unwrap_or_else(|| "out of range".into())
+                ),
+                "PBS requires a backup time of at least 1 (1970-01-01T00:00:01Z)",
+            ));
+        }
+        BackupDir::new(group, time)
+    }
+
     /// PBS's worker id for a task on this snapshot (verify), in store `store`.
     pub fn worker_id(&self, store: &str) -> String {
         crate::util::upid::snapshot_worker_id(
@@ -257,6 +295,46 @@ mod tests {
         assert!(BackupNamespace::parse("1/2/3/4/5/6/7/8").is_err());
         assert!(BackupGroup::parse(&BackupNamespace::root(), "vm/..").is_err());
         assert!(BackupGroup::parse(&BackupNamespace::root(), "xx/100").is_err());
+    }
+
+    #[test]
+    fn namespace_lengths_are_pbs_ones() {
+        // One component: at most 255 bytes (PBS: 0 + len + 1 > 256 is refused).
+        let ok = "a".repeat(255);
+        assert_eq!(
+            BackupNamespace::parse(&ok).unwrap().components(),
+            [ok.as_str()]
+        );
+        let long = "a".repeat(256);
+        let e = BackupNamespace::parse(&long).unwrap_err();
+        assert!(matches!(e.kind(), Error::InvalidInput { .. }), "{e}");
+        assert!(e.to_string().contains("at most 255 bytes"), "{e}");
+        assert!(e.to_string().contains(&long), "names the namespace: {e}");
+        // The whole path: components joined by '/' at most 255 bytes.
+        let a = "a".repeat(127);
+        let b = "b".repeat(127);
+        assert!(
+            BackupNamespace::parse(&format!("{a}/{b}")).is_ok(),
+            "255 bytes"
+        );
+        let b = "b".repeat(128);
+        let e = BackupNamespace::parse(&format!("{a}/{b}")).unwrap_err();
+        assert!(e.to_string().contains(&format!("'{a}/{b}'")), "{e}");
+        assert!(BackupNamespace::root().child(&"x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn a_new_backup_needs_a_time_of_at_least_one() {
+        let g = BackupGroup::parse(&BackupNamespace::root(), "vm/100").unwrap();
+        for bad in [0, -1, -86_400] {
+            let e = BackupDir::for_new_backup(g.clone(), bad).unwrap_err();
+            assert!(matches!(e.kind(), Error::InvalidInput { .. }), "{e}");
+            assert!(e.to_string().contains("at least 1"), "{e}");
+        }
+        assert_eq!(BackupDir::for_new_backup(g.clone(), 1).unwrap().time, 1);
+        // Existing folders still parse and list, whatever their time.
+        let d = BackupDir::parse(&BackupNamespace::root(), "vm/100/1970-01-01T00:00:00Z");
+        assert_eq!(d.unwrap().time, 0);
     }
 
     #[test]
