@@ -74,6 +74,10 @@ pub enum Command {
         /// Keep unreferenced chunks whose atime is newer than this (default 24h5m).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         atime_cutoff: Option<u64>,
+        /// Run even on a datastore PBS manages (whose GC is PBS's job: PBS alone knows
+        /// when its running backups started); only when PBS runs no backup
+        #[arg(long)]
+        force: bool,
     },
     /// Mount the datastore as a filesystem.
     Mount(MountArgs),
@@ -101,8 +105,12 @@ pub struct BackupArgs {
     /// NAME.img:FILE (fixed index), NAME.conf|.json|.log:FILE (blob)
     #[arg(required = true, value_name = "ARCHIVE:PATH")]
     pub archives: Vec<String>,
+    /// Namespace of the group; it must exist unless --create-ns
     #[arg(long, value_name = "NS")]
     pub ns: Option<String>,
+    /// Create the namespace (and its parents) when it does not exist
+    #[arg(long)]
+    pub create_ns: bool,
     /// RFC 3339 time or epoch seconds (default: now)
     #[arg(long, value_name = "TIME")]
     pub backup_time: Option<String>,
@@ -158,9 +166,13 @@ pub struct VerifyArgs {
     /// With --ignore-verified: re-verify states older than DAYS
     #[arg(long, value_name = "DAYS")]
     pub outdated_after: Option<u64>,
-    /// Rename corrupt chunks to <digest>.<n>.bad
-    #[arg(long)]
+    /// Rename corrupt chunks to <digest>.<n>.bad (the default, as PBS does: the next
+    /// backup then writes them again)
+    #[arg(long, conflicts_with = "keep_bad")]
     pub rename_bad: bool,
+    /// Leave corrupt chunks in place (they are then never healed by a backup)
+    #[arg(long)]
+    pub keep_bad: bool,
 }
 
 #[derive(Debug, Args)]

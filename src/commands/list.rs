@@ -47,8 +47,12 @@ fn snapshot_json(ds: &Datastore, s: &SnapshotInfo) -> Value {
             if let Some(n) = m.notes() {
                 v["comment"] = Value::from(first_line(n));
             }
-            if let Some(vs) = m.unprotected().get("verify_state") {
-                v["verification"] = vs.clone();
+            // As PBS: an unparsable state (a bad UPID) is no verification at all;
+            // pbsfs says why instead of showing the state it claims.
+            match m.verify_state() {
+                Some(Ok(vs)) => v["verification"] = vs.to_value(),
+                Some(Err(e)) => v["verification-invalid"] = Value::from(e.to_string()),
+                None => {}
             }
         }
         Err(e) => {
@@ -111,11 +115,12 @@ pub fn snapshots(args: &SnapshotsArgs, pbs: Option<&str>) -> Result<i32> {
             .map(human)
             .unwrap_or_else(|| "-".into());
         let files = r["files"].as_array().map(|a| a.len()).unwrap_or(0);
-        let verify = r
-            .get("verification")
-            .and_then(|v| v.get("state"))
-            .and_then(Value::as_str)
-            .unwrap_or(if unfinished { "-" } else { "none" });
+        let verify = match r.get("verification").and_then(|v| v.get("state")) {
+            Some(s) => s.as_str().unwrap_or("invalid"),
+            None if r.get("verification-invalid").is_some() => "invalid",
+            None if unfinished => "-",
+            None => "none",
+        };
         let prot = if r["protected"].as_bool().unwrap_or(false) {
             "yes"
         } else {

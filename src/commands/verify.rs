@@ -4,7 +4,7 @@
 use crate::cli::VerifyArgs;
 use crate::store::format::names::{BackupDir, BackupGroup};
 use crate::store::ops::verify::{verify_snapshots, SnapshotOutcome, VerifyOptions};
-use crate::util::error::{exit, Error, Result};
+use crate::util::error::{Error, Result};
 
 pub fn run(args: &VerifyArgs, pbs: Option<&str>) -> Result<i32> {
     let ds = super::open_store(&args.store, pbs)?;
@@ -48,7 +48,7 @@ pub fn run(args: &VerifyArgs, pbs: Option<&str>) -> Result<i32> {
     let opts = VerifyOptions {
         ignore_verified: args.ignore_verified,
         outdated_after: args.outdated_after,
-        rename_bad: args.rename_bad,
+        rename_bad: !args.keep_bad,
         worker_type: worker.into(),
     };
     let report = verify_snapshots(&ds, &dirs, &opts)?;
@@ -84,7 +84,10 @@ pub fn run(args: &VerifyArgs, pbs: Option<&str>) -> Result<i32> {
         );
     }
     for e in &report.record_errors {
-        eprintln!("warning: {e}");
+        eprintln!("pbsfs: error: {e}");
+    }
+    if let Some(why) = &report.not_recorded {
+        eprintln!("pbsfs: note: verify_state not recorded and no chunk renamed: {why}");
     }
     println!(
         "verified {} snapshots: {ok} ok, {failed} failed, {skipped} skipped; {} chunks checked, {} bad{}",
@@ -97,9 +100,5 @@ pub fn run(args: &VerifyArgs, pbs: Option<&str>) -> Result<i32> {
             String::new()
         }
     );
-    Ok(if report.damaged() {
-        exit::DAMAGE
-    } else {
-        exit::OK
-    })
+    Ok(report.exit_code())
 }

@@ -46,6 +46,9 @@ pub enum CorruptKind {
         actual: String,
         manifest: String,
     },
+    /// Not a regular file where one is expected (a FIFO, device, folder, symlink): not
+    /// read.
+    FileType(&'static str),
     /// An archive the manifest does not list.
     NotInManifest,
     /// A rule of the format is broken (described).
@@ -76,6 +79,9 @@ impl fmt::Display for CorruptKind {
                 manifest,
             } => write!(f, "{field} {actual} differs from the manifest's {manifest}"),
             CorruptKind::NotInManifest => write!(f, "not listed in the manifest"),
+            CorruptKind::FileType(kind) => {
+                write!(f, "a {kind} where a regular file is expected (not read)")
+            }
             CorruptKind::Format(why) => write!(f, "{why}"),
         }
     }
@@ -156,6 +162,10 @@ pub enum Error {
         ReadOnlyWhy::Store(r) => format!("{r}: refusing to write"),
     })]
     ReadOnly { what: String, why: ReadOnlyWhy },
+    /// Refused by the store's state: a maintenance mode that forbids reads, or chunk
+    /// data that lives in an S3 bucket.
+    #[error("{what}: {why}")]
+    Unavailable { what: String, why: String },
     /// A malformed name, argument or request.
     #[error("{what}: {why}")]
     InvalidInput { what: String, why: String },
@@ -239,6 +249,8 @@ impl Error {
             Error::InvalidUtf8 { .. } => libc::EILSEQ,
             Error::TooLarge { .. } => libc::EFBIG,
             Error::ReadOnly { .. } => libc::EROFS,
+            // "Operation not supported": reading this store is not possible (yet).
+            Error::Unavailable { .. } => libc::EOPNOTSUPP,
             Error::InvalidInput { .. } => libc::EINVAL,
             Error::AlreadyExists { .. } => libc::EEXIST,
             Error::NotPermitted { .. } => libc::EPERM,
@@ -271,6 +283,7 @@ impl Error {
             | Error::InvalidUtf8 { .. }
             | Error::TooLarge { .. }
             | Error::ReadOnly { .. }
+            | Error::Unavailable { .. }
             | Error::InvalidInput { .. }
             | Error::AlreadyExists { .. }
             | Error::NotPermitted { .. }

@@ -183,6 +183,8 @@ pub struct FsStats {
     pub bsize: u32,
     pub namelen: u32,
     pub frsize: u32,
+    /// Mounted read-only (`ST_RDONLY`): a read-only disk, snapshot or bind mount.
+    pub read_only: bool,
 }
 
 pub fn statvfs(path: &Path) -> io::Result<FsStats> {
@@ -203,6 +205,7 @@ pub fn statvfs(path: &Path) -> io::Result<FsStats> {
         bsize: st.f_bsize as u32,
         namelen: st.f_namemax as u32,
         frsize: st.f_frsize as u32,
+        read_only: st.f_flag & libc::ST_RDONLY != 0,
     })
 }
 
@@ -291,6 +294,38 @@ pub fn redirect_to_null(fd: i32) -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// Open `path` (relative) beneath the directory `dir` with `openat2`, following no
+/// symlink in any component and never leaving `dir` (`RESOLVE_BENEATH |
+/// RESOLVE_NO_SYMLINKS`): a symlink anywhere gives ELOOP, `..` out of `dir` EXDEV.
+/// `O_CLOEXEC` is always added. Linux 5.6 or newer.
+pub fn open_beneath(dir: &File, path: &Path, flags: i32, mode: u32) -> io::Result<File> {
+    use std::os::unix::io::FromRawFd;
+    let c = cpath(path)?;
+    // SAFETY: an all-zero `open_how` is a valid value of this plain C struct.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
+        how.mode = mode as u64;
+    }
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: `dir` is an open descriptor for the duration of the call, `c` a valid
+    // NUL-terminated path and `how` a valid `open_how` of the size passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a non-negative return of openat2 is a new descriptor that we now own.
+    Ok(unsafe { File::from_raw_fd(rc as i32) })
 }
 
 #[cfg(test)]

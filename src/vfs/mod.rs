@@ -136,12 +136,21 @@ pub struct Vfs {
 
 impl Vfs {
     pub fn new(ds: Datastore, opts: Options) -> Result<Vfs> {
-        if !opts.ns.is_root() && !ds.ns_path(&opts.ns).is_dir() {
+        if !opts.ns.is_root() && !ds.fs().is_dir(&ds.ns_path(&opts.ns)) {
             return Err(Error::not_found(format!("namespace '{}'", opts.ns)));
         }
+        // A store that may not be written (read-only medium, maintenance mode, S3) makes
+        // a read-only mount by itself: writes get EROFS, files show no write bits.
+        let read_only = match ds.access().no_writes {
+            Some(r) if !opts.read_only => {
+                log::info!("mounting read-only: {r}");
+                true
+            }
+            _ => opts.read_only,
+        };
         Ok(Vfs {
             ds: Arc::new(ds),
-            read_only: opts.read_only,
+            read_only,
             inodes: InodeTable::new(Node::Namespace(opts.ns)),
             cache: Arc::new(ChunkCache::new(opts.cache_size)),
             prefetch: Arc::new(Prefetcher::new()),

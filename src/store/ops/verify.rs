@@ -10,14 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::Mutex;
 
 use crate::store::chunks::ChunkCheck;
-use crate::store::files;
 use crate::store::format::archive::ArchiveKind;
 use crate::store::format::blob;
-use crate::store::format::manifest::{FileEntry, VerifyState};
+use crate::store::format::manifest::{CryptMode, FileEntry, VerifyState};
 use crate::store::format::names::BackupDir;
 use crate::store::Datastore;
 use crate::util::digest::Digest;
-use crate::util::error::{CorruptKind, Error, IoContext, Result};
+use crate::util::error::{exit, CorruptKind, Error, Result};
 use crate::util::upid::Upid;
 
 #[derive(Debug, Clone, Default)]
@@ -46,8 +45,10 @@ pub struct VerifyReport {
     pub bad_chunks: BTreeMap<Digest, BadChunk>,
     pub chunks_checked: u64,
     pub encrypted_chunks: u64,
-    /// Errors recording verify_state (not damage).
+    /// Errors recording verify_state or renaming bad chunks (not damage).
     pub record_errors: Vec<String>,
+    /// Why nothing was recorded (a store that may not be written); not an error.
+    pub not_recorded: Option<String>,
 }
 
 impl VerifyReport {
@@ -55,6 +56,18 @@ impl VerifyReport {
         self.snapshots
             .iter()
             .any(|(_, o)| matches!(o, SnapshotOutcome::Failed(_)))
+    }
+
+    /// The truth in one number: damage is 1; good data whose result could not be
+    /// recorded where recording is possible (a lock timeout) is 2; else 0.
+    pub fn exit_code(&self) -> i32 {
+        if self.damaged() {
+            exit::DAMAGE
+        } else if !self.record_errors.is_empty() {
+            exit::FAILURE
+        } else {
+            exit::OK
+        }
     }
 }
 
@@ -123,15 +136,26 @@ pub fn verify_snapshots(
     dirs: &[BackupDir],
     opts: &VerifyOptions,
 ) -> Result<VerifyReport> {
+    let access = ds.access();
+    if let Some(r) = access.no_chunks {
+        return Err(Error::Unavailable {
+            what: format!("verify of datastore {}", ds.root().display()),
+            why: r.to_string(),
+        });
+    }
     let cache = Cache::default();
-    let mut report = VerifyReport::default();
+    let mut report = VerifyReport {
+        not_recorded: access.no_writes.map(|r| r.to_string()),
+        ..VerifyReport::default()
+    };
     for d in dirs {
         let outcome = verify_one(ds, d, opts, &cache, &mut report);
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => SnapshotOutcome::Failed(vec![e.to_string()]),
         };
-        if matches!(outcome, SnapshotOutcome::Ok | SnapshotOutcome::Failed(_)) {
+        let checked = matches!(outcome, SnapshotOutcome::Ok | SnapshotOutcome::Failed(_));
+        if checked && report.not_recorded.is_none() {
             let worker = if opts.worker_type.is_empty() {
                 "verify_snapshot"
             } else {
@@ -146,16 +170,21 @@ pub fn verify_snapshots(
                 u.insert("verify_state".into(), state.to_value());
                 Ok(())
             });
-            if let Err(e) = res {
-                report
+            match res {
+                Ok(()) => {}
+                // The store became read-only meanwhile: nothing more can be recorded.
+                Err(e) if matches!(e.kind(), Error::ReadOnly { .. }) => {
+                    report.not_recorded = Some(e.to_string())
+                }
+                Err(e) => report
                     .record_errors
-                    .push(format!("{d}: could not record verify_state: {e}"));
+                    .push(format!("{d}: could not record verify_state: {e}")),
             }
         }
         report.snapshots.push((d.clone(), outcome));
     }
     report.chunks_checked = cache.chunks.lock().len() as u64;
-    if opts.rename_bad {
+    if opts.rename_bad && report.not_recorded.is_none() {
         for (digest, bad) in &report.bad_chunks {
             if bad.is_missing() {
                 continue;
@@ -196,12 +225,15 @@ fn verify_one(
             continue;
         };
         if !kind.is_index() {
-            if let Err(e) = check_blob(&path, &f) {
+            if let Err(e) = check_blob(ds, &path, &f) {
                 problems.push(format!("{what}: {e}"));
             }
             continue;
         }
-        let idx = match files::read_index(&path).and_then(|idx| f.check_index(&idx).map(|_| idx)) {
+        let idx = match ds
+            .read_index(&path)
+            .and_then(|idx| f.check_index(&idx).map(|_| idx))
+        {
             Ok(i) => i,
             Err(e) => {
                 problems.push(format!("{what}: {e}"));
@@ -211,6 +243,24 @@ fn verify_one(
         let chunks: Vec<(Digest, u64)> = idx.chunks().map(|c| (c.digest, c.len())).collect();
         check_chunks(ds, &chunks, cache);
         let results = cache.chunks.lock();
+        // PBS fails a snapshot whose chunks' crypt mode disagrees with its archive's
+        // (spec §11.3); the chunk itself is sound, so it is not renamed.
+        let want_encrypted = f.crypt_mode == CryptMode::Encrypt;
+        if let Some((digest, _)) = chunks.iter().find(|(d, _)| match &results[d] {
+            ChunkResult::Encrypted => !want_encrypted,
+            ChunkResult::Good(_) => want_encrypted,
+            ChunkResult::Bad(_) => false,
+        }) {
+            problems.push(format!(
+                "{what}: chunk {digest} is {} but the archive's crypt-mode is {}",
+                if want_encrypted {
+                    "not encrypted"
+                } else {
+                    "encrypted"
+                },
+                f.crypt_mode.as_str()
+            ));
+        }
         for (digest, len) in &chunks {
             let bad = match &results[digest] {
                 ChunkResult::Good(l) if l == len => None,
@@ -289,8 +339,8 @@ fn check_chunks(ds: &Datastore, chunks: &[(Digest, u64)], cache: &Cache) {
 }
 
 /// A blob against its manifest entry; an encrypted blob can only be CRC-checked.
-fn check_blob(path: &std::path::Path, f: &FileEntry) -> Result<()> {
-    let raw = std::fs::read(path).ctx(path.display())?;
+fn check_blob(ds: &Datastore, path: &std::path::Path, f: &FileEntry) -> Result<()> {
+    let raw = ds.fs().read(path, blob::MAX_BLOB_FILE)?;
     f.check_blob(&raw)?;
     match blob::decode(&raw) {
         Ok(_) => Ok(()),
