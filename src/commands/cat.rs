@@ -16,7 +16,10 @@ use crate::util::error::{exit, Error, IoContext, Result};
 /// an archive the snapshot has: one its manifest lists, or its `client.log.blob`.
 fn resolve_archive(ds: &Datastore, d: &BackupDir, m: &Manifest, name: &str) -> Result<ArchiveName> {
     let mut files: Vec<String> = m.files()?.into_iter().map(|f| f.filename).collect();
-    if ds.snapshot_path(d).join(CLIENT_LOG_BLOB_NAME).is_file() {
+    if ds
+        .fs()
+        .is_file(&ds.snapshot_path(d).join(CLIENT_LOG_BLOB_NAME))
+    {
         files.push(CLIENT_LOG_BLOB_NAME.to_string());
     }
     match ArchiveName::resolve(name, files.iter().map(String::as_str)) {

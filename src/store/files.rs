@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::store::format::index::{Index, INDEX_FILE_MODE};
+use crate::store::format::index::INDEX_FILE_MODE;
 use crate::util::error::{Error, IoContext, Result};
 use crate::util::sys;
 
@@ -76,29 +76,21 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 pub fn create_dir(path: &Path, mode: u32, owner: Owner) -> Result<bool> {
     match fs::DirBuilder::new().mode(mode).create(path) {
         Ok(()) => {
-            fs::set_permissions(path, fs::Permissions::from_mode(mode)).ctx(path.display())?;
-            owner.apply_path(path)?;
+            // Mode and owner through a descriptor of the folder just made, never
+            // through a name that could be swapped for a symlink meanwhile.
+            let dir = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(path)
+                .ctx(path.display())?;
+            dir.set_permissions(fs::Permissions::from_mode(mode))
+                .ctx(path.display())?;
+            owner.apply(&dir, path)?;
             Ok(true)
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(Error::io(format!("create {}", path.display()), e)),
     }
-}
-
-/// Create `path` and any missing parents below `base` (which must exist), each with
-/// `mode` and `owner`.
-pub fn create_dir_all_below(base: &Path, path: &Path, mode: u32, owner: Owner) -> Result<()> {
-    let rel = path
-        .strip_prefix(base)
-        .map_err(|_| Error::invalid(path.display(), format!("not below {}", base.display())))?;
-    let mut cur = base.to_path_buf();
-    for comp in rel.components() {
-        cur.push(comp);
-        if !cur.is_dir() {
-            create_dir(&cur, mode, owner)?;
-        }
-    }
-    Ok(())
 }
 
 /// Open a new, exclusively created file with `mode` and `owner`.
@@ -240,12 +232,6 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|f| f.sync_all())
         .ctx(format!("fsync {}", dir.display()))
-}
-
-/// Read and validate an index file, choosing the kind by its magic. Errors name `path`.
-pub fn read_index(path: &Path) -> Result<Index> {
-    let raw = fs::read(path).ctx(path.display())?;
-    Index::parse(&raw).map_err(|e| e.context(path.display()))
 }
 
 /// Write an index file the way PBS does: `<name>.tmp_fidx|tmp_didx` next to it, fsync,

@@ -17,6 +17,7 @@ use sha2::{Digest as _, Sha256};
 use crate::store::files::{self, Owner};
 use crate::store::format::names::{BackupDir, BackupGroup, BackupNamespace};
 use crate::store::pbs_config::{self, StoreConfig};
+use crate::store::root::StoreRoot;
 use crate::util::error::{Error, IoContext, LockWhy, Result};
 use crate::util::sys;
 use crate::util::upid::systemd_escape_path;
@@ -40,25 +41,46 @@ pub struct Locker {
     lock_root: PathBuf,
     /// On a configured PBS store, take the old scheme's locks too (spec §11.7).
     pbs: bool,
+    /// The store root, beneath which in-store lock files and folders are opened.
+    fs: StoreRoot,
     owner: Owner,
 }
 
 impl Locker {
-    pub fn new(store_root: &Path, store_owner: Owner, pbs: Option<&StoreConfig>) -> Locker {
+    pub fn new(fs: &StoreRoot, store_owner: Owner, pbs: Option<&StoreConfig>) -> Locker {
+        let store_root = fs.path().to_path_buf();
         match pbs {
             Some(cfg) => Locker {
-                store_root: store_root.to_path_buf(),
                 lock_root: pbs_config::run_dir().join("locks").join(&cfg.name),
+                store_root,
+                fs: fs.clone(),
                 pbs: true,
                 owner: pbs_config::backup_user(),
             },
             None => Locker {
-                store_root: store_root.to_path_buf(),
                 lock_root: store_root.join(".locks"),
+                store_root,
+                fs: fs.clone(),
                 pbs: false,
                 owner: store_owner,
             },
         }
+    }
+
+    /// Lock files inside the store (`.locks`) are reached without following symlinks;
+    /// PBS's run dir is outside the store and trusted like the configuration.
+    fn in_store(&self, path: &Path) -> bool {
+        path.starts_with(&self.store_root)
+    }
+
+    /// (dev, ino) of the file now at `path`, for the double stat.
+    fn identity(&self, path: &Path) -> Option<(u64, u64)> {
+        let md = if self.in_store(path) {
+            self.fs.metadata(path).ok()?
+        } else {
+            fs::metadata(path).ok()?
+        };
+        Some((md.dev(), md.ino()))
     }
 
     /// New-scheme lock file of `rel` (`<type>/<id>[/<time>[/.index.json.lck]]`) in `ns`.
@@ -119,6 +141,7 @@ impl Locker {
         )?];
         if self.pbs {
             held.push(lock_dir(
+                &self.fs,
                 &self.store_root.join(g.rel_path()),
                 Mode::Exclusive,
                 &what,
@@ -147,14 +170,35 @@ impl Locker {
 
     fn lock_snapshot(&self, d: &BackupDir, mode: Mode) -> Result<Vec<File>> {
         let what = format!("snapshot {d}");
-        let mut held = vec![self.lock_file(
-            &self.new_scheme_path(&d.group.ns, &Self::snapshot_rel(d)),
-            mode,
-            None,
-            &what,
-        )?];
+        let path = self.new_scheme_path(&d.group.ns, &Self::snapshot_rel(d));
+        let first = match self.lock_file(&path, mode, None, &what) {
+            Ok(f) => f,
+            // A reader of a store it cannot write (read-only medium, no permission):
+            // the lock file cannot be made, so take what can be taken without writing,
+            // a flock on the snapshot folder, which excludes PBS's old scheme and other
+            // readers' exclusive takers of the same kind.
+            Err(e)
+                if mode == Mode::Shared
+                    && matches!(e.errno(), libc::EROFS | libc::EACCES | libc::EPERM) =>
+            {
+                log::debug!("{what}: no lock file ({e}); locking the snapshot folder instead");
+                return Ok(vec![lock_dir(
+                    &self.fs,
+                    &self.store_root.join(d.rel_path()),
+                    mode,
+                    &what,
+                )?]);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut held = vec![first];
         if self.pbs {
-            held.push(lock_dir(&self.store_root.join(d.rel_path()), mode, &what)?);
+            held.push(lock_dir(
+                &self.fs,
+                &self.store_root.join(d.rel_path()),
+                mode,
+                &what,
+            )?);
         }
         Ok(held)
     }
@@ -236,7 +280,7 @@ impl Locker {
         let mut sleep = Duration::from_millis(1);
         loop {
             let file = self.open_lock_file(path)?;
-            match lock_opened(file, path, mode)? {
+            match lock_opened(file, path, mode, |p| self.identity(p))? {
                 Attempt::Locked(file) => return Ok(file),
                 Attempt::Replaced => continue,
                 Attempt::Busy => {}
@@ -266,25 +310,41 @@ impl Locker {
     }
 
     fn open_lock_file(&self, path: &Path) -> Result<File> {
-        let open = || {
-            OpenOptions::new()
-                .read(true)
-                .append(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(path)
-        };
+        let parent = path.parent().expect("lock files live in a folder");
+        let name = path.file_name().expect("lock files have a name");
         for _ in 0..10 {
-            match open() {
+            // In the store: through the opened folder, so a `.locks` (or any folder in
+            // it) planted as a symlink is never followed; a symlink as the lock file
+            // itself fails O_NOFOLLOW.
+            let dir = if self.in_store(path) {
+                Some(self.fs.ensure_dir(parent, LOCK_DIR_MODE, self.owner)?)
+            } else {
+                ensure_dir(parent, self.owner)?;
+                None
+            };
+            let at = dir.as_ref().map_or(path.to_path_buf(), |d| d.join(name));
+            let open = |append: bool| {
+                OpenOptions::new()
+                    .read(true)
+                    .append(append)
+                    .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(&at)
+            };
+            match open(true) {
                 Ok(f) => return Ok(f),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // An existing lock file on a read-only medium: flock needs no write access.
+                Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+                    return open(false)
+                        .map_err(|e| Error::io(format!("lock file {}", path.display()), e))
+                }
                 Err(e) => return Err(Error::io(format!("lock file {}", path.display()), e)),
             }
-            let dir = path.parent().expect("lock files live in a folder");
-            ensure_dir(dir, self.owner)?;
             // Create atomically with its final mode and owner, then link into place.
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("lock");
-            let tmp = files::TempFile::new(dir, &format!(".{name}"), LOCK_FILE_MODE, self.owner)?;
-            match tmp.persist_new(path) {
+            let folder = dir.as_ref().map_or(parent.to_path_buf(), |d| d.path());
+            let stem = format!(".{}", name.to_string_lossy());
+            let tmp = files::TempFile::new(&folder, &stem, LOCK_FILE_MODE, self.owner)?;
+            match tmp.persist_new(&at) {
                 Ok(()) | Err(Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -328,7 +388,12 @@ enum Attempt {
     Replaced,
 }
 
-fn lock_opened(file: File, path: &Path, mode: Mode) -> Result<Attempt> {
+fn lock_opened(
+    file: File,
+    path: &Path,
+    mode: Mode,
+    identity: impl Fn(&Path) -> Option<(u64, u64)>,
+) -> Result<Attempt> {
     let attempt = match mode {
         Mode::Shared => file.try_lock_shared(),
         Mode::Exclusive => file.try_lock(),
@@ -337,11 +402,10 @@ fn lock_opened(file: File, path: &Path, mode: Mode) -> Result<Attempt> {
         Ok(()) => {
             // Double stat: the file we locked must still be the one at `path`.
             let ours = file.metadata().ctx(path.display())?;
-            match fs::metadata(path) {
-                Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {
-                    Ok(Attempt::Locked(file))
-                }
-                _ => Ok(Attempt::Replaced),
+            if identity(path) == Some((ours.dev(), ours.ino())) {
+                Ok(Attempt::Locked(file))
+            } else {
+                Ok(Attempt::Replaced)
             }
         }
         Err(TryLockError::WouldBlock) => Ok(Attempt::Busy),
@@ -350,8 +414,8 @@ fn lock_opened(file: File, path: &Path, mode: Mode) -> Result<Attempt> {
 }
 
 /// Old scheme: a non-blocking `flock` on the folder itself.
-fn lock_dir(dir: &Path, mode: Mode, what: &str) -> Result<File> {
-    let file = File::open(dir).ctx(format!("{what}: {}", dir.display()))?;
+fn lock_dir(fs: &StoreRoot, dir: &Path, mode: Mode, what: &str) -> Result<File> {
+    let file = fs.open_dir(dir).map_err(|e| e.context(what))?;
     let attempt = match mode {
         Mode::Shared => file.try_lock_shared(),
         Mode::Exclusive => file.try_lock(),
@@ -455,6 +519,7 @@ mod tests {
         assert_eq!(systemd_escape_path("/.hidden/a.b"), "\\x2ehidden-a.b");
         let l = Locker {
             store_root: "/s".into(),
+            fs: StoreRoot::open(Path::new("/")).unwrap(),
             lock_root: "/run/proxmox-backup/locks/store1".into(),
             pbs: true,
             owner: Owner { uid: 0, gid: 0 },
@@ -492,7 +557,10 @@ mod tests {
         fs::create_dir_all(&root).unwrap();
         fs::write(root.join(".lock"), b"").unwrap();
         let owner = Owner::of(&root).unwrap();
-        (root.clone(), Locker::new(&root, owner, None))
+        (
+            root.clone(),
+            Locker::new(&StoreRoot::open(&root).unwrap(), owner, None),
+        )
     }
 
     #[test]
@@ -557,7 +625,7 @@ mod tests {
         let holder = l.lock_snapshot_exclusive(&d).unwrap();
         // The old file is free to flock, but it is no longer the lock: not trusted.
         assert!(matches!(
-            lock_opened(old, &path, Mode::Exclusive).unwrap(),
+            lock_opened(old, &path, Mode::Exclusive, |p| l.identity(p)).unwrap(),
             Attempt::Replaced
         ));
         // And the full call, which reopens, sees the new holder.
@@ -568,7 +636,7 @@ mod tests {
         drop(holder);
         let fresh = l.open_lock_file(&path).unwrap();
         assert!(matches!(
-            lock_opened(fresh, &path, Mode::Exclusive).unwrap(),
+            lock_opened(fresh, &path, Mode::Exclusive, |p| l.identity(p)).unwrap(),
             Attempt::Locked(_)
         ));
         fs::remove_dir_all(root).unwrap();

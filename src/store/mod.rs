@@ -1,12 +1,14 @@
 //! The datastore: its folder layout (spec §1), opening and creating one, and listing
 //! namespaces, groups and snapshots. Writes live in `transaction.rs`.
 
+pub mod access;
 pub mod chunks;
 pub mod files;
 pub mod format;
 pub mod lock;
 pub mod ops;
 pub mod pbs_config;
+pub mod root;
 mod transaction;
 
 use std::fs;
@@ -14,14 +16,20 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::util::error::{Error, IoContext, ReadOnlyWhy, Result};
+use crate::util::sys;
+use access::Access;
 use chunks::ChunkStore;
 use files::Owner;
 use format::archive::ArchiveName;
 use format::blob;
+use format::index::Index;
 use format::manifest::{Manifest, MANIFEST_BLOB_NAME};
 use format::names::{BackupDir, BackupGroup, BackupNamespace, BackupType};
 use lock::Locker;
+use parking_lot::Mutex;
 use pbs_config::StoreConfig;
+use root::StoreRoot;
+use std::time::{Duration, Instant};
 
 /// `sha256("Proxmox Backup Catalog file v1.0")[0..8]`
 pub const CATALOG_MAGIC: [u8; 8] = [145, 253, 96, 249, 196, 103, 88, 213];
@@ -32,6 +40,10 @@ pub const FILE_MODE: u32 = 0o644;
 pub const PROTECTED_MARKER: &str = ".protected";
 pub const GROUP_NOTES: &str = "notes";
 pub const GROUP_OWNER: &str = "owner";
+/// `owner` holds one auth id: anything longer is not read.
+const MAX_OWNER_FILE: u64 = 64 * 1024;
+/// Group notes as PBS may have written them (pbsfs writes at most 1 MiB).
+const MAX_GROUP_NOTES_FILE: u64 = 16 << 20;
 
 /// A snapshot folder as found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,11 +59,20 @@ pub struct SnapshotInfo {
 #[derive(Debug)]
 pub struct Datastore {
     root: PathBuf,
+    /// The root opened once: every read below it follows no symlink.
+    fs: StoreRoot,
     owner: Owner,
     chunks: ChunkStore,
     locker: Locker,
     pbs: Option<StoreConfig>,
+    read_only_medium: bool,
+    /// What the store allows, and when that was last read from `datastore.cfg` (PBS may
+    /// change a maintenance mode while a mount runs: re-read at most once a second).
+    access: Mutex<(Instant, Access)>,
 }
+
+/// How long a decision read from `datastore.cfg` stands.
+const ACCESS_RECHECK: Duration = Duration::from_secs(1);
 
 impl Datastore {
     /// Open an existing datastore (a real PBS one opens as-is). `pbs_store` names the
@@ -59,15 +80,31 @@ impl Datastore {
     pub fn open(root: &Path, pbs_store: Option<&str>) -> Result<Datastore> {
         let root = fs::canonicalize(root).ctx(format!("datastore {}", root.display()))?;
         let owner = Owner::of(&root)?;
+        let store_fs = StoreRoot::open(&root)?;
         let chunks = ChunkStore::open(&root, owner)?;
         let pbs = pbs_config::find_store(&root, pbs_store)?;
-        let locker = Locker::new(&root, owner, pbs.as_ref());
+        let locker = Locker::new(&store_fs, owner, pbs.as_ref());
+        let read_only_medium = sys::statvfs(&root).ctx(root.display())?.read_only;
+        let access = Access::of(pbs.as_ref(), read_only_medium);
+        if let Some(r) = &access.no_reads {
+            return Err(Error::Unavailable {
+                what: format!("datastore {}", root.display()),
+                why: r.to_string(),
+            });
+        }
+        let chunks = match &access.no_chunks {
+            Some(r) => chunks.refusing_reads(r.to_string()),
+            None => chunks,
+        };
         Ok(Datastore {
+            fs: store_fs,
             root,
             owner,
             chunks,
             locker,
             pbs,
+            read_only_medium,
+            access: Mutex::new((Instant::now(), access)),
         })
     }
 
@@ -118,6 +155,16 @@ impl Datastore {
         self.owner
     }
 
+    /// Reads of files and folders inside the store (no symlinks, regular files only).
+    pub fn fs(&self) -> &StoreRoot {
+        &self.fs
+    }
+
+    /// An index file of this store, its size checked before it is read.
+    pub fn read_index(&self, path: &Path) -> Result<Index> {
+        self.fs.read_index(path)
+    }
+
     pub fn chunk_store(&self) -> &ChunkStore {
         &self.chunks
     }
@@ -143,12 +190,39 @@ impl Datastore {
         }
     }
 
-    /// Refuse writes to an S3-backed store or one in maintenance mode (spec §5.5).
+    /// What the store allows now: its maintenance mode and backend as `datastore.cfg`
+    /// says (re-read at most once a second), and its medium.
+    pub fn access(&self) -> Access {
+        let mut g = self.access.lock();
+        if let Some(cfg) = &self.pbs {
+            if g.0.elapsed() >= ACCESS_RECHECK {
+                match pbs_config::find_store(&self.root, Some(&cfg.name)) {
+                    Ok(now) => g.1 = Access::of(now.as_ref(), self.read_only_medium),
+                    Err(e) => log::warn!("re-reading the PBS configuration: {e}"),
+                }
+                g.0 = Instant::now();
+            }
+        }
+        g.1.clone()
+    }
+
+    /// Refuse writes to a read-only, S3-backed or maintenance-mode store (spec §11.9).
     pub fn check_writable(&self) -> Result<()> {
-        match self.pbs.as_ref().and_then(StoreConfig::write_refusal) {
-            Some(reason) => Err(Error::ReadOnly {
+        match self.access().no_writes {
+            Some(r) => Err(Error::ReadOnly {
                 what: format!("datastore {}", self.root.display()),
-                why: ReadOnlyWhy::Store(reason),
+                why: ReadOnlyWhy::Store(r.to_string()),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuse reads of a store in a maintenance mode that forbids them.
+    pub fn check_readable(&self) -> Result<()> {
+        match self.access().no_reads {
+            Some(r) => Err(Error::Unavailable {
+                what: format!("datastore {}", self.root.display()),
+                why: r.to_string(),
             }),
             None => Ok(()),
         }
@@ -169,9 +243,9 @@ impl Datastore {
     /// Direct child namespaces of `ns`.
     pub fn list_child_namespaces(&self, ns: &BackupNamespace) -> Result<Vec<BackupNamespace>> {
         let mut out = Vec::new();
-        for name in list_dir_names(&self.ns_path(ns).join("ns"))? {
+        for name in self.list_names(&self.ns_path(ns).join("ns"), true)? {
             if let Ok(child) = ns.child(&name) {
-                if self.ns_path(&child).is_dir() {
+                if self.fs.is_dir(&self.ns_path(&child)) {
                     out.push(child);
                 }
             } else {
@@ -196,13 +270,13 @@ impl Datastore {
 
     /// Groups of one namespace, sorted by type then id.
     pub fn list_groups(&self, ns: &BackupNamespace) -> Result<Vec<BackupGroup>> {
-        if !ns.is_root() && !self.ns_path(ns).is_dir() {
+        if !ns.is_root() && !self.fs.is_dir(&self.ns_path(ns)) {
             return Err(Error::not_found(format!("namespace '{ns}'")));
         }
         let mut out = Vec::new();
         for ty in BackupType::ALL {
             let dir = self.ns_path(ns).join(ty.as_str());
-            for id in list_dir_names(&dir)? {
+            for id in self.list_names(&dir, true)? {
                 match BackupGroup::new(ns.clone(), ty, &id) {
                     Ok(g) => out.push(g),
                     Err(_) => log::debug!("skipping group folder {ty}/{id:?}: not a valid id"),
@@ -216,21 +290,16 @@ impl Datastore {
     /// Snapshot folders of a group, oldest first; unfinished ones included.
     pub fn list_snapshots(&self, g: &BackupGroup) -> Result<Vec<SnapshotInfo>> {
         let gpath = self.group_path(g);
-        if !gpath.is_dir() {
+        if !self.fs.is_dir(&gpath) {
             return Err(Error::not_found(format!("group {g}")));
         }
         let mut out = Vec::new();
-        for name in list_dir_names(&gpath)? {
+        for name in self.list_names(&gpath, true)? {
             let Some(time) = crate::util::time::parse_snapshot_time(&name) else {
                 continue;
             };
             let dir = BackupDir::new(g.clone(), time)?;
-            let path = gpath.join(&name);
-            out.push(SnapshotInfo {
-                finished: path.join(MANIFEST_BLOB_NAME).is_file(),
-                protected: path.join(PROTECTED_MARKER).exists(),
-                dir,
-            });
+            out.push(self.info_of(dir));
         }
         out.sort_by_key(|s| s.dir.time);
         Ok(out)
@@ -246,15 +315,19 @@ impl Datastore {
     }
 
     pub fn snapshot_info(&self, d: &BackupDir) -> Result<SnapshotInfo> {
-        let path = self.snapshot_path(d);
-        if !path.is_dir() {
+        if !self.fs.is_dir(&self.snapshot_path(d)) {
             return Err(Error::not_found(format!("snapshot {d}")));
         }
-        Ok(SnapshotInfo {
-            dir: d.clone(),
-            finished: path.join(MANIFEST_BLOB_NAME).is_file(),
-            protected: path.join(PROTECTED_MARKER).exists(),
-        })
+        Ok(self.info_of(d.clone()))
+    }
+
+    fn info_of(&self, dir: BackupDir) -> SnapshotInfo {
+        let path = self.snapshot_path(&dir);
+        SnapshotInfo {
+            finished: self.fs.is_file(&path.join(MANIFEST_BLOB_NAME)),
+            protected: self.fs.metadata(&path.join(PROTECTED_MARKER)).is_ok(),
+            dir,
+        }
     }
 
     /// Read a snapshot's manifest (CRC checked, parsed, matching its folder). For readers:
@@ -266,10 +339,10 @@ impl Datastore {
     /// The manifest and its JSON text as stored (the blob decoded once).
     pub fn load_manifest_json(&self, d: &BackupDir) -> Result<(Manifest, Vec<u8>)> {
         let path = self.snapshot_path(d).join(MANIFEST_BLOB_NAME);
-        let raw = match fs::read(&path) {
+        let raw = match self.fs.read(&path, blob::MAX_BLOB_FILE) {
             Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(if self.snapshot_path(d).is_dir() {
+            Err(e) if matches!(e.kind(), Error::NotFound { .. }) => {
+                return Err(if self.fs.is_dir(&self.snapshot_path(d)) {
                     Error::NotFinished {
                         snapshot: d.to_string(),
                     }
@@ -277,7 +350,7 @@ impl Datastore {
                     Error::not_found(format!("snapshot {d}"))
                 })
             }
-            Err(e) => return Err(Error::io(path.display(), e)),
+            Err(e) => return Err(e.context(format!("snapshot {d}"))),
         };
         let json =
             blob::decode(&raw).map_err(|e| e.context(format!("snapshot {d}: manifest blob")))?;
@@ -290,7 +363,8 @@ impl Datastore {
     /// Archive files present in a snapshot folder (index and blob files, the manifest
     /// excluded), sorted by name.
     pub fn snapshot_files(&self, d: &BackupDir) -> Result<Vec<ArchiveName>> {
-        let mut v: Vec<ArchiveName> = list_file_names(&self.snapshot_path(d))?
+        let mut v: Vec<ArchiveName> = self
+            .list_names(&self.snapshot_path(d), false)?
             .iter()
             .filter_map(|n| ArchiveName::parse(n).ok())
             .collect();
@@ -300,8 +374,8 @@ impl Datastore {
 
     /// The `owner` file as stored.
     pub fn group_owner_bytes(&self, g: &BackupGroup) -> Result<Vec<u8>> {
-        let p = self.group_path(g).join(GROUP_OWNER);
-        fs::read(&p).ctx(p.display())
+        self.fs
+            .read(&self.group_path(g).join(GROUP_OWNER), MAX_OWNER_FILE)
     }
 
     /// The group's owner (first line of `owner`, end trimmed).
@@ -313,49 +387,42 @@ impl Datastore {
     /// The group's notes, byte-exact (empty when there are none): the one reader of
     /// group notes, for the CLI and the mount.
     pub fn group_notes(&self, g: &BackupGroup) -> Result<Vec<u8>> {
-        let p = self.group_path(g).join(GROUP_NOTES);
-        match fs::read(&p) {
+        match self
+            .fs
+            .read(&self.group_path(g).join(GROUP_NOTES), MAX_GROUP_NOTES_FILE)
+        {
             Ok(b) => Ok(b),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if self.group_path(g).is_dir() {
+            Err(e) if matches!(e.kind(), Error::NotFound { .. }) => {
+                if self.fs.is_dir(&self.group_path(g)) {
                     Ok(Vec::new())
                 } else {
                     Err(Error::not_found(format!("group {g}")))
                 }
             }
-            Err(e) => Err(Error::io(p.display(), e)),
+            Err(e) => Err(e),
         }
     }
-}
 
-/// Names of the sub-folders of `dir` (missing folder: none), skipping hidden ones.
-fn list_dir_names(dir: &Path) -> Result<Vec<String>> {
-    list_names(dir, true)
-}
-
-fn list_file_names(dir: &Path) -> Result<Vec<String>> {
-    list_names(dir, false)
-}
-
-fn list_names(dir: &Path, dirs: bool) -> Result<Vec<String>> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(dir.display(), e)),
-    };
-    let mut out = Vec::new();
-    for e in rd {
-        let e = e.ctx(dir.display())?;
-        let Ok(name) = e.file_name().into_string() else {
-            continue;
+    /// Names of the folders (`dirs`) or regular files in `dir` (missing: none), hidden
+    /// ones skipped; symlinks are neither, so they are never listed.
+    fn list_names(&self, dir: &Path, dirs: bool) -> Result<Vec<String>> {
+        let Some(rd) = self.fs.read_dir(dir)? else {
+            return Ok(Vec::new());
         };
-        if name.starts_with('.') {
-            continue;
+        let mut out = Vec::new();
+        for e in rd {
+            let e = e.ctx(dir.display())?;
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            let ft = e.file_type().ctx(dir.join(&name).display())?;
+            if (dirs && ft.is_dir()) || (!dirs && ft.is_file()) {
+                out.push(name);
+            }
         }
-        let ft = e.file_type().ctx(e.path().display())?;
-        if (dirs && ft.is_dir()) || (!dirs && ft.is_file()) {
-            out.push(name);
-        }
+        Ok(out)
     }
-    Ok(out)
 }

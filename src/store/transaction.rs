@@ -12,6 +12,7 @@ use crate::store::format::manifest::{Manifest, MANIFEST_BLOB_NAME};
 use crate::store::format::names::{BackupDir, BackupGroup, BackupNamespace};
 use crate::store::format::notes::validate_notes;
 use crate::store::lock::{ExclusiveSnapshotLock, ManifestLock, MANIFEST_LOCK_TIMEOUT};
+use crate::store::pbs_config;
 use crate::store::{Datastore, DIR_MODE, FILE_MODE, GROUP_NOTES, GROUP_OWNER, PROTECTED_MARKER};
 use crate::util::error::{Error, IoContext, Result};
 
@@ -19,7 +20,9 @@ impl Datastore {
     /// Create a namespace folder and its parents (`ns/a/ns/b`), owned like the store.
     pub fn create_namespace(&self, ns: &BackupNamespace) -> Result<()> {
         self.check_writable()?;
-        files::create_dir_all_below(self.root(), &self.ns_path(ns), DIR_MODE, self.owner())
+        self.fs()
+            .ensure_dir(&self.ns_path(ns), DIR_MODE, self.owner())
+            .map(drop)
     }
 
     /// Create a group folder with its `owner` file (O_EXCL) when missing; an existing
@@ -28,13 +31,12 @@ impl Datastore {
         self.check_writable()?;
         self.create_namespace(&g.ns)?;
         let gpath = self.group_path(g);
-        files::create_dir_all_below(self.root(), &gpath, DIR_MODE, self.owner())?;
-        let owner_file = gpath.join(GROUP_OWNER);
-        match files::create_new(&owner_file, FILE_MODE, self.owner()) {
+        let gdir = self.fs().ensure_dir(&gpath, DIR_MODE, self.owner())?;
+        match files::create_new(&gdir.join(GROUP_OWNER), FILE_MODE, self.owner()) {
             Ok(mut f) => {
                 std::io::Write::write_all(&mut f, format!("{authid}\n").as_bytes())
                     .and_then(|_| f.sync_all())
-                    .ctx(owner_file.display())?;
+                    .ctx(gpath.join(GROUP_OWNER).display())?;
                 Ok(true)
             }
             Err(Error::AlreadyExists { .. }) => {
@@ -55,8 +57,9 @@ impl Datastore {
     /// exclusively, as a backup holds it until its manifest is written.
     pub fn create_snapshot_dir(&self, d: &BackupDir) -> Result<ExclusiveSnapshotLock> {
         self.check_writable()?;
-        let path = self.snapshot_path(d);
-        if !files::create_dir(&path, DIR_MODE, self.owner())? {
+        let gdir = self.fs().dir(&self.group_path(&d.group))?;
+        let name = d.time_string();
+        if !files::create_dir(&gdir.join(&name), DIR_MODE, self.owner())? {
             return Err(Error::AlreadyExists {
                 what: format!("snapshot {d}"),
             });
@@ -64,7 +67,7 @@ impl Datastore {
         match self.locker().lock_snapshot_exclusive(d) {
             Ok(l) => Ok(l),
             Err(e) => {
-                let _ = fs::remove_dir(&path);
+                let _ = fs::remove_dir(gdir.join(&name));
                 Err(e)
             }
         }
@@ -109,19 +112,20 @@ impl Datastore {
         }
         m.check_matches(d)?;
         let lock = self.locker().lock_manifest(d, MANIFEST_LOCK_TIMEOUT)?;
-        let dir = self.snapshot_path(d);
+        let dir = self.fs().dir(&self.snapshot_path(d))?;
         let target = dir.join(MANIFEST_BLOB_NAME);
-        if target.exists() {
+        if std::fs::symlink_metadata(&target).is_ok() {
             return Err(Error::AlreadyExists {
                 what: format!("manifest of snapshot {d}"),
             });
         }
-        let mut tmp = TempFile::new(&dir, "index.json", FILE_MODE, self.owner())?;
+        let mut tmp = TempFile::new(&dir.path(), "index.json", FILE_MODE, self.owner())?;
         tmp.write_all(&m.to_blob()?)?;
         tmp.sync()?;
-        tmp.persist_new(&target)?;
+        tmp.persist_new(&target)
+            .map_err(|e| e.context(format!("snapshot {d}")))?;
         drop(lock);
-        files::fsync_dir(&dir)
+        dir.file().sync_all().ctx(dir.shown().display())
     }
 
     /// Store a manifest: possible only with the `ManifestLock` of that same snapshot.
@@ -132,8 +136,8 @@ impl Datastore {
                 format!("the lock held is that of snapshot {}", lock.dir()),
             ));
         }
-        let dir = self.snapshot_path(d);
-        let mut tmp = TempFile::new(&dir, "index.json", FILE_MODE, self.owner())?;
+        let dir = self.fs().dir(&self.snapshot_path(d))?;
+        let mut tmp = TempFile::new(&dir.path(), "index.json", FILE_MODE, self.owner())?;
         tmp.write_all(&m.to_blob()?)?;
         tmp.sync()?;
         tmp.persist(&dir.join(MANIFEST_BLOB_NAME))
@@ -153,13 +157,16 @@ impl Datastore {
     pub fn set_group_notes(&self, g: &BackupGroup, notes: &[u8]) -> Result<()> {
         self.check_writable()?;
         validate_notes(notes, &format!("group {g}"))?;
-        let gpath = self.group_path(g);
-        if !gpath.is_dir() {
-            return Err(Error::not_found(format!("group {g}")));
-        }
+        let gdir = match self.fs().dir(&self.group_path(g)) {
+            Ok(d) => d,
+            Err(e) if matches!(e.kind(), Error::NotFound { .. }) => {
+                return Err(Error::not_found(format!("group {g}")))
+            }
+            Err(e) => return Err(e),
+        };
         let _lock = self.locker().lock_group(g)?;
         files::replace_file(
-            &gpath.join(GROUP_NOTES),
+            &gdir.join(GROUP_NOTES),
             notes,
             FILE_MODE,
             self.owner(),
@@ -172,10 +179,15 @@ impl Datastore {
         self.check_writable()?;
         let info = self.snapshot_info(d)?;
         let _lock = self.locker().lock_snapshot_exclusive(d)?;
-        let marker = self.snapshot_path(d).join(PROTECTED_MARKER);
+        let dir = self.fs().dir(&self.snapshot_path(d))?;
+        let marker = dir.join(PROTECTED_MARKER);
+        let shown = dir.shown().join(PROTECTED_MARKER);
         match (on, info.protected) {
-            (true, false) => drop(files::create_new(&marker, FILE_MODE, self.owner())?),
-            (false, true) => fs::remove_file(&marker).ctx(marker.display())?,
+            (true, false) => drop(
+                files::create_new(&marker, FILE_MODE, self.owner())
+                    .map_err(|e| e.context(shown.display()))?,
+            ),
+            (false, true) => fs::remove_file(&marker).ctx(shown.display())?,
             _ => {}
         }
         Ok(())
@@ -193,14 +205,17 @@ impl Datastore {
         } else {
             None
         };
-        if self.snapshot_path(d).join(PROTECTED_MARKER).exists() {
+        if self.info_of(d.clone()).protected {
             return Err(Error::NotPermitted {
                 what: format!("snapshot {d}"),
                 why: "it is protected: unprotect it first".into(),
             });
         }
-        let path = self.snapshot_path(d);
-        fs::remove_dir_all(&path).ctx(format!("remove {}", path.display()))?;
+        // Through the opened group folder: a symlink planted on the way is never followed
+        // (remove_dir_all itself does not follow symlinks inside the snapshot).
+        let gdir = self.fs().dir(&self.group_path(&d.group))?;
+        fs::remove_dir_all(gdir.join(d.time_string()))
+            .ctx(format!("remove {}", self.snapshot_path(d).display()))?;
         drop(manifest_lock);
         drop(snap_lock);
         self.locker().remove_snapshot_lock_files(d);
@@ -208,15 +223,23 @@ impl Datastore {
         Ok(())
     }
 
-    /// Remove a group folder (with `owner` and `notes`) that has no snapshot left.
+    /// Remove a group folder that has no snapshot left, as PBS does (spec §11.9): only
+    /// when its lock is free, and on a PBS-managed store only when PBS certainly runs
+    /// its new locking scheme.
     fn remove_group_if_empty(&self, g: &BackupGroup) {
+        if let Some(why) = pbs_config::why_keep_emptied_groups(self.pbs_config()) {
+            log::debug!("keeping the folder of emptied group {g}: {why}");
+            return;
+        }
         let Ok(lock) = self.locker().lock_group(g) else {
             return;
         };
         self.remove_empty_group_locked(g, lock);
     }
 
-    /// As `remove_group_if_empty`, for a caller that holds the group lock.
+    /// As `remove_group_if_empty`, for a caller that holds the group lock. Never
+    /// recursive, as PBS's `remove_group_dir`: `notes` and `owner` go, then `rmdir`, which
+    /// fails harmlessly when anything else is inside (nothing foreign is ever deleted).
     pub(crate) fn remove_empty_group_locked(
         &self,
         g: &BackupGroup,
@@ -226,13 +249,41 @@ impl Datastore {
             Ok(s) if s.is_empty() => {}
             _ => return,
         }
+        if let Some(why) = pbs_config::why_keep_emptied_groups(self.pbs_config()) {
+            log::debug!("keeping the folder of emptied group {g}: {why}");
+            return;
+        }
+        // Through the opened group and type folders: a symlink planted on the way is
+        // never followed (unlink and rmdir do not follow one as the last component).
         let gpath = self.group_path(g);
-        let res = fs::remove_dir_all(&gpath);
-        drop(lock);
-        match res {
+        let dirs = self.fs().dir(&gpath).and_then(|gdir| {
+            let parent = gpath.parent().expect("a group folder has a parent");
+            Ok((gdir, self.fs().dir(parent)?))
+        });
+        let (gdir, parent) = match dirs {
+            Ok(d) => d,
+            Err(e) => {
+                log::debug!("emptied group folder {} stays: {e}", gpath.display());
+                return;
+            }
+        };
+        for name in [GROUP_NOTES, GROUP_OWNER] {
+            match fs::remove_file(gdir.join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    log::warn!("could not remove {name} of emptied group {g}: {e}");
+                    return;
+                }
+            }
+        }
+        match fs::remove_dir(parent.join(&g.id)) {
+            // The lock file goes while the lock is held: a waiter that then gets the old
+            // file sees it replaced (double stat) and retries on a fresh one.
             Ok(()) => self.locker().remove_group_lock_file(g),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => log::warn!("could not remove emptied group {}: {e}", gpath.display()),
+            Err(e) => log::debug!("emptied group folder {} stays: {e}", gpath.display()),
         }
+        drop(lock);
     }
 }

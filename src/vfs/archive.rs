@@ -12,7 +12,7 @@ use crate::store::format::archive::{ArchiveKind, ArchiveName, Storage};
 use crate::store::format::manifest::CLIENT_LOG_BLOB_NAME;
 use crate::store::format::names::BackupDir;
 use crate::store::lock::SharedSnapshotLock;
-use crate::util::error::{CorruptKind, Error, IoContext, Result};
+use crate::util::error::{CorruptKind, Error, Result};
 use crate::util::ReadAt;
 
 use super::node::{attr_from_md, Node};
@@ -75,9 +75,8 @@ impl Vfs {
         };
         let log_present = self
             .ds
-            .snapshot_path(d)
-            .join(CLIENT_LOG_BLOB_NAME)
-            .is_file();
+            .fs()
+            .is_file(&self.ds.snapshot_path(d).join(CLIENT_LOG_BLOB_NAME));
         if log_present && !names.iter().any(|n| n.kind() == ArchiveKind::ClientLog) {
             names.push(ArchiveName::parse(CLIENT_LOG_BLOB_NAME)?);
         }
@@ -95,7 +94,7 @@ impl Vfs {
             Some(entry) => entry.csum.to_hex(),
             None => {
                 let path = self.ds.snapshot_path(d).join(name.file());
-                let md = std::fs::metadata(&path).ctx(path.display())?;
+                let md = self.ds.fs().metadata(&path)?;
                 format!(
                     "i{}-{}.{}-{}",
                     md.ino(),
@@ -121,16 +120,16 @@ impl Vfs {
         name: &ArchiveName,
     ) -> Result<Attr> {
         let path = self.ds.snapshot_path(d).join(name.file());
-        let md = match std::fs::metadata(&path) {
+        let md = match self.ds.fs().metadata(&path) {
             Ok(md) => md,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if matches!(e.kind(), Error::NotFound { .. }) => {
                 // Listed by the manifest, gone from the folder: damage, not absence.
                 return Err(Error::corrupt(
                     format!("{d}/{name}"),
                     CorruptKind::Format("listed in the manifest but missing".into()),
                 ));
             }
-            Err(e) => return Err(Error::io(path.display(), e)),
+            Err(e) => return Err(e),
         };
         let size = self.archive_size(node, d, name, &md)?;
         Ok(attr_from_md(Kind::File, &md, 0o444, size))
@@ -171,11 +170,14 @@ impl Vfs {
     /// Open an archive: lock the snapshot shared, check its index or blob against the
     /// manifest.
     pub(super) fn open_archive(&self, d: &BackupDir, name: &ArchiveName) -> Result<ArchiveHandle> {
+        self.ds.check_readable()?;
         let lock = self.ds.locker().lock_snapshot_shared(d)?;
         let view = self.snap_view(d)?;
         let (m, _) = view.manifest()?;
         let data = match self.ds.open_archive(d, m, name, self.cache.clone())? {
-            ArchiveData::Index(r) => ArchiveData::Index(r.with_readahead(self.prefetch.clone())),
+            ArchiveData::Index(r) => {
+                ArchiveData::Index(Box::new(r.with_readahead(self.prefetch.clone())))
+            }
             blob @ ArchiveData::Blob(_) => blob,
         };
         Ok(ArchiveHandle { data, _lock: lock })

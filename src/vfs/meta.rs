@@ -4,7 +4,6 @@
 //! ARCHITECTURE §3 (flush when written since the last commit, fsync when dirty, release
 //! when still dirty, a poisoned handle never commits).
 
-use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -14,7 +13,7 @@ use serde_json::Value;
 use crate::store::format::manifest::{Manifest, VerifyState, MANIFEST_BLOB_NAME};
 use crate::store::format::names::{BackupDir, BackupGroup};
 use crate::store::format::notes::MAX_NOTES_LEN;
-use crate::util::error::{Error, IoContext, Result};
+use crate::util::error::{Error, Result};
 use crate::util::upid::{Upid, PBSFS_EDIT};
 
 use super::node::{attr_from_md, systime, Node};
@@ -242,7 +241,7 @@ impl Vfs {
     /// The manifest view of a snapshot, reloaded when `index.json.blob` changed.
     pub(super) fn snap_view(&self, d: &BackupDir) -> Result<Arc<SnapView>> {
         let path = self.ds.snapshot_path(d).join(MANIFEST_BLOB_NAME);
-        let md = fs::metadata(&path).ctx(path.display())?;
+        let md = self.ds.fs().metadata(&path)?;
         let stamp = (md.ino(), md.mtime(), md.mtime_nsec(), md.len());
         if let Some(v) = self.views.get(d) {
             if v.stamp == stamp {
@@ -268,14 +267,13 @@ impl Vfs {
         match node {
             Node::GroupNotes(g) => {
                 let p = self.ds.group_path(g).join(crate::store::GROUP_NOTES);
-                let md = match fs::metadata(&p) {
+                let md = match self.ds.fs().metadata(&p) {
                     Ok(md) => md,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        let gp = self.ds.group_path(g);
-                        let md = fs::metadata(&gp).ctx(gp.display())?;
+                    Err(e) if matches!(e.kind(), Error::NotFound { .. }) => {
+                        let md = self.ds.fs().metadata(&self.ds.group_path(g))?;
                         return Ok(attr_from_md(Kind::File, &md, editable, 0));
                     }
-                    Err(e) => return Err(Error::io(p.display(), e)),
+                    Err(e) => return Err(e),
                 };
                 Ok(attr_from_md(Kind::File, &md, editable, md.len()))
             }

@@ -3,20 +3,15 @@
 //! read-only) and its `latest` link. Names come from the datastore and are validated;
 //! anything that does not parse is skipped, never followed.
 
-use std::fs;
 use std::os::unix::fs::MetadataExt;
 
 use crate::store::format::manifest::MANIFEST_BLOB_NAME;
 use crate::store::format::names::{BackupDir, BackupGroup, BackupNamespace, BackupType};
 use crate::store::GROUP_OWNER;
-use crate::util::error::{Error, IoContext, Result};
+use crate::util::error::{Error, Result};
 
 use super::node::{attr_from_md, systime, Node, LATEST, MANIFEST_JSON, NOTES, VERIFY_STATE};
 use super::{Attr, Kind, Vfs};
-
-fn stat(path: &std::path::Path) -> Result<fs::Metadata> {
-    fs::metadata(path).ctx(path.display())
-}
 
 impl Vfs {
     pub(super) fn list_namespace(&self, ns: &BackupNamespace) -> Result<Vec<(String, Node)>> {
@@ -64,7 +59,11 @@ impl Vfs {
 
     pub(super) fn list_group(&self, g: &BackupGroup) -> Result<Vec<(String, Node)>> {
         let mut out = vec![(NOTES.to_string(), Node::GroupNotes(g.clone()))];
-        if self.ds.group_path(g).join(GROUP_OWNER).is_file() {
+        if self
+            .ds
+            .fs()
+            .is_file(&self.ds.group_path(g).join(GROUP_OWNER))
+        {
             out.push((GROUP_OWNER.to_string(), Node::GroupOwner(g.clone())));
         }
         let snaps = self.ds.list_snapshots(g)?;
@@ -102,9 +101,8 @@ impl Vfs {
         Ok(match BackupType::parse(name) {
             Ok(ty) => self
                 .ds
-                .ns_path(ns)
-                .join(ty.as_str())
-                .is_dir()
+                .fs()
+                .is_dir(&self.ds.ns_path(ns).join(ty.as_str()))
                 .then(|| Node::TypeDir(ns.clone(), ty)),
             Err(_) => None,
         })
@@ -116,7 +114,9 @@ impl Vfs {
         name: &str,
     ) -> Result<Option<Node>> {
         Ok(match ns.child(name) {
-            Ok(child) if self.ds.ns_path(&child).is_dir() => Some(Node::Namespace(child)),
+            Ok(child) if self.ds.fs().is_dir(&self.ds.ns_path(&child)) => {
+                Some(Node::Namespace(child))
+            }
             _ => None,
         })
     }
@@ -128,7 +128,7 @@ impl Vfs {
         name: &str,
     ) -> Result<Option<Node>> {
         Ok(match BackupGroup::new(ns.clone(), ty, name) {
-            Ok(g) if self.ds.group_path(&g).is_dir() => Some(Node::Group(g)),
+            Ok(g) if self.ds.fs().is_dir(&self.ds.group_path(&g)) => Some(Node::Group(g)),
             _ => None,
         })
     }
@@ -138,9 +138,8 @@ impl Vfs {
             NOTES => Some(Node::GroupNotes(g.clone())),
             GROUP_OWNER => self
                 .ds
-                .group_path(g)
-                .join(GROUP_OWNER)
-                .is_file()
+                .fs()
+                .is_file(&self.ds.group_path(g).join(GROUP_OWNER))
                 .then(|| Node::GroupOwner(g.clone())),
             LATEST => self.ds.last_finished(g)?.map(|_| Node::Latest(g.clone())),
             _ => crate::util::time::parse_snapshot_time(name)
@@ -161,8 +160,8 @@ impl Vfs {
     /// The node of a finished snapshot (keyed by its folder's inode).
     pub(super) fn snapshot_node(&self, d: &BackupDir) -> Result<Node> {
         let path = self.ds.snapshot_path(d);
-        let md = stat(&path)?;
-        if !md.is_dir() || !path.join(MANIFEST_BLOB_NAME).is_file() {
+        let md = self.ds.fs().metadata(&path)?;
+        if !md.is_dir() || !self.ds.fs().is_file(&path.join(MANIFEST_BLOB_NAME)) {
             return Err(Error::NotFinished {
                 snapshot: d.to_string(),
             });
@@ -182,36 +181,49 @@ impl Vfs {
     pub(super) fn tree_attr(&self, node: &Node) -> Result<Attr> {
         let ds = &self.ds;
         Ok(match node {
-            Node::Namespace(ns) => attr_from_md(Kind::Dir, &stat(&ds.ns_path(ns))?, 0o755, 0),
-            Node::NsDir(ns) => {
-                attr_from_md(Kind::Dir, &stat(&ds.ns_path(ns).join("ns"))?, 0o755, 0)
-            }
+            Node::Namespace(ns) => attr_from_md(
+                Kind::Dir,
+                &self.ds.fs().metadata(&ds.ns_path(ns))?,
+                0o755,
+                0,
+            ),
+            Node::NsDir(ns) => attr_from_md(
+                Kind::Dir,
+                &self.ds.fs().metadata(&ds.ns_path(ns).join("ns"))?,
+                0o755,
+                0,
+            ),
             Node::TypeDir(ns, ty) => attr_from_md(
                 Kind::Dir,
-                &stat(&ds.ns_path(ns).join(ty.as_str()))?,
+                &self.ds.fs().metadata(&ds.ns_path(ns).join(ty.as_str()))?,
                 0o755,
                 0,
             ),
             Node::Group(g) => {
-                let mut a = attr_from_md(Kind::Dir, &stat(&ds.group_path(g))?, 0o755, 0);
+                let mut a = attr_from_md(
+                    Kind::Dir,
+                    &self.ds.fs().metadata(&ds.group_path(g))?,
+                    0o755,
+                    0,
+                );
                 if let Some(last) = ds.last_finished(g)? {
                     a.mtime = systime(last.dir.time, 0);
                 }
                 a
             }
             Node::GroupOwner(g) => {
-                let md = stat(&ds.group_path(g).join(GROUP_OWNER))?;
+                let md = self.ds.fs().metadata(&ds.group_path(g).join(GROUP_OWNER))?;
                 attr_from_md(Kind::File, &md, 0o444, md.len())
             }
             Node::Latest(g) => {
                 let target = self.latest_target(g)?;
-                let md = stat(&ds.group_path(g))?;
+                let md = self.ds.fs().metadata(&ds.group_path(g))?;
                 let mut a = attr_from_md(Kind::Symlink, &md, 0o777, target.len() as u64);
                 a.mtime = systime(ds.last_finished(g)?.map(|s| s.dir.time).unwrap_or(0), 0);
                 a
             }
             Node::Snapshot(d, folder_ino) => {
-                let md = stat(&ds.snapshot_path(d))?;
+                let md = self.ds.fs().metadata(&ds.snapshot_path(d))?;
                 if md.ino() != *folder_ino {
                     // Forgotten and made again: this inode's snapshot is gone.
                     return Err(Error::not_found(format!("snapshot {d} of this inode")));

@@ -294,7 +294,7 @@ pub fn force_unmount(mp: &Path) {
 /// (64 KiB chunks, shared by both vm/100 snapshots); returns its digest.
 pub fn corrupt_chunk(f: &Fixture, index: usize) -> Digest {
     let idx =
-        pbsfs::store::files::read_index(&f.ds.snapshot_path(&f.d1).join("drive-scsi0.img.fidx"))
+        f.ds.read_index(&f.ds.snapshot_path(&f.d1).join("drive-scsi0.img.fidx"))
             .unwrap();
     let digest = idx.chunk_info(index).unwrap().digest;
     let path = f.ds.chunk_store().chunk_path(&digest);

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::store::files::{self, Owner, TempFile};
 use crate::store::format::blob::{self, BlobKind};
+use crate::store::root::StoreRoot;
 use crate::util::digest::Digest;
 use crate::util::error::{CorruptKind, Error, IoContext, Result};
 use crate::util::sys;
@@ -63,6 +64,10 @@ pub enum ChunkFileKind {
 pub struct ChunkStore {
     dir: PathBuf,
     owner: Owner,
+    /// The store root every chunk file is read beneath (no symlink followed).
+    fs: StoreRoot,
+    /// Why chunk data cannot be read here (S3: the files are zero-length markers).
+    unreadable: Option<String>,
 }
 
 impl ChunkStore {
@@ -74,7 +79,20 @@ impl ChunkStore {
                 path: root.to_path_buf(),
             });
         }
-        Ok(ChunkStore { dir, owner })
+        Ok(ChunkStore {
+            dir,
+            owner,
+            fs: StoreRoot::open(root)?,
+            unreadable: None,
+        })
+    }
+
+    /// The same store, whose chunk reads fail with `why` instead of touching the files.
+    pub fn refusing_reads(self, why: String) -> ChunkStore {
+        ChunkStore {
+            unreadable: Some(why),
+            ..self
+        }
     }
 
     /// Create `.chunks/` (0750) and, when `full`, all 65536 prefix folders as PBS does.
@@ -88,7 +106,12 @@ impl ChunkStore {
                 files::create_dir(&p, CHUNK_DIR_MODE, owner)?;
             }
         }
-        Ok(ChunkStore { dir, owner })
+        Ok(ChunkStore {
+            dir,
+            owner,
+            fs: StoreRoot::open(root)?,
+            unreadable: None,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -100,7 +123,7 @@ impl ChunkStore {
     }
 
     pub fn exists(&self, digest: &Digest) -> bool {
-        self.chunk_path(digest).is_file()
+        self.fs.is_file(&self.chunk_path(digest))
     }
 
     /// Encode plain chunk data (zstd when it helps) and insert it under its digest.
@@ -136,7 +159,16 @@ impl ChunkStore {
         let new_kind = BlobKind::from_magic(encoded.get(..8).unwrap_or(&[]))
             .ok_or_else(|| Error::invalid(format!("chunk {digest}"), "not a DataBlob"))?;
         let path = self.chunk_path(digest);
-        let replace = match fs::metadata(&path) {
+        // Everything through the opened prefix folder: no symlink is followed.
+        let dir = self.fs.ensure_dir(
+            path.parent().expect("prefix folder"),
+            CHUNK_DIR_MODE,
+            self.owner,
+        )?;
+        let name = digest.to_hex();
+        let replace = match fs::symlink_metadata(dir.join(&name)) {
+            // Anything but a regular file (a planted symlink, a FIFO) is replaced.
+            Ok(md) if !md.is_file() => true,
             Ok(md) => {
                 let old_len = md.len();
                 if old_len == encoded.len() as u64 {
@@ -144,7 +176,7 @@ impl ChunkStore {
                     return Ok(Inserted::Existed);
                 }
                 if old_len > 0 {
-                    let old_kind = read_magic(&path)?;
+                    let old_kind = read_magic(&dir.join(&name), &path)?;
                     if new_kind.is_encrypted() && old_kind.is_some_and(|k| !k.is_encrypted()) {
                         return Err(Error::NotPermitted {
                             what: format!("chunk {digest}"),
@@ -162,13 +194,10 @@ impl ChunkStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => return Err(Error::io(path.display(), e)),
         };
-        let prefix_dir = path.parent().expect("prefix folder");
-        if !prefix_dir.is_dir() {
-            files::create_dir(prefix_dir, CHUNK_DIR_MODE, self.owner)?;
-        }
-        let mut tmp = TempFile::new(prefix_dir, &digest.to_hex(), CHUNK_FILE_MODE, self.owner)?;
+        let mut tmp = TempFile::new(&dir.path(), &name, CHUNK_FILE_MODE, self.owner)?;
         tmp.write_all(encoded)?;
-        tmp.persist(&path)?;
+        tmp.persist(&dir.join(&name))
+            .map_err(|e| e.context(format!("chunk {digest} ({})", path.display())))?;
         Ok(if replace {
             Inserted::Replaced
         } else {
@@ -178,32 +207,28 @@ impl ChunkStore {
 
     fn read_raw(&self, digest: &Digest) -> Result<(PathBuf, Vec<u8>)> {
         let path = self.chunk_path(digest);
-        let file = fs::File::open(&path).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                Error::ChunkMissing {
-                    digest: *digest,
-                    path: path.clone(),
-                }
-            } else {
-                Error::io(format!("chunk {digest} ({})", path.display()), e)
-            }
-        })?;
-        let len = file.metadata().ctx(path.display())?.len();
-        if len > blob::MAX_ENCODED_SIZE as u64 {
-            return Err(Error::ChunkCorrupt {
-                digest: *digest,
-                path,
-                why: CorruptKind::Size {
-                    len,
-                    why: "larger than any chunk",
-                },
+        if let Some(why) = &self.unreadable {
+            return Err(Error::Unavailable {
+                what: format!("chunk {digest}"),
+                why: why.clone(),
             });
         }
-        let mut raw = Vec::with_capacity(len as usize);
-        file.take(len + 1)
-            .read_to_end(&mut raw)
-            .ctx(format!("chunk {digest} ({})", path.display()))?;
-        Ok((path, raw))
+        // Never through a symlink, never a FIFO, never more than a chunk can be.
+        match self.fs.read(&path, blob::MAX_ENCODED_SIZE as u64) {
+            Ok(raw) => Ok((path, raw)),
+            Err(e) => Err(match e.kind() {
+                Error::NotFound { .. } => Error::ChunkMissing {
+                    digest: *digest,
+                    path,
+                },
+                Error::Corrupt { why, .. } => Error::ChunkCorrupt {
+                    digest: *digest,
+                    path,
+                    why: why.clone(),
+                },
+                _ => e,
+            }),
+        }
     }
 
     /// The only way chunk bytes reach a reader: CRC, decode, SHA-256 equal to `digest`,
@@ -278,7 +303,12 @@ impl ChunkStore {
     /// Set the chunk's atime to now (GC mark). `Ok(false)` when it does not exist.
     pub fn touch(&self, digest: &Digest) -> Result<bool> {
         let path = self.chunk_path(digest);
-        match sys::touch_atime(&path) {
+        let dir = match self.fs.dir(path.parent().expect("prefix folder")) {
+            Ok(d) => d,
+            Err(e) if matches!(e.kind(), Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        match sys::touch_atime(&dir.join(digest.to_hex())) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::io(
@@ -291,24 +321,24 @@ impl ChunkStore {
     /// Rename a corrupt chunk to `<digest>.<n>.bad` (first free n in 0..=9, capped at 9).
     pub fn rename_bad(&self, digest: &Digest) -> Result<PathBuf> {
         let path = self.chunk_path(digest);
-        let mut target = path.clone();
+        let dir = self.fs.dir(path.parent().expect("prefix folder"))?;
+        let mut bad = String::new();
         for n in 0..=9 {
-            target = path.with_file_name(format!("{}.{n}.bad", digest.to_hex()));
-            if !target.exists() {
+            bad = format!("{}.{n}.bad", digest.to_hex());
+            if fs::symlink_metadata(dir.join(&bad)).is_err() {
                 break;
             }
         }
-        fs::rename(&path, &target).ctx(format!("rename {} to .bad", path.display()))?;
-        Ok(target)
+        fs::rename(dir.join(digest.to_hex()), dir.join(&bad))
+            .ctx(format!("rename {} to .bad", path.display()))?;
+        Ok(path.with_file_name(bad))
     }
 
     /// Every file of one prefix folder (0..=0xffff); a missing folder is empty.
     pub fn list_prefix(&self, prefix: u16) -> Result<Vec<ChunkFile>> {
         let dir = self.dir.join(format!("{prefix:04x}"));
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(dir.display(), e)),
+        let Some(rd) = self.fs.read_dir(&dir)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for entry in rd {
@@ -319,13 +349,13 @@ impl ChunkStore {
             let md = match entry.metadata() {
                 Ok(md) => md,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(entry.path().display(), e)),
+                Err(e) => return Err(Error::io(dir.join(entry.file_name()).display(), e)),
             };
             if !md.is_file() {
                 continue;
             }
             out.push(ChunkFile {
-                path: entry.path(),
+                path: dir.join(entry.file_name()),
                 kind,
                 size: md.len(),
                 atime: md.atime(),
@@ -336,8 +366,14 @@ impl ChunkStore {
     }
 }
 
-fn read_magic(path: &Path) -> Result<Option<BlobKind>> {
-    let mut f = fs::File::open(path).ctx(path.display())?;
+/// The magic of an existing chunk file (`at`: its path through the opened folder).
+fn read_magic(at: &Path, path: &Path) -> Result<Option<BlobKind>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(at)
+        .ctx(path.display())?;
     let mut m = [0u8; 8];
     match f.read_exact(&mut m) {
         Ok(()) => Ok(BlobKind::from_magic(&m)),

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use crate::store::chunks::cache::{ChunkCache, Prefetcher, READAHEAD_CHUNKS};
 use crate::store::chunks::ChunkStore;
-use crate::store::files;
 use crate::store::format::archive::{ArchiveKind, ArchiveName, Storage};
 use crate::store::format::blob;
 use crate::store::format::index::Index;
@@ -166,7 +165,7 @@ impl ReadAt for IndexReader {
 /// An archive opened for reading.
 #[derive(Debug)]
 pub enum ArchiveData {
-    Index(IndexReader),
+    Index(Box<IndexReader>),
     /// A decoded blob.
     Blob(Vec<u8>),
 }
@@ -202,7 +201,10 @@ impl Datastore {
         };
         match name.kind().storage() {
             Storage::Blob => {
-                let raw = std::fs::read(&path).ctx(&what)?;
+                let raw = self
+                    .fs()
+                    .read(&path, blob::MAX_BLOB_FILE)
+                    .map_err(|e| e.context(format!("snapshot {d}")))?;
                 if let Some(entry) = &entry {
                     entry.check_blob(&raw).map_err(|e| e.context(&what))?;
                 }
@@ -210,17 +212,18 @@ impl Datastore {
                 Ok(ArchiveData::Blob(data))
             }
             Storage::FixedIndex | Storage::DynamicIndex => {
-                let idx =
-                    files::read_index(&path).map_err(|e| e.context(format!("snapshot {d}")))?;
+                let idx = self
+                    .read_index(&path)
+                    .map_err(|e| e.context(format!("snapshot {d}")))?;
                 if let Some(entry) = &entry {
                     entry.check_index(&idx).map_err(|e| e.context(&what))?;
                 }
-                Ok(ArchiveData::Index(IndexReader::new(
+                Ok(ArchiveData::Index(Box::new(IndexReader::new(
                     idx,
                     self.chunk_store().clone(),
                     cache,
                     what,
-                )))
+                ))))
             }
         }
     }

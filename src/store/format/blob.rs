@@ -6,6 +6,10 @@ use std::io::Read;
 
 use crate::util::error::{CorruptKind, Error, Result};
 
+/// The largest blob file (manifest, config, log): the largest payload plus the largest
+/// header. Anything larger is refused before it is read.
+pub const MAX_BLOB_FILE: u64 = (MAX_BLOB_SIZE + ENCRYPTED_HEADER_LEN) as u64;
+
 /// How format errors name a blob; callers add which one.
 const BLOB: &str = "blob";
 

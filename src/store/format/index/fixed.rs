@@ -61,23 +61,32 @@ impl FixedIndex {
         })
     }
 
-    pub fn parse(raw: &[u8]) -> Result<FixedIndex> {
-        if raw.len() < INDEX_HEADER_SIZE || raw[..8] != FIXED_INDEX_MAGIC {
+    /// The file length the header (size, chunk size) describes.
+    pub fn file_len(header: &[u8]) -> Result<u64> {
+        if header.len() < INDEX_HEADER_SIZE || header[..8] != FIXED_INDEX_MAGIC {
             return Err(Error::format(FIDX, "bad magic or truncated header"));
         }
-        let size = read_u64(raw, 64);
-        let chunk_size = read_u64(raw, 72);
+        let size = read_u64(header, 64);
+        let chunk_size = read_u64(header, 72);
         if chunk_size == 0 || !chunk_size.is_power_of_two() {
             return Err(Error::format(
                 FIDX,
                 format!("chunk size {chunk_size} is not a power of two"),
             ));
         }
-        let n = size.div_ceil(chunk_size);
-        let expected = n
+        size.div_ceil(chunk_size)
             .checked_mul(32)
             .and_then(|b| b.checked_add(INDEX_HEADER_SIZE as u64))
-            .ok_or_else(|| Error::format(FIDX, format!("size {size} overflows")))?;
+            .ok_or_else(|| Error::format(FIDX, format!("size {size} overflows")))
+    }
+
+    pub fn parse(raw: &[u8]) -> Result<FixedIndex> {
+        if raw.len() < INDEX_HEADER_SIZE || raw[..8] != FIXED_INDEX_MAGIC {
+            return Err(Error::format(FIDX, "bad magic or truncated header"));
+        }
+        let size = read_u64(raw, 64);
+        let chunk_size = read_u64(raw, 72);
+        let expected = FixedIndex::file_len(raw)?;
         if raw.len() as u64 != expected {
             return Err(Error::corrupt(
                 FIDX,

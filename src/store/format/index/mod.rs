@@ -30,6 +30,44 @@ impl ChunkInfo {
     }
 }
 
+/// See `Index::body_checker`.
+#[derive(Debug)]
+pub struct BodyChecker {
+    dynamic: bool,
+    pending: Vec<u8>,
+    prev: u64,
+    entry: u64,
+}
+
+impl BodyChecker {
+    pub fn feed(&mut self, mut data: &[u8]) -> Result<()> {
+        if !self.dynamic {
+            return Ok(());
+        }
+        while !data.is_empty() {
+            let take = (40 - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() == 40 {
+                let end = read_u64(&self.pending, 0);
+                if end <= self.prev {
+                    return Err(Error::format(
+                        "dynamic index",
+                        format!(
+                            "entry {}: end offset {end} does not increase (previous {})",
+                            self.entry, self.prev
+                        ),
+                    ));
+                }
+                self.prev = end;
+                self.entry += 1;
+                self.pending.clear();
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A parsed `.fidx` or `.didx`.
 #[derive(Debug, Clone)]
 pub enum Index {
@@ -52,6 +90,46 @@ impl Index {
             FIXED_INDEX_MAGIC => Ok(Index::Fixed(FixedIndex::parse(raw)?)),
             DYNAMIC_INDEX_MAGIC => Ok(Index::Dynamic(DynamicIndex::parse(raw)?)),
             _ => Err(Error::corrupt("index", CorruptKind::Magic)),
+        }
+    }
+
+    /// Check an index file's length against its 4096-byte header before reading the
+    /// body: a fixed index must be exactly what its size and chunk size need, a dynamic
+    /// index a whole number of 40-byte entries.
+    pub fn check_file_len(header: &[u8], len: u64) -> Result<()> {
+        let bad = |why| Error::corrupt("index", CorruptKind::Size { len, why });
+        match header
+            .get(..8)
+            .map(|m| <[u8; 8]>::try_from(m).expect("8 bytes"))
+        {
+            Some(FIXED_INDEX_MAGIC) => {
+                if FixedIndex::file_len(header)? != len {
+                    return Err(bad(
+                        "differs from what its header describes (truncated?); not read",
+                    ));
+                }
+                Ok(())
+            }
+            Some(DYNAMIC_INDEX_MAGIC) => {
+                let body = len.saturating_sub(INDEX_HEADER_SIZE as u64);
+                if len < INDEX_HEADER_SIZE as u64 || !body.is_multiple_of(40) {
+                    return Err(bad("not a header and whole 40-byte entries (not read)"));
+                }
+                Ok(())
+            }
+            _ => Err(Error::corrupt("index", CorruptKind::Magic)),
+        }
+    }
+
+    /// A checker fed the body of the index whose header is `header` block by block: a
+    /// dynamic index's end offsets must keep increasing, so garbage (a sparse file of
+    /// zeros) is refused at its first entry, not after reading all of it.
+    pub fn body_checker(header: &[u8]) -> BodyChecker {
+        BodyChecker {
+            dynamic: header.get(..8) == Some(&DYNAMIC_INDEX_MAGIC[..]),
+            pending: Vec::new(),
+            prev: 0,
+            entry: 0,
         }
     }
 
