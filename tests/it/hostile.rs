@@ -142,6 +142,18 @@ fn symlinks_planted_anywhere_in_the_store_are_never_followed() {
     std::fs::remove_file(&fidx).unwrap();
     std::fs::copy(p.outside.join("fidx"), &fidx).unwrap();
 
+    // The manifest: a link to a valid copy outside hides the snapshot; an edit through
+    // it never rewrites the copy.
+    let manifest = p.store.join(SNAP).join("index.json.blob");
+    std::fs::copy(&manifest, p.outside.join("manifest")).unwrap();
+    plant_symlink(&manifest, &p.outside.join("manifest"));
+    let listed = ok(&pbsfs(&["snapshots", &st]));
+    assert!(!listed.contains(T), "{listed}");
+    fails_with(&pbsfs(&["notes", &st, SNAP, "--set", "pwned"]), 2);
+    fails_with(&pbsfs(&["cat", &st, SNAP, "drive-scsi0.img"]), 2);
+    std::fs::remove_file(&manifest).unwrap();
+    std::fs::copy(p.outside.join("manifest"), &manifest).unwrap();
+
     // Group notes and owner pointing at a secret: never printed, never rewritten.
     let notes = p.store.join("vm/100/notes");
     plant_symlink(&notes, &secret);
@@ -282,6 +294,18 @@ fn a_fifo_where_a_file_is_expected_is_an_error_never_a_hang() {
         let out = within(10, &["cat", s(&path)]);
         assert!(!out.status.success(), "{f}: {}", describe(&out));
     }
+    // A FIFO as a group or namespace folder is no folder: not listed, not reachable.
+    mkfifo(&p.store.join("vm/fifo"));
+    mkfifo(&p.store.join("ns/fifo"));
+    let listed = ok(&within(10, &[&bin, "groups", &st]));
+    assert!(!listed.contains("fifo"), "{listed}");
+    fails_with(&within(10, &[&bin, "snapshots", &st, "--ns", "fifo"]), 2);
+    let out = within(10, &["ls", s(&m.path("vm")), s(&m.path("ns"))]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("fifo"),
+        "{}",
+        describe(&out)
+    );
     // The manifest as a FIFO: the snapshot is not finished, the mount goes on.
     let manifest = snap_dir.join("index.json.blob");
     let saved = std::fs::read(&manifest).unwrap();
