@@ -1,0 +1,5 @@
+//! The pxar archive format alone (spec §7): knows no datastore and no FUSE. The decoder
+//! reads through `util::ReadAt` (the store's `IndexReader` in practice), the encoder
+//! writes into any `std::io::Write` (backup's chunker in practice).
+
+pub mod format;
