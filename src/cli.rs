@@ -83,6 +83,9 @@ pub enum Command {
     Mount(MountArgs),
     /// Unmount a pbsfs mount.
     Umount { mountpoint: PathBuf },
+    /// Restore an archive: an image to a file (sparse), a blob to a file, a pxar archive
+    /// to a folder.
+    Restore(RestoreArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -197,6 +200,25 @@ pub struct PruneArgs {
     /// Only print what would be removed
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    pub store: PathBuf,
+    /// TYPE/ID/TIME or TYPE/ID/latest
+    pub snapshot: String,
+    /// e.g. drive-scsi0.img, qemu-server.conf, root.pxar
+    pub archive: String,
+    /// The file (image, blob) or folder (pxar) to restore into; created when missing
+    pub target: PathBuf,
+    /// Only this file or subtree of a pxar archive
+    #[arg(long, value_name = "SUBPATH")]
+    pub path: Option<String>,
+    /// Replace an existing target file, or restore into a non-empty folder
+    #[arg(long)]
+    pub overwrite: bool,
+    #[arg(long, value_name = "NS")]
+    pub ns: Option<String>,
 }
 
 #[derive(Debug, Args)]

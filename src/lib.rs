@@ -46,6 +46,7 @@ pub mod commands;
 pub mod fuse;
 pub mod logging;
 pub mod pxar;
+pub mod restore;
 pub mod store;
 pub mod util;
 pub mod vfs;

@@ -7,11 +7,14 @@ pub mod list;
 pub mod manage;
 pub mod mount;
 pub mod notes;
+pub mod restore;
 pub mod verify;
 
 use std::path::Path;
 
 use crate::cli::{Cli, Command};
+use crate::store::format::archive::ArchiveName;
+use crate::store::format::manifest::{Manifest, CLIENT_LOG_BLOB_NAME};
 use crate::store::format::names::{BackupDir, BackupGroup, BackupNamespace};
 use crate::store::Datastore;
 use crate::util::error::{Error, Result};
@@ -55,6 +58,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         } => manage::gc(&store, atime_cutoff, force, pbs),
         Command::Mount(args) => mount::run(&args, pbs),
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
+        Command::Restore(args) => restore::run(&args, pbs),
     }
 }
 
@@ -76,4 +80,28 @@ pub fn resolve_snapshot(ds: &Datastore, ns: &BackupNamespace, s: &str) -> Result
             .ok_or_else(|| Error::not_found(format!("a finished snapshot of group {group}")));
     }
     BackupDir::parse(ns, s)
+}
+
+/// Map a user's archive name (`drive-scsi0.img`, `drive-scsi0.img.fidx`, `client.log`) to
+/// an archive the snapshot has: one its manifest lists, or its `client.log.blob`.
+pub fn resolve_archive(
+    ds: &Datastore,
+    d: &BackupDir,
+    m: &Manifest,
+    name: &str,
+) -> Result<ArchiveName> {
+    let mut files: Vec<String> = m.files()?.into_iter().map(|f| f.filename).collect();
+    if ds
+        .fs()
+        .is_file(&ds.snapshot_path(d).join(CLIENT_LOG_BLOB_NAME))
+    {
+        files.push(CLIENT_LOG_BLOB_NAME.to_string());
+    }
+    match ArchiveName::resolve(name, files.iter().map(String::as_str)) {
+        Some(file) => ArchiveName::parse(&file),
+        None => Err(Error::not_found(format!(
+            "archive '{name}' in snapshot {d} (it has: {})",
+            files.join(", ")
+        ))),
+    }
 }

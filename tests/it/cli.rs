@@ -1046,3 +1046,51 @@ fn a_chunk_size_below_64k_is_accepted_with_a_warning() {
     ok(&out);
     assert!(!stderr(&out).contains(warning), "{}", stderr(&out));
 }
+
+#[test]
+fn restore_writes_an_image_back_sparse_and_refuses_to_overwrite_without_asking() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = TempDir::new("restore-img");
+    let store = sparse_store(&tmp);
+    let mut data = vec![0u8; 512 * 1024];
+    data[1000..9000].copy_from_slice(&pseudo_random(8000, 4));
+    data[300_000..300_010].fill(1);
+    ok(&backup_image(&store, &tmp, "vm/100", &data, "2024-05-02T08:11:33Z"));
+    let target = tmp.join("disk.raw");
+    let out = ok(&pbsfs(&[
+        "restore",
+        s(&store),
+        "vm/100/latest",
+        "drive-scsi0.img",
+        s(&target),
+    ]));
+    assert!(out.contains("restored") && out.contains("1 files"), "{out}");
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+    let md = std::fs::metadata(&target).unwrap();
+    assert!(
+        md.blocks() * 512 < data.len() as u64 / 2,
+        "zero runs not left as holes: {} blocks",
+        md.blocks()
+    );
+    let args = ["restore", s(&store), "vm/100/latest", "drive-scsi0.img", s(&target)];
+    let err = fails_with(&pbsfs(&args), 2);
+    assert!(err.contains("--overwrite"), "{err}");
+    std::fs::write(&target, b"other").unwrap();
+    let mut with = args.to_vec();
+    with.push("--overwrite");
+    ok(&pbsfs(&with));
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+    // A corrupt chunk fails the restore naming it.
+    let ds = pbsfs::Datastore::open(&store, None).unwrap();
+    let idx = ds
+        .read_index(&store.join("vm/100/2024-05-02T08:11:33Z/drive-scsi0.img.fidx"))
+        .unwrap();
+    let digest = idx.chunk_info(0).unwrap().digest;
+    let chunk = ds.chunk_store().chunk_path(&digest);
+    let mut raw = std::fs::read(&chunk).unwrap();
+    let n = raw.len() - 1;
+    raw[n] ^= 1;
+    std::fs::write(&chunk, &raw).unwrap();
+    let err = fails_with(&pbsfs(&with), 2);
+    assert!(err.contains(&digest.to_hex()), "{err}");
+}

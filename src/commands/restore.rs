@@ -1,0 +1,97 @@
+//! `pbsfs restore`: an image to a file (sparse, verified), a blob to a file, a pxar
+//! archive (or one subtree) to a folder; a progress bar on a terminal and a summary.
+
+use std::io::IsTerminal;
+use std::sync::{Arc, OnceLock};
+
+use crate::cli::RestoreArgs;
+use crate::restore::{restore_image, RestoreOptions, RestoreReport};
+use crate::store::chunks::cache::ChunkCache;
+use crate::store::chunks::reader::ArchiveData;
+use crate::store::format::archive::ArchiveKind;
+use crate::util::error::{exit, Error, IoContext, Result};
+
+static BAR: OnceLock<indicatif::ProgressBar> = OnceLock::new();
+
+fn progress(done: u64, total: u64) {
+    let bar = BAR.get_or_init(|| {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        b
+    });
+    bar.set_length(total);
+    bar.set_position(done);
+}
+
+pub fn run(args: &RestoreArgs, pbs: Option<&str>) -> Result<i32> {
+    let ds = super::open_store(&args.store, pbs)?;
+    let ns = super::parse_ns(args.ns.as_deref())?;
+    let d = super::resolve_snapshot(&ds, &ns, &args.snapshot)?;
+    let _lock = ds.locker().lock_snapshot_shared(&d)?;
+    let m = ds.load_manifest(&d)?;
+    let name = super::resolve_archive(&ds, &d, &m, &args.archive)?;
+    let opts = RestoreOptions {
+        overwrite: args.overwrite,
+        progress: std::io::stderr()
+            .is_terminal()
+            .then_some(progress as fn(u64, u64)),
+    };
+    let report = match name.kind() {
+        ArchiveKind::Image | ArchiveKind::Stream | ArchiveKind::Blob | ArchiveKind::ClientLog => {
+            if args.path.is_some() {
+                return Err(Error::invalid(
+                    "--path",
+                    format!("{name} is not a pxar archive: it has no paths inside"),
+                ));
+            }
+            match ds.open_archive(&d, &m, &name, Arc::new(ChunkCache::new(0)))? {
+                ArchiveData::Index(reader) => restore_image(&reader, &args.target, &opts)?,
+                ArchiveData::Blob(data) => restore_blob(&data, args, &opts)?,
+            }
+        }
+        ArchiveKind::Pxar
+        | ArchiveKind::SplitMeta
+        | ArchiveKind::SplitPayload
+        | ArchiveKind::Catalog => {
+            return Err(Error::invalid(
+                format!("archive {name}"),
+                "restoring pxar archives is not implemented yet",
+            ))
+        }
+    };
+    if let Some(b) = BAR.get() {
+        b.finish_and_clear();
+    }
+    let mib = report.bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "restored {d}/{name} to {}: {} files, {} bytes ({mib:.1} MiB, {} in holes) in {:.1} s",
+        args.target.display(),
+        report.files,
+        report.bytes,
+        report.sparse_bytes,
+        report.seconds
+    );
+    Ok(exit::OK)
+}
+
+fn restore_blob(data: &[u8], args: &RestoreArgs, opts: &RestoreOptions) -> Result<RestoreReport> {
+    if args.target.exists() && !opts.overwrite {
+        return Err(Error::AlreadyExists {
+            what: format!(
+                "restore target {} (use --overwrite to replace it)",
+                args.target.display()
+            ),
+        });
+    }
+    std::fs::write(&args.target, data).ctx(args.target.display())?;
+    Ok(RestoreReport {
+        files: 1,
+        bytes: data.len() as u64,
+        ..RestoreReport::default()
+    })
+}
