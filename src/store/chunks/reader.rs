@@ -179,7 +179,44 @@ impl ArchiveData {
     }
 }
 
+/// The streams of a pxar archive: the single stream, or a split pair's metadata stream
+/// and its payload stream.
+#[derive(Debug)]
+pub struct PxarStreams {
+    pub meta: IndexReader,
+    pub payload: Option<IndexReader>,
+}
+
 impl Datastore {
+    /// Open a pxar archive (`root.pxar.didx`, or the split pair behind
+    /// `root.mpxar.didx`), each index checked against the manifest.
+    pub fn open_pxar(
+        &self,
+        d: &BackupDir,
+        m: &Manifest,
+        name: &ArchiveName,
+        cache: Arc<ChunkCache>,
+    ) -> Result<PxarStreams> {
+        let index = |n: &ArchiveName| match self.open_archive(d, m, n, cache.clone())? {
+            ArchiveData::Index(r) => Ok(*r),
+            ArchiveData::Blob(_) => Err(Error::invalid(format!("{d}/{n}"), "not an index")),
+        };
+        match name.kind() {
+            ArchiveKind::Pxar => Ok(PxarStreams {
+                meta: index(name)?,
+                payload: None,
+            }),
+            ArchiveKind::SplitMeta => {
+                let payload = name.split_payload().expect("a split metadata stream");
+                Ok(PxarStreams {
+                    meta: index(name)?,
+                    payload: Some(index(&payload)?),
+                })
+            }
+            _ => Err(Error::invalid(format!("{d}/{name}"), "not a pxar archive")),
+        }
+    }
+
     /// Open an archive of snapshot `d` for reading, checked as every reader checks it:
     /// an index or blob must be listed in the manifest and match its checksum and size;
     /// `client.log.blob` (never listed, spec §1.6) is only CRC-checked.

@@ -142,6 +142,29 @@ impl ArchiveName {
         self.kind
     }
 
+    /// A pxar archive's name as a folder: `root.pxar` for `root.pxar.didx` and for the
+    /// split pair's `root.mpxar.didx` (its payload half shows nowhere: `None`, as for
+    /// archives that are no pxar archive).
+    pub fn pxar_folder(&self) -> Option<String> {
+        match self.kind {
+            ArchiveKind::Pxar => Some(self.short().to_string()),
+            ArchiveKind::SplitMeta => {
+                let base = self.short().strip_suffix(".mpxar").expect("kind checked");
+                Some(format!("{base}.pxar"))
+            }
+            _ => None,
+        }
+    }
+
+    /// The payload stream of a split pair's metadata stream (`root.ppxar.didx`).
+    pub fn split_payload(&self) -> Option<ArchiveName> {
+        let base = self.short().strip_suffix(".mpxar")?;
+        (self.kind == ArchiveKind::SplitMeta).then(|| ArchiveName {
+            file: format!("{base}.ppxar.didx"),
+            kind: ArchiveKind::SplitPayload,
+        })
+    }
+
     /// The name shown in the mount: the file name without `.fidx`, `.didx` or `.blob`.
     pub fn short(&self) -> &str {
         self.file
@@ -180,6 +203,14 @@ mod tests {
         assert_eq!(k("root.ppxar.didx").unwrap().0, ArchiveKind::SplitPayload);
         assert_eq!(k("catalog.pcat1.didx").unwrap().0, ArchiveKind::Catalog);
         assert_eq!(k("data.didx").unwrap().0, ArchiveKind::Stream);
+        let meta = ArchiveName::parse("root.mpxar.didx").unwrap();
+        assert_eq!(meta.pxar_folder().as_deref(), Some("root.pxar"));
+        assert_eq!(meta.split_payload().unwrap().file(), "root.ppxar.didx");
+        let single = ArchiveName::parse("etc.pxar.didx").unwrap();
+        assert_eq!(single.pxar_folder().as_deref(), Some("etc.pxar"));
+        assert!(single.split_payload().is_none());
+        let payload = ArchiveName::parse("root.ppxar.didx").unwrap();
+        assert!(payload.pxar_folder().is_none());
         for bad in [
             "index.json.blob",
             ".fidx",
