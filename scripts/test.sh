@@ -22,6 +22,9 @@ declare -A NEED=(
   [losetup]=mount
   [rsync]=rsync
   [tar]=tar
+  [setfacl]=acl
+  [getfattr]=attr
+  [setcap]=libcap2-bin
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
@@ -63,12 +66,16 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# Tests whose input is absent (tests/it/common.rs `fixtures_dir`) return early, which
+# cargo counts as passed; each writes one line here, counted below as skipped instead.
+skips=$(mktemp)
+trap 'rm -f "$log" "$skips"' EXIT
+export PBSFS_SKIP_LOG="$skips"
 set +e
 cargo test 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary.
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1); if ($(i) ~ /^ignored/) s += $(i-1) } }
-     END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+awk -v k="$(wc -l <"$skips")" '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1); if ($(i) ~ /^ignored/) s += $(i-1) } }
+     END { printf "total: %d passed, %d failed, %d skipped\n", p - k, f, s + k }' "$log"
 exit "$rc"

@@ -207,3 +207,37 @@ pub fn backup_image(store: &Path, dir: &TempDir, group: &str, data: &[u8], time:
         time,
     ])
 }
+
+/// The folder of real files written by PBS (`../shared/fixtures/pbs-upstream`, read in
+/// place, never copied). When it is absent: with `PBSFS_REQUIRE_FIXTURES=1` (CI) the
+/// calling test fails; otherwise the skip is recorded as one line in the file named by
+/// `PBSFS_SKIP_LOG` (which `scripts/test.sh` counts as SKIPPED in its total line) and
+/// `None` is returned, so the caller returns early.
+pub fn fixtures_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/pbs-upstream");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("PBSFS_REQUIRE_FIXTURES").as_deref() != Ok("1"),
+        "{} is absent and PBSFS_REQUIRE_FIXTURES=1",
+        dir.display()
+    );
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unnamed test")
+        .to_string();
+    eprintln!("SKIPPED {test}: {} is absent", dir.display());
+    if let Some(log) = std::env::var_os("PBSFS_SKIP_LOG") {
+        use std::io::Write;
+        // One short line per skip: O_APPEND keeps parallel tests' lines whole.
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open PBSFS_SKIP_LOG");
+        f.write_all(format!("{test}\n").as_bytes())
+            .expect("write PBSFS_SKIP_LOG");
+    }
+    None
+}
