@@ -105,7 +105,8 @@ pub struct BackupArgs {
     pub store: PathBuf,
     /// TYPE/ID
     pub group: String,
-    /// NAME.img:FILE (fixed index), NAME.conf|.json|.log:FILE (blob)
+    /// NAME.img:FILE (fixed index), NAME.conf|.json|.log:FILE (blob), NAME.pxar:DIR
+    /// (pxar archive of a folder, with the snapshot's catalog)
     #[arg(required = true, value_name = "ARCHIVE:PATH")]
     pub archives: Vec<String>,
     /// Namespace of the group; it must exist unless --create-ns
@@ -119,9 +120,19 @@ pub struct BackupArgs {
     pub backup_time: Option<String>,
     #[arg(long)]
     pub notes: Option<String>,
-    /// Chunk size of fixed indexes (a power of two; default 4M)
+    /// Chunk size of fixed indexes, average chunk size of pxar archives (a power of
+    /// two; default 4M)
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub chunk_size: Option<u64>,
+    /// Leave out of pxar archives what matches (gitignore-style, as the PBS client's:
+    /// `*`, `**`, `!` to include again, a trailing `/` for folders only); repeatable,
+    /// recorded in the archive as `.pxarexclude-cli`
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Descend into other file systems mounted below a pxar archive's folder (by
+    /// default their mount points are stored empty)
+    #[arg(long)]
+    pub all_file_systems: bool,
     /// Owner of a new group (default root@pam)
     #[arg(long, value_name = "AUTHID", default_value = "root@pam")]
     pub owner: String,

@@ -1,5 +1,6 @@
-//! What a backup reads: `ARCHIVE:PATH` arguments, the archive names they map to, and the
-//! checks made on each source before anything is created.
+//! What a backup reads: `ARCHIVE:PATH` arguments (images, blobs, pxar folders), the
+//! archive names they map to, and the checks made on each source before anything is
+//! created.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
@@ -19,6 +20,8 @@ pub enum ArchiveSource {
     Image { name: String, path: PathBuf },
     /// `NAME.conf|.json|.log:FILE`: a blob.
     Blob { name: String, path: PathBuf },
+    /// `NAME.pxar:DIR`: a single-stream pxar archive of a folder (dynamic index).
+    Pxar { name: String, path: PathBuf },
 }
 
 impl ArchiveSource {
@@ -47,20 +50,26 @@ impl ArchiveSource {
                 name: name.into(),
                 path,
             }),
-            "pxar" | "mpxar" | "ppxar" => Err(Error::invalid(
+            "pxar" => Ok(ArchiveSource::Pxar {
+                name: name.into(),
+                path,
+            }),
+            "mpxar" | "ppxar" => Err(Error::invalid(
                 format!("'{name}'"),
-                "pxar archives are not supported yet",
+                "split pxar archives are not supported yet: back the folder up as NAME.pxar",
             )),
             _ => Err(Error::invalid(
                 format!("'{name}'"),
-                "archive names end in .img (image) or .conf, .json, .log (blob)",
+                "archive names end in .img (image), .conf, .json, .log (blob) or .pxar (folder)",
             )),
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
-            ArchiveSource::Image { name, .. } | ArchiveSource::Blob { name, .. } => name,
+            ArchiveSource::Image { name, .. }
+            | ArchiveSource::Blob { name, .. }
+            | ArchiveSource::Pxar { name, .. } => name,
         }
     }
 
@@ -69,6 +78,7 @@ impl ArchiveSource {
         match self {
             ArchiveSource::Image { name, .. } => format!("{name}.fidx"),
             ArchiveSource::Blob { name, .. } => format!("{name}.blob"),
+            ArchiveSource::Pxar { name, .. } => format!("{name}.didx"),
         }
     }
 }
@@ -78,6 +88,19 @@ pub(super) fn check_source(src: &ArchiveSource) -> Result<()> {
     let (path, image) = match src {
         ArchiveSource::Image { path, .. } => (path, true),
         ArchiveSource::Blob { path, .. } => (path, false),
+        ArchiveSource::Pxar { path, .. } => {
+            let md = std::fs::metadata(path).ctx(format!(
+                "{}: source {}",
+                src.name(),
+                path.display()
+            ))?;
+            if !md.is_dir() {
+                return Err(Error::NotADirectory {
+                    what: format!("{}: source {}", src.name(), path.display()),
+                });
+            }
+            return Ok(());
+        }
     };
     let md = std::fs::metadata(path).ctx(format!("{}: source {}", src.name(), path.display()))?;
     if image && !(md.is_file() || md.file_type().is_block_device()) {
@@ -147,10 +170,15 @@ mod tests {
         ));
         let b = ArchiveSource::parse("qemu-server.conf:/etc/x.conf").unwrap();
         assert_eq!(b.server_name(), "qemu-server.conf.blob");
+        let p = ArchiveSource::parse("root.pxar:/").unwrap();
+        assert!(matches!(p, ArchiveSource::Pxar { .. }));
+        assert_eq!(p.server_name(), "root.pxar.didx");
         for bad in [
             "noext:/x",
             "a/b.img:/x",
-            "root.pxar:/",
+            "root.mpxar:/",
+            "root.ppxar:/",
+            "catalog.pcat1:/",
             "index.json:/x",
             "x.img",
             "client.log:/x",

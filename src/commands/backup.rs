@@ -56,6 +56,8 @@ pub fn run(args: &BackupArgs, pbs: Option<&str>) -> Result<i32> {
         progress: std::io::stderr()
             .is_terminal()
             .then_some(progress as fn(u64, u64)),
+        excludes: args.exclude.clone(),
+        all_file_systems: args.all_file_systems,
     };
     let r = run_backup(&ds, &group, &sources, &opts)?;
     if let Some(b) = BAR.get() {
@@ -71,12 +73,18 @@ pub fn run(args: &BackupArgs, pbs: Option<&str>) -> Result<i32> {
     } else {
         "all reused".to_string()
     };
+    let warnings = match r.warnings {
+        0 => String::new(),
+        n => format!(", {n} warnings"),
+    };
     println!(
-        "{snap}: {} bytes ({mib:.1} MiB) in {} chunks, {} new, {} reused, dedup {dedup}, {:.1} MiB/s",
+        "{snap}: {} bytes ({mib:.1} MiB) in {} chunks, {} new, {} reused, {} new bytes, dedup \
+         {dedup}, {:.1} MiB/s{warnings}",
         r.bytes,
         r.chunks,
         r.new_chunks,
         r.reused_chunks,
+        r.new_bytes,
         mib / r.seconds.max(1e-6)
     );
     Ok(exit::OK)

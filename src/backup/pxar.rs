@@ -1,0 +1,148 @@
+//! A pxar archive in a backup (`NAME.pxar:DIR`): the folder walked into a single-stream
+//! pxar (v1, as pxar 1.0.0 writes it), cut into content-defined chunks, stored as
+//! `NAME.pxar.didx`; and the snapshot's catalog, `catalog.pcat1.didx`, with one
+//! directory per pxar archive named after its server archive name, as the PBS client
+//! writes it (one catalog per snapshot, listed in the manifest after the archives).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use crate::backup::exclude::Pattern;
+use crate::backup::pxar_walk::Walker;
+use crate::backup::upload::{ChunkSink, Uploaded};
+use crate::backup::{ArchiveSource, BackupOptions, BackupReport, UploadStats};
+use crate::pxar::catalog::CatalogWriter;
+use crate::store::files;
+use crate::store::format::index::dynamic::DynamicIndex;
+use crate::store::format::manifest::{CryptMode, FileEntry};
+use crate::store::format::names::BackupDir;
+use crate::store::Datastore;
+use crate::util::digest::Digest;
+use crate::util::error::{Error, IoContext, Result};
+
+/// The catalog's server archive name.
+pub const CATALOG_NAME: &str = "catalog.pcat1.didx";
+
+/// Where the chunks of a backup's dynamic indexes go: the store, the base's digests to
+/// reuse, and the background validation of reused chunks.
+pub(super) struct Uploads<'a> {
+    pub ds: &'a Datastore,
+    pub reuse: &'a Arc<HashSet<Digest>>,
+    pub validate: Option<&'a Sender<Digest>>,
+    pub chunk_size: u64,
+}
+
+impl Uploads<'_> {
+    fn sink(&self) -> ChunkSink {
+        ChunkSink::new(
+            self.ds.chunk_store(),
+            self.reuse,
+            self.validate,
+            self.chunk_size,
+        )
+    }
+}
+
+/// The snapshot's catalog while the archives are written.
+pub(super) type Catalog = CatalogWriter<ChunkSink>;
+
+/// Parse the `--exclude` patterns.
+fn parse_excludes(opts: &BackupOptions) -> Result<Vec<Pattern>> {
+    opts.excludes
+        .iter()
+        .map(|p| Pattern::parse(p.as_bytes()))
+        .collect()
+}
+
+/// The pxar options, checked before anything is created: patterns that parse, and
+/// only with a pxar archive to apply to.
+pub(super) fn check_options(opts: &BackupOptions, sources: &[ArchiveSource]) -> Result<()> {
+    parse_excludes(opts)?;
+    let pxar = sources
+        .iter()
+        .any(|s| matches!(s, ArchiveSource::Pxar { .. }));
+    if !opts.excludes.is_empty() && !pxar {
+        return Err(Error::invalid(
+            "--exclude",
+            "only pxar archives (NAME.pxar:DIR) have files to exclude",
+        ));
+    }
+    Ok(())
+}
+
+/// Back up the folder `path` as the pxar archive of `src`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backup_pxar(
+    up: &Uploads,
+    dir: &BackupDir,
+    src: &ArchiveSource,
+    path: &Path,
+    opts: &BackupOptions,
+    catalog: &mut Option<Catalog>,
+    report: &mut BackupReport,
+    stats: &mut UploadStats,
+) -> Result<FileEntry> {
+    let excludes = parse_excludes(opts)?;
+    let root = File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOCTTY)
+        .open(path)
+        .ctx(format!("{}: source {}", src.name(), path.display()))?;
+    let cat = match catalog {
+        Some(c) => c,
+        None => catalog.insert(CatalogWriter::new(up.sink())?),
+    };
+    let server_name = src.server_name();
+    cat.start_directory(server_name.as_bytes())?;
+    let mut sink = up.sink();
+    let mut walker = Walker::new(path, &excludes, opts.all_file_systems, cat);
+    let res = walker.run(root, &mut sink);
+    report.warnings += walker.warnings;
+    drop(walker);
+    // A store error inside the chunk sink reaches the encoder as a plain io::Error:
+    // report the sink's own error, which keeps its kind.
+    if let Err(e) = res {
+        let real = sink.take_error().or_else(|| cat.output_mut().take_error());
+        return Err(real.unwrap_or(e));
+    }
+    cat.end_directory()?;
+    let uploaded = sink.finish(report, stats)?;
+    write_index(up.ds, dir, &server_name, uploaded)
+}
+
+/// Write the catalog's last blocks and its index.
+pub(super) fn finish_catalog(
+    ds: &Datastore,
+    dir: &BackupDir,
+    catalog: Catalog,
+    report: &mut BackupReport,
+    stats: &mut UploadStats,
+) -> Result<FileEntry> {
+    let sink = catalog.finish()?;
+    let uploaded = sink.finish(report, stats)?;
+    write_index(ds, dir, CATALOG_NAME, uploaded)
+}
+
+fn write_index(ds: &Datastore, dir: &BackupDir, name: &str, up: Uploaded) -> Result<FileEntry> {
+    let idx = DynamicIndex::new(up.entries, crate::util::time::now())?;
+    if idx.size() != up.size {
+        return Err(Error::other(
+            format!("{dir}/{name}"),
+            format!("index covers {} of {} stream bytes", idx.size(), up.size),
+        ));
+    }
+    // Through the opened snapshot folder, as image indexes are written.
+    let folder = ds.fs().dir(&ds.snapshot_path(dir))?;
+    files::write_index_file(&folder.join(name), &idx.to_bytes(), ds.owner())
+        .map_err(|e| e.context(format!("{dir}/{name}")))?;
+    Ok(FileEntry {
+        filename: name.to_string(),
+        crypt_mode: CryptMode::None,
+        size: idx.size(),
+        csum: idx.csum,
+    })
+}

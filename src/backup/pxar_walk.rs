@@ -1,0 +1,443 @@
+//! The directory walk of a pxar backup: each folder opened relative to its parent
+//! (`openat2` beneath it, no symlink followed), listed, filtered by the exclude patterns
+//! and sorted by name bytes; entries encoded in that order and recorded in the catalog.
+//! Iterative (one open folder per level, no recursion), so depth is bounded by file
+//! descriptors, not by the stack. A file that cannot be read or changes while read is
+//! a warning naming its path, never the end of the backup.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::backup::exclude::{cli_file, match_list, parse_pxarexclude, MatchType, Pattern};
+use crate::backup::pxar_meta::{device_numbers, metadata_of};
+use crate::pxar::catalog::{CatalogAttr, CatalogWriter};
+use crate::pxar::encoder::{Encoder, LinkOffset, Metadata};
+use crate::pxar::format::{Stat, S_IFREG};
+use crate::util::error::{Error, IoContext, Result};
+use crate::util::sys::{open_beneath, XattrSource};
+
+const CLI_FILE: &[u8] = b".pxarexclude-cli";
+const EXCLUDE_FILE: &[u8] = b".pxarexclude";
+/// A `.pxarexclude` larger than this is ignored (with a warning).
+const MAX_EXCLUDE_FILE: u64 = 1 << 20;
+
+enum Listed {
+    /// A directory entry and its `lstat`.
+    Entry {
+        name: Vec<u8>,
+        md: std::fs::Metadata,
+    },
+    /// The `.pxarexclude-cli` file the walk adds to the root.
+    CliFile,
+    Taken,
+}
+
+impl Listed {
+    fn name(&self) -> &[u8] {
+        match self {
+            Listed::Entry { name, .. } => name,
+            Listed::CliFile => CLI_FILE,
+            Listed::Taken => b"",
+        }
+    }
+}
+
+/// An open folder being encoded.
+struct Frame {
+    dir: File,
+    entries: Vec<Listed>,
+    next: usize,
+    /// The walk's path and pattern count outside this folder.
+    path_len: usize,
+    patterns_len: usize,
+}
+
+pub(super) struct Walker<'a, C: Write> {
+    root: &'a Path,
+    /// The current entry's path from the archive root: `""` for the root, else `/a/b`.
+    path: Vec<u8>,
+    patterns: Vec<Pattern>,
+    cli_patterns: usize,
+    root_dev: u64,
+    all_file_systems: bool,
+    /// First name of each multiply linked file: (device, inode) -> (path, offset).
+    hardlinks: HashMap<(u64, u64), (Vec<u8>, LinkOffset)>,
+    catalog: &'a mut CatalogWriter<C>,
+    buf: Vec<u8>,
+    pub warnings: u64,
+}
+
+fn proc_path(dir: &File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+}
+
+fn open_child(dir: &File, name: &[u8], flags: i32) -> std::io::Result<File> {
+    let base = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY | flags;
+    let name = Path::new(OsStr::from_bytes(name));
+    // O_NOATIME keeps backups from touching atimes; it needs ownership (or root).
+    match open_beneath(dir, name, base | libc::O_NOATIME, 0) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open_beneath(dir, name, base, 0),
+        other => other,
+    }
+}
+
+impl<'a, C: Write> Walker<'a, C> {
+    pub(super) fn new(
+        root: &'a Path,
+        cli: &[Pattern],
+        all_file_systems: bool,
+        catalog: &'a mut CatalogWriter<C>,
+    ) -> Walker<'a, C> {
+        Walker {
+            root,
+            path: Vec::new(),
+            patterns: cli.to_vec(),
+            cli_patterns: cli.len(),
+            root_dev: 0,
+            all_file_systems,
+            hardlinks: HashMap::new(),
+            catalog,
+            buf: vec![0; 1 << 20],
+            warnings: 0,
+        }
+    }
+
+    /// The current entry, for messages: the source folder joined with its path.
+    fn shown(&self) -> String {
+        let mut full = self.root.as_os_str().as_bytes().to_vec();
+        full.extend_from_slice(&self.path);
+        format!("{:?}", Path::new(OsStr::from_bytes(&full)))
+    }
+
+    fn warn(&mut self, why: impl std::fmt::Display) {
+        self.warnings += 1;
+        log::warn!("{}: {why}", self.shown());
+    }
+
+    /// Encode the tree below the opened folder `root_dir` into `out`.
+    pub(super) fn run<W: Write>(&mut self, root_dir: File, out: W) -> Result<W> {
+        let md = root_dir.metadata().ctx(self.root.display())?;
+        if !md.is_dir() {
+            return Err(Error::NotADirectory {
+                what: self.root.display().to_string(),
+            });
+        }
+        self.root_dev = md.dev();
+        let meta = self.metadata(&md, XattrSource::File(&root_dir));
+        let mut enc = Encoder::new(out, &meta)?;
+        let entries = self.list(&root_dir, true)?;
+        let mut stack = vec![Frame {
+            dir: root_dir,
+            entries,
+            next: 0,
+            path_len: 0,
+            patterns_len: self.cli_patterns,
+        }];
+        while let Some(top) = stack.last_mut() {
+            if top.next == top.entries.len() {
+                let done = stack.pop().expect("a top frame");
+                self.path.truncate(done.path_len);
+                self.patterns.truncate(done.patterns_len);
+                if !stack.is_empty() {
+                    enc.finish_directory()?;
+                    self.catalog.end_directory()?;
+                }
+                continue;
+            }
+            let item = std::mem::replace(&mut top.entries[top.next], Listed::Taken);
+            top.next += 1;
+            let path_len = self.path.len();
+            self.path.push(b'/');
+            self.path.extend_from_slice(item.name());
+            match self.add(&mut enc, &top.dir, item, path_len)? {
+                Some(frame) => stack.push(frame),
+                None => self.path.truncate(path_len),
+            }
+        }
+        enc.finish()
+    }
+
+    fn metadata(&mut self, md: &std::fs::Metadata, src: XattrSource) -> Metadata {
+        let mut problems = Vec::new();
+        let m = metadata_of(md, src, &mut problems);
+        for p in problems {
+            self.warn(p);
+        }
+        m
+    }
+
+    /// The entries of an opened folder, its `.pxarexclude` applied, sorted by name.
+    fn list(&mut self, dir: &File, root: bool) -> Result<Vec<Listed>> {
+        self.read_pxarexclude(dir);
+        let mut out = Vec::new();
+        let iter = match std::fs::read_dir(proc_path(dir)) {
+            Ok(it) => it,
+            Err(e) if !root => {
+                self.warn(format!("folder not read: {e}"));
+                return Ok(out);
+            }
+            Err(e) => return Err(Error::io(self.root.display(), e)),
+        };
+        for entry in iter {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    self.warn(format!("listing stopped early: {e}"));
+                    break;
+                }
+            };
+            let name = entry.file_name().as_bytes().to_vec();
+            if root && name == CLI_FILE {
+                continue;
+            }
+            let md = match entry.metadata() {
+                Ok(md) => md,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    let len = self.path.len();
+                    self.path.push(b'/');
+                    self.path.extend_from_slice(&name);
+                    self.warn(format!("not stored: {e}"));
+                    self.path.truncate(len);
+                    continue;
+                }
+            };
+            let mut full = self.path.clone();
+            full.push(b'/');
+            full.extend_from_slice(&name);
+            if match_list(&self.patterns, &full, md.is_dir()) == Some(MatchType::Exclude) {
+                continue;
+            }
+            out.push(Listed::Entry { name, md });
+        }
+        if root && self.cli_patterns > 0 {
+            out.push(Listed::CliFile);
+        }
+        out.sort_unstable_by(|a, b| a.name().cmp(b.name()));
+        Ok(out)
+    }
+
+    fn read_pxarexclude(&mut self, dir: &File) {
+        let mut f = match open_child(dir, EXCLUDE_FILE, 0) {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return,
+            Err(e) => return self.warn(format!(".pxarexclude not read: {e}")),
+        };
+        let mut content = Vec::new();
+        let res = f.metadata().and_then(|md| {
+            if !md.is_file() || md.len() > MAX_EXCLUDE_FILE {
+                return Err(std::io::Error::other("not a regular file of at most 1 MiB"));
+            }
+            (&mut f).take(MAX_EXCLUDE_FILE).read_to_end(&mut content)
+        });
+        if let Err(e) = res {
+            return self.warn(format!(".pxarexclude ignored: {e}"));
+        }
+        let dir_path = self.path.clone();
+        let mut bad = Vec::new();
+        let list = parse_pxarexclude(&content, &dir_path, &mut |e| bad.push(e));
+        for e in bad {
+            self.warn(format!(".pxarexclude: {e}"));
+        }
+        self.patterns.extend(list);
+    }
+
+    /// Encode one entry; a folder to descend into comes back as its frame.
+    fn add<W: Write>(
+        &mut self,
+        enc: &mut Encoder<W>,
+        parent: &File,
+        item: Listed,
+        path_len: usize,
+    ) -> Result<Option<Frame>> {
+        let (name, md) = match item {
+            Listed::Entry { name, md } => (name, md),
+            Listed::CliFile => {
+                let content = cli_file(&self.patterns[..self.cli_patterns]);
+                let meta = Metadata {
+                    stat: Stat {
+                        mode: S_IFREG | 0o600,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                self.catalog.add_file(CLI_FILE, content.len() as u64, 0)?;
+                enc.add_file(CLI_FILE, &meta, &content)?;
+                return Ok(None);
+            }
+            Listed::Taken => return Ok(None),
+        };
+        let ft = md.file_type();
+        if ft.is_file() {
+            self.add_file(enc, parent, &name)?;
+        } else if ft.is_dir() {
+            return self.add_dir(enc, parent, &name, path_len);
+        } else {
+            let at = proc_path(parent).join(OsStr::from_bytes(&name));
+            let meta = self.metadata(&md, XattrSource::NoFollow(&at));
+            if ft.is_symlink() {
+                let target = match std::fs::read_link(&at) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.warn(format!("symlink not stored: {e}"));
+                        return Ok(None);
+                    }
+                };
+                self.catalog.add_entry(&name, CatalogAttr::Symlink)?;
+                enc.add_symlink(&name, &meta, target.as_os_str().as_bytes())?;
+            } else if ft.is_char_device() || ft.is_block_device() {
+                let (major, minor) = device_numbers(md.rdev());
+                let kind = if ft.is_char_device() {
+                    CatalogAttr::CharDevice
+                } else {
+                    CatalogAttr::BlockDevice
+                };
+                self.catalog.add_entry(&name, kind)?;
+                enc.add_device(&name, &meta, major, minor)?;
+            } else if ft.is_fifo() || ft.is_socket() {
+                let kind = if ft.is_fifo() {
+                    CatalogAttr::Fifo
+                } else {
+                    CatalogAttr::Socket
+                };
+                self.catalog.add_entry(&name, kind)?;
+                enc.add_fifo_or_socket(&name, &meta)?;
+            } else {
+                self.warn(format!("unknown file type {:o}: not stored", md.mode()));
+            }
+        }
+        Ok(None)
+    }
+
+    fn add_dir<W: Write>(
+        &mut self,
+        enc: &mut Encoder<W>,
+        parent: &File,
+        name: &[u8],
+        path_len: usize,
+    ) -> Result<Option<Frame>> {
+        let dir = match open_child(parent, name, libc::O_DIRECTORY) {
+            Ok(d) => d,
+            Err(e) => {
+                self.warn(format!("folder not stored: {e}"));
+                return Ok(None);
+            }
+        };
+        let md = dir.metadata().ctx(self.shown())?;
+        let meta = self.metadata(&md, XattrSource::File(&dir));
+        enc.create_directory(name, &meta)?;
+        self.catalog.start_directory(name)?;
+        let patterns_len = self.patterns.len();
+        let entries = if md.dev() != self.root_dev && !self.all_file_systems {
+            log::info!("{}: skipping mount point", self.shown());
+            Vec::new()
+        } else {
+            self.list(&dir, false)?
+        };
+        Ok(Some(Frame {
+            dir,
+            entries,
+            next: 0,
+            path_len,
+            patterns_len,
+        }))
+    }
+
+    fn add_file<W: Write>(
+        &mut self,
+        enc: &mut Encoder<W>,
+        parent: &File,
+        name: &[u8],
+    ) -> Result<()> {
+        let mut file = match open_child(parent, name, 0) {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                self.warn("vanished while being backed up: not stored");
+                return Ok(());
+            }
+            Err(e) => {
+                self.warn(format!("not stored: {e}"));
+                return Ok(());
+            }
+        };
+        let md = match file.metadata() {
+            Ok(md) if md.is_file() => md,
+            Ok(_) => {
+                self.warn("changed type while being backed up: not stored");
+                return Ok(());
+            }
+            Err(e) => {
+                self.warn(format!("not stored: {e}"));
+                return Ok(());
+            }
+        };
+        let key = (md.dev(), md.ino());
+        if md.nlink() > 1 {
+            if let Some((target, offset)) = self.hardlinks.get(&key) {
+                self.catalog.add_entry(name, CatalogAttr::Hardlink)?;
+                return enc.add_hardlink(name, &target[1..], *offset);
+            }
+        }
+        let meta = self.metadata(&md, XattrSource::File(&file));
+        let size = md.len();
+        self.catalog.add_file(name, size, md.mtime())?;
+        let mut w = enc.create_file(name, &meta, size)?;
+        let mut failed = None;
+        while w.remaining() > 0 {
+            let want = w.remaining().min(self.buf.len() as u64) as usize;
+            match file.read(&mut self.buf[..want]) {
+                Ok(0) => break,
+                Ok(n) => w.write(&self.buf[..n])?,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let short = w.remaining();
+        if short > 0 {
+            // The PAYLOAD header announced `size` bytes: pad as the PBS client does.
+            self.buf.fill(0);
+            while w.remaining() > 0 {
+                let n = w.remaining().min(self.buf.len() as u64) as usize;
+                w.write(&self.buf[..n])?;
+            }
+        }
+        let offset = w.finish()?;
+        if let Some(e) = failed {
+            self.warn(format!(
+                "read failed after {} of {size} bytes ({e}): the rest is stored as zeros",
+                size - short
+            ));
+        } else if short > 0 {
+            self.warn(format!(
+                "shrank while being read ({} of {size} bytes): padded with zeros",
+                size - short
+            ));
+        }
+        match file.metadata() {
+            Ok(after)
+                if after.len() != size
+                    || after.mtime() != md.mtime()
+                    || after.mtime_nsec() != md.mtime_nsec() =>
+            {
+                self.warn(format!(
+                    "changed while being read (size {size} -> {}): stored as read",
+                    after.len()
+                ));
+            }
+            _ => {}
+        }
+        if md.nlink() > 1 {
+            self.hardlinks.insert(key, (self.path.clone(), offset));
+        }
+        Ok(())
+    }
+}
