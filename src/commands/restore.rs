@@ -5,7 +5,8 @@ use std::io::IsTerminal;
 use std::sync::{Arc, OnceLock};
 
 use crate::cli::RestoreArgs;
-use crate::restore::{restore_image, RestoreOptions, RestoreReport};
+use crate::pxar::decoder::Archive;
+use crate::restore::{restore_image, restore_pxar, RestoreOptions, RestoreReport};
 use crate::store::chunks::cache::ChunkCache;
 use crate::store::chunks::reader::ArchiveData;
 use crate::store::format::archive::ArchiveKind;
@@ -54,13 +55,21 @@ pub fn run(args: &RestoreArgs, pbs: Option<&str>) -> Result<i32> {
                 ArchiveData::Blob(data) => restore_blob(&data, args, &opts)?,
             }
         }
-        ArchiveKind::Pxar
-        | ArchiveKind::SplitMeta
-        | ArchiveKind::SplitPayload
-        | ArchiveKind::Catalog => {
+        ArchiveKind::Pxar | ArchiveKind::SplitMeta => {
+            let streams = ds.open_pxar(&d, &m, &name, Arc::new(ChunkCache::new(16 << 20)))?;
+            let ar = Archive::open(streams.meta, streams.payload, format!("{d}/{name}"))?;
+            let start = match &args.path {
+                None => ar.root()?,
+                Some(p) => ar
+                    .lookup_path(p.as_bytes())?
+                    .ok_or_else(|| Error::not_found(format!("{p} in archive {d}/{name}")))?,
+            };
+            restore_pxar(&ar, &start, &args.target, &opts)?
+        }
+        ArchiveKind::SplitPayload | ArchiveKind::Catalog => {
             return Err(Error::invalid(
                 format!("archive {name}"),
-                "restoring pxar archives is not implemented yet",
+                "not restorable by itself (restore the pxar archive it belongs to)",
             ))
         }
     };

@@ -2,6 +2,10 @@
 //! the pxar decoder lands) an archive to a folder. Above the store: it reads through
 //! `IndexReader` and writes only below the target the user named.
 
+mod pxar;
+
+pub use pxar::restore_pxar;
+
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -97,7 +101,7 @@ pub fn restore_image(
 /// Write `data` at the current position, seeking over runs of at least `HOLE_MIN`
 /// zero bytes (block-aligned within the buffer) instead of writing them. Returns the
 /// bytes skipped.
-fn write_sparse(out: &mut File, data: &[u8], target: &Path) -> Result<u64> {
+pub(crate) fn write_sparse(out: &mut File, data: &[u8], target: &Path) -> Result<u64> {
     let mut skipped = 0u64;
     let mut pos = 0usize;
     while pos < data.len() {

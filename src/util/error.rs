@@ -181,6 +181,9 @@ pub enum Error {
     /// The mount's in-memory space for editors' scratch files is full.
     #[error("{what}: no space left for scratch files")]
     NoSpace { what: String },
+    /// An extended attribute the file does not have.
+    #[error("{what} has no extended attribute {name}")]
+    NoXattr { what: String, name: String },
     /// A file handle that is not open (or not of the kind the request needs).
     #[error("file handle {fh} is not open for this")]
     BadHandle { fh: u64 },
@@ -257,6 +260,7 @@ impl Error {
             Error::AccessDenied { .. } => libc::EACCES,
             Error::NoSpace { .. } => libc::ENOSPC,
             Error::BadHandle { .. } => libc::EBADF,
+            Error::NoXattr { .. } => libc::ENODATA,
             Error::NotADirectory { .. } => libc::ENOTDIR,
             Error::IsADirectory { .. } => libc::EISDIR,
             Error::IsASymlink { .. } => libc::EINVAL,
@@ -290,6 +294,7 @@ impl Error {
             | Error::AccessDenied { .. }
             | Error::NoSpace { .. }
             | Error::BadHandle { .. }
+            | Error::NoXattr { .. }
             | Error::NotADirectory { .. }
             | Error::IsADirectory { .. }
             | Error::IsASymlink { .. }

@@ -1,6 +1,7 @@
 //! The audited libc calls std does not offer: atime updates, open-file-description
 //! record locks, the coarse clock, local time, syncfs, statvfs, setsid, geteuid, SIGPIPE,
-//! and the signal and descriptor calls of the background mount.
+//! the signal and descriptor calls of the background mount, and extended attributes
+//! (pxar backups).
 //! This is the crate's only module allowed to use `unsafe`; each block is one FFI call
 //! on values owned by the caller, checked for its documented error return.
 #![allow(unsafe_code)]
@@ -328,6 +329,159 @@ pub fn open_beneath(dir: &File, path: &Path, flags: i32, mode: u32) -> io::Resul
     Ok(unsafe { File::from_raw_fd(rc as i32) })
 }
 
+/// Extended attributes are read from an open file or, for what is not opened (symlinks,
+/// devices, FIFOs, sockets), from a path whose last component is not followed.
+#[derive(Debug, Clone, Copy)]
+pub enum XattrSource<'a> {
+    File(&'a File),
+    NoFollow(&'a Path),
+}
+
+/// Call `get(buf)` (a listxattr/getxattr-style call returning a length or -1) with a
+/// buffer grown to the size it asks for; a value that grows between the size query and
+/// the read is retried. `Ok(None)` for ENODATA (no such attribute).
+fn read_sized(mut get: impl FnMut(&mut [u8]) -> isize) -> io::Result<Option<Vec<u8>>> {
+    for _ in 0..8 {
+        let want = get(&mut []);
+        if want < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENODATA) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let mut buf = vec![0u8; want as usize];
+        let got = get(&mut buf);
+        if got >= 0 {
+            buf.truncate(got as usize);
+            return Ok(Some(buf));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ERANGE) => continue,
+            Some(libc::ENODATA) => return Ok(None),
+            _ => return Err(e),
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::ERANGE))
+}
+
+/// The names of a file's extended attributes (every namespace the caller may list).
+pub fn list_xattrs(src: XattrSource) -> io::Result<Vec<Vec<u8>>> {
+    let raw = match src {
+        XattrSource::File(f) => read_sized(|buf| {
+            // SAFETY: the fd is open for the lifetime of `f`; `buf` is valid for writes
+            // of `buf.len()` bytes (an empty buffer asks for the size, nothing written).
+            unsafe { libc::flistxattr(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }
+        })?,
+        XattrSource::NoFollow(p) => {
+            let c = cpath(p)?;
+            read_sized(|buf| {
+                // SAFETY: `c` is a valid NUL-terminated path; `buf` as above.
+                unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }
+            })?
+        }
+    };
+    Ok(raw
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
+/// The value of one extended attribute; `Ok(None)` when the file has none of that name.
+pub fn get_xattr(src: XattrSource, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    let n = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
+    match src {
+        XattrSource::File(f) => read_sized(|buf| {
+            // SAFETY: the fd is open for the lifetime of `f`; `n` is a valid C string;
+            // `buf` is valid for writes of `buf.len()` bytes.
+            unsafe {
+                libc::fgetxattr(
+                    f.as_raw_fd(),
+                    n.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            }
+        }),
+        XattrSource::NoFollow(p) => {
+            let c = cpath(p)?;
+            read_sized(|buf| {
+                // SAFETY: `c` and `n` are valid C strings; `buf` as above.
+                unsafe {
+                    libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+                }
+            })
+        }
+    }
+}
+
+/// `lsetxattr`: set an extended attribute of `path` itself (never a symlink's target).
+pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let c = cpath(path)?;
+    let n = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
+    // SAFETY: `c` and `n` are valid NUL-terminated strings and `value` a readable buffer
+    // of the length passed, all alive for the duration of the call.
+    let rc = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `mknod`: a device node, FIFO or socket at `path` with `mode` (type and permission
+/// bits) and device number `dev`.
+pub fn mknod(path: &Path, mode: u32, major: u64, minor: u64) -> io::Result<()> {
+    let c = cpath(path)?;
+    let dev = libc::makedev(major as u32, minor as u32);
+    // SAFETY: `c` is a valid NUL-terminated path; mknod takes plain values otherwise.
+    let rc = unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, dev) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Set atime and mtime of `path` itself (a symlink is not followed) to `secs` +
+/// `nanos` (the time pxar stores).
+pub fn set_times(path: &Path, secs: i64, nanos: u32) -> io::Result<()> {
+    let c = cpath(path)?;
+    let t = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: nanos as libc::c_long,
+    };
+    let times = [t, t];
+    // SAFETY: `c` is a valid NUL-terminated path and `times` an array of two timespecs,
+    // both alive for the duration of the call.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +524,30 @@ mod tests {
         assert!(!ofd_try_lock(&b, true).unwrap());
         drop(a);
         assert!(ofd_try_lock(&b, true).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn xattrs_of_a_plain_file_are_listed_and_absent_ones_are_none() {
+        let dir = std::env::temp_dir().join(format!("pbsfs-xattr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f");
+        std::fs::write(&p, b"x").unwrap();
+        let f = File::open(&p).unwrap();
+        // Whatever the file system adds (security.selinux, ...), no user attribute.
+        let names = list_xattrs(XattrSource::File(&f)).unwrap();
+        assert!(names.iter().all(|n| !n.starts_with(b"user.")), "{names:?}");
+        assert_eq!(
+            get_xattr(XattrSource::File(&f), b"user.none").unwrap(),
+            None
+        );
+        assert_eq!(
+            get_xattr(XattrSource::NoFollow(&p), b"user.none").unwrap(),
+            None
+        );
+        let gone = dir.join("gone");
+        let e = list_xattrs(XattrSource::NoFollow(&gone)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -15,7 +15,7 @@ use crate::store::lock::SharedSnapshotLock;
 use crate::util::error::{CorruptKind, Error, Result};
 use crate::util::ReadAt;
 
-use super::node::{attr_from_md, Node};
+use super::node::{attr_from_md, Node, PxarRef};
 use super::{Attr, Kind, Vfs};
 
 /// An open archive file: its verified content source, and the shared snapshot lock that
@@ -26,17 +26,30 @@ pub struct ArchiveHandle {
     _lock: SharedSnapshotLock,
 }
 
+/// The name an archive shows under: a pxar archive as its folder (`root.pxar`, a split
+/// pair once), the payload half of a pair nowhere, every other archive by its short name.
+fn shown_name(name: &ArchiveName) -> Option<String> {
+    match name.kind() {
+        ArchiveKind::SplitPayload => None,
+        ArchiveKind::Pxar | ArchiveKind::SplitMeta => name.pxar_folder(),
+        _ => Some(name.short().to_string()),
+    }
+}
+
 impl Vfs {
     /// The archive files snapshot `d` shows, by their short names.
     pub(super) fn list_archives(&self, d: &BackupDir) -> Result<Vec<(String, Node)>> {
         let mut out: Vec<(String, Node)> = Vec::new();
         for name in self.archive_names(d)? {
-            if out.iter().any(|(n, _)| n == name.short()) {
+            let Some(shown) = shown_name(&name) else {
+                continue;
+            };
+            if out.iter().any(|(n, _)| *n == shown) {
                 log::debug!("snapshot {d}: {name} hides behind an earlier name");
                 continue;
             }
             match self.archive_node(d, &name) {
-                Ok(n) => out.push((name.short().to_string(), n)),
+                Ok(n) => out.push((shown, n)),
                 Err(e) => log::debug!("snapshot {d}: skipping {name}: {e}"),
             }
         }
@@ -48,7 +61,7 @@ impl Vfs {
         match self
             .archive_names(d)?
             .into_iter()
-            .find(|n| n.short() == short)
+            .find(|n| shown_name(n).as_deref() == Some(short))
         {
             Some(name) => self.archive_node(d, &name).map(Some),
             None => Ok(None),
@@ -104,6 +117,13 @@ impl Vfs {
                 )
             }
         };
+        if name.pxar_folder().is_some() {
+            return Ok(Node::PxarRoot(PxarRef {
+                dir: d.clone(),
+                file: name.clone(),
+                tag,
+            }));
+        }
         Ok(Node::Archive {
             dir: d.clone(),
             file: name.clone(),

@@ -12,14 +12,17 @@ use crate::util::error::{Error, Result};
 
 use super::meta::{MetaFile, MetaHandle};
 use super::node::Node;
+use super::pxar::PxarHandle;
 use super::scratch::Shared;
-use super::{ArchiveHandle, Caller, DirEntry, Opened, Vfs};
+use super::{ArchiveHandle, Caller, DirEntry, Kind, Opened, Vfs};
 
 #[derive(Debug)]
 pub(super) enum Handle {
     /// A directory listing, taken at offset 0.
     Dir(Arc<Mutex<Vec<DirEntry>>>),
     Archive(Arc<ArchiveHandle>),
+    /// A regular file inside a pxar archive.
+    Pxar(Arc<PxarHandle>),
     /// Read-only content fixed at open (manifest.json, owner, metadata opened to read).
     Bytes(Arc<Vec<u8>>),
     Meta(MetaFile, Arc<Mutex<MetaState>>),
@@ -166,14 +169,37 @@ impl Vfs {
                     writable: write,
                 })))
             }
-            Node::Latest(_) => Err(Error::IsASymlink {
+            Node::PxarEntry {
+                archive,
+                offset,
+                kind: Kind::File,
+                end,
+            } => {
+                if write {
+                    return Err(self.not_writable(&node.describe()));
+                }
+                let h = self.pxar_open(archive, (*offset, *end))?;
+                Ok(Opened {
+                    fh: self.add_handle(Handle::Pxar(Arc::new(h))),
+                    direct_io: false,
+                    keep_cache: true,
+                })
+            }
+            Node::Latest(_)
+            | Node::PxarEntry {
+                kind: Kind::Symlink,
+                ..
+            } => Err(Error::IsASymlink {
                 what: node.describe(),
             }),
+            // Device nodes, FIFOs and sockets are opened by the kernel itself.
+            Node::PxarEntry { .. } => Err(Error::invalid(node.describe(), "not a regular file")),
             Node::Namespace(_)
             | Node::NsDir(_)
             | Node::TypeDir(..)
             | Node::Group(_)
-            | Node::Snapshot(..) => Err(Error::IsADirectory {
+            | Node::Snapshot(..)
+            | Node::PxarRoot(_) => Err(Error::IsADirectory {
                 what: node.describe(),
             }),
         }
@@ -182,6 +208,7 @@ impl Vfs {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         let h = match self.handles.lock().get(&fh) {
             Some(Handle::Archive(a)) => Handle::Archive(a.clone()),
+            Some(Handle::Pxar(p)) => Handle::Pxar(p.clone()),
             Some(Handle::Bytes(b)) => Handle::Bytes(b.clone()),
             Some(Handle::Meta(f, m)) => Handle::Meta(f.clone(), m.clone()),
             Some(Handle::Scratch { file, .. }) => Handle::Scratch {
@@ -198,6 +225,7 @@ impl Vfs {
         };
         match h {
             Handle::Archive(a) => self.read_archive(&a, offset, size),
+            Handle::Pxar(p) => self.pxar_read(&p, offset, size),
             Handle::Bytes(b) => Ok(slice_at(&b, offset, size)),
             Handle::Meta(_, m) => Ok(slice_at(&m.lock().h.buf, offset, size)),
             Handle::Scratch { file, .. } => Ok(slice_at(file.lock().data(), offset, size)),

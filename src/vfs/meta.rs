@@ -298,6 +298,7 @@ impl Vfs {
                     gid: view.gid,
                     mtime: view.mtime,
                     nlink: 1,
+                    rdev: 0,
                 })
             }
             other => Err(Error::invalid(other.describe(), "not a metadata file")),

@@ -14,11 +14,13 @@ pub mod inode;
 pub mod memo;
 pub mod meta;
 pub mod node;
+mod pxar;
 pub mod scratch;
 mod tree;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -42,11 +44,16 @@ use scratch::ScratchStore;
 /// Archive sizes remembered (a blob's size costs a decode); the oldest go beyond.
 pub const MAX_SIZES: usize = 512;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Dir,
     File,
     Symlink,
+    /// Entries of pxar archives only.
+    BlockDevice,
+    CharDevice,
+    Fifo,
+    Socket,
 }
 
 /// What `stat` shows.
@@ -60,6 +67,8 @@ pub struct Attr {
     pub gid: u32,
     pub mtime: SystemTime,
     pub nlink: u32,
+    /// Device number of a device node (pxar entries), else 0.
+    pub rdev: u32,
 }
 
 /// An answer to lookup/getattr: attributes and how long the kernel may cache them (and
@@ -132,6 +141,8 @@ pub struct Vfs {
     scratch: ScratchStore,
     views: Memo<BackupDir, Arc<SnapView>>,
     sizes: Memo<Node, u64>,
+    pxars: Memo<node::PxarRef, Arc<pxar::PxarArchive>>,
+    pxar_entries: Memo<(node::PxarRef, u64), Arc<crate::pxar::decoder::Entry>>,
 }
 
 impl Vfs {
@@ -159,6 +170,8 @@ impl Vfs {
             scratch: ScratchStore::default(),
             views: Memo::new(MAX_VIEWS),
             sizes: Memo::new(MAX_SIZES),
+            pxars: Memo::new(pxar::MAX_ARCHIVES),
+            pxar_entries: Memo::new(pxar::MAX_ENTRIES),
         })
     }
 
@@ -270,6 +283,12 @@ impl Vfs {
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         match self.node(ino)? {
             Node::Latest(g) => Ok(self.latest_target(&g)?.into_bytes()),
+            Node::PxarEntry {
+                archive,
+                offset,
+                kind: Kind::Symlink,
+                end,
+            } => self.pxar_readlink(&archive, (offset, end)),
             other => Err(Error::invalid(other.describe(), "not a symbolic link")),
         }
     }
@@ -294,7 +313,7 @@ impl Vfs {
             let mut names: Vec<(OsString, u64, Kind)> =
                 vec![(".".into(), ino, Kind::Dir), ("..".into(), ino, Kind::Dir)];
             for (name, n) in self.list_dir(&node)? {
-                names.push((name.into(), self.inodes.ino(&n), n.kind()));
+                names.push((name, self.inodes.ino(&n), n.kind()));
             }
             if node.holds_scratch() {
                 for (name, id) in self.scratch.list(ino) {
@@ -314,6 +333,43 @@ impl Vfs {
                 .collect();
         }
         Ok(l.iter().skip(offset as usize).cloned().collect())
+    }
+
+    /// One extended attribute: pxar entries have theirs (xattrs, ACLs, capabilities);
+    /// nothing else has any (ENODATA, so `ls -l` and `cp -a` go on).
+    pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
+        let node = self.node(ino)?;
+        let all = self.xattrs_of(&node)?;
+        all.into_iter()
+            .find(|(n, _)| n.as_slice() == name.as_bytes())
+            .map(|(_, v)| v)
+            .ok_or_else(|| Error::NoXattr {
+                what: node.describe(),
+                name: name.to_string_lossy().into_owned(),
+            })
+    }
+
+    /// The names of a node's extended attributes, each followed by a NUL.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for (name, _) in self.xattrs_of(&self.node(ino)?)? {
+            out.extend_from_slice(&name);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    fn xattrs_of(&self, node: &Node) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        match node {
+            Node::PxarRoot(a) => self.pxar_xattrs(a, None),
+            Node::PxarEntry {
+                archive,
+                offset,
+                end,
+                ..
+            } => self.pxar_xattrs(archive, Some((*offset, *end))),
+            _ => Ok(Vec::new()),
+        }
     }
 
     /// Sizes of the filesystem holding the datastore.

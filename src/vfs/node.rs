@@ -6,8 +6,9 @@
 //! read from disk on demand, so a snapshot made or forgotten meanwhile shows on the next
 //! listing.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -56,8 +57,30 @@ pub enum Node {
         file: ArchiveName,
         tag: String,
     },
+    /// A pxar archive shown as a folder (`root.pxar/`): its root entry.
+    PxarRoot(PxarRef),
+    /// An entry inside a pxar archive, keyed by the stream offset of its FILENAME (a
+    /// hardlink: of its target's), so inode numbers derive from archive offsets. The kind
+    /// is part of the key (an offset's kind never changes in an archive of one tag).
+    PxarEntry {
+        archive: PxarRef,
+        offset: u64,
+        kind: Kind,
+        /// Where its metadata ends in the stream (with `offset`, what decoding it again
+        /// needs).
+        end: u64,
+    },
     /// An in-memory scratch file (`scratch.rs`), by id.
     Scratch(u64),
+}
+
+/// A pxar archive of a snapshot: its (metadata) index file and content identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PxarRef {
+    pub dir: BackupDir,
+    pub file: ArchiveName,
+    /// The index checksum from the manifest: new content is a new archive.
+    pub tag: String,
 }
 
 impl Node {
@@ -67,7 +90,9 @@ impl Node {
             | Node::NsDir(_)
             | Node::TypeDir(..)
             | Node::Group(_)
-            | Node::Snapshot(..) => Kind::Dir,
+            | Node::Snapshot(..)
+            | Node::PxarRoot(_) => Kind::Dir,
+            Node::PxarEntry { kind, .. } => *kind,
             Node::Latest(_) => Kind::Symlink,
             Node::GroupNotes(_)
             | Node::GroupOwner(_)
@@ -81,7 +106,7 @@ impl Node {
 
     pub fn ttl(&self) -> Duration {
         match self {
-            Node::Archive { .. } => ARCHIVE_TTL,
+            Node::Archive { .. } | Node::PxarRoot(_) | Node::PxarEntry { .. } => ARCHIVE_TTL,
             Node::GroupNotes(_)
             | Node::SnapNotes(_)
             | Node::VerifyState(_)
@@ -125,16 +150,24 @@ impl Node {
             Node::VerifyState(d) => format!("verify_state of snapshot {d}"),
             Node::ManifestJson(d) => format!("{d}/{MANIFEST_JSON}"),
             Node::Archive { dir, file, .. } => format!("{dir}/{file}"),
+            Node::PxarRoot(a) => format!("{}/{}", a.dir, a.file),
+            Node::PxarEntry {
+                archive, offset, ..
+            } => {
+                format!("{}/{} entry at offset {offset}", archive.dir, archive.file)
+            }
             Node::Scratch(id) => format!("scratch file {id}"),
         }
     }
 }
 
 pub fn systime(secs: i64, nsec: i64) -> SystemTime {
+    let nsec = Duration::from_nanos(nsec.clamp(0, 999_999_999) as u64);
     if secs >= 0 {
-        UNIX_EPOCH + Duration::new(secs as u64, nsec.clamp(0, 999_999_999) as u32)
+        UNIX_EPOCH + Duration::from_secs(secs as u64) + nsec
     } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+        // Before 1970: `secs` is the floor, the nanoseconds count forward from it.
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + nsec
     }
 }
 
@@ -148,18 +181,27 @@ pub fn attr_from_md(kind: Kind, md: &fs::Metadata, perm: u16, size: u64) -> Attr
         gid: md.gid(),
         mtime: systime(md.mtime(), md.mtime_nsec()),
         nlink: if kind == Kind::Dir { 2 } else { 1 },
+        rdev: 0,
     }
 }
 
 impl Vfs {
     /// Names of a directory node and the nodes they lead to, scratch files excluded.
-    pub(super) fn list_dir(&self, node: &Node) -> Result<Vec<(String, Node)>> {
+    pub(super) fn list_dir(&self, node: &Node) -> Result<Vec<(OsString, Node)>> {
+        let names = |v: Vec<(String, Node)>| v.into_iter().map(|(n, x)| (n.into(), x)).collect();
         match node {
-            Node::Namespace(ns) => self.list_namespace(ns),
-            Node::NsDir(ns) => self.list_child_namespaces(ns),
-            Node::TypeDir(ns, ty) => self.list_type(ns, *ty),
-            Node::Group(g) => self.list_group(g),
-            Node::Snapshot(d, _) => self.list_snapshot(d),
+            Node::Namespace(ns) => self.list_namespace(ns).map(names),
+            Node::NsDir(ns) => self.list_child_namespaces(ns).map(names),
+            Node::TypeDir(ns, ty) => self.list_type(ns, *ty).map(names),
+            Node::Group(g) => self.list_group(g).map(names),
+            Node::Snapshot(d, _) => self.list_snapshot(d).map(names),
+            Node::PxarRoot(a) => self.pxar_list(a, None),
+            Node::PxarEntry {
+                archive,
+                offset,
+                end,
+                ..
+            } => self.pxar_list(archive, Some((*offset, *end))),
             Node::GroupNotes(_)
             | Node::GroupOwner(_)
             | Node::Latest(_)
@@ -175,6 +217,17 @@ impl Vfs {
 
     /// The node `name` names in directory `parent` (scratch files excluded).
     pub(super) fn lookup_real(&self, parent: &Node, name: &OsStr) -> Result<Option<Node>> {
+        // Names inside pxar archives are any bytes; the rest of the view is UTF-8.
+        match parent {
+            Node::PxarRoot(a) => return self.pxar_lookup(a, None, name.as_bytes()),
+            Node::PxarEntry {
+                archive,
+                offset,
+                end,
+                ..
+            } => return self.pxar_lookup(archive, Some((*offset, *end)), name.as_bytes()),
+            _ => {}
+        }
         let Some(name) = name.to_str() else {
             return Ok(None);
         };
@@ -191,6 +244,8 @@ impl Vfs {
             | Node::VerifyState(_)
             | Node::ManifestJson(_)
             | Node::Archive { .. }
+            | Node::PxarRoot(_)
+            | Node::PxarEntry { .. }
             | Node::Scratch(_) => Err(Error::NotADirectory {
                 what: parent.describe(),
             }),
@@ -212,6 +267,13 @@ impl Vfs {
             | Node::VerifyState(_)
             | Node::ManifestJson(_) => self.meta_attr(node),
             Node::Archive { dir, file, .. } => self.archive_attr(node, dir, file),
+            Node::PxarRoot(a) => self.pxar_attr(a, None),
+            Node::PxarEntry {
+                archive,
+                offset,
+                end,
+                ..
+            } => self.pxar_attr(archive, Some((*offset, *end))),
             Node::Scratch(id) => self.scratch.attr(*id),
         }
     }

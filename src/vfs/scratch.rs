@@ -92,6 +92,7 @@ impl ScratchFile {
             gid: self.gid,
             mtime: self.mtime,
             nlink: 1,
+            rdev: 0,
         }
     }
 }

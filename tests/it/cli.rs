@@ -1055,7 +1055,13 @@ fn restore_writes_an_image_back_sparse_and_refuses_to_overwrite_without_asking()
     let mut data = vec![0u8; 512 * 1024];
     data[1000..9000].copy_from_slice(&pseudo_random(8000, 4));
     data[300_000..300_010].fill(1);
-    ok(&backup_image(&store, &tmp, "vm/100", &data, "2024-05-02T08:11:33Z"));
+    ok(&backup_image(
+        &store,
+        &tmp,
+        "vm/100",
+        &data,
+        "2024-05-02T08:11:33Z",
+    ));
     let target = tmp.join("disk.raw");
     let out = ok(&pbsfs(&[
         "restore",
@@ -1072,7 +1078,13 @@ fn restore_writes_an_image_back_sparse_and_refuses_to_overwrite_without_asking()
         "zero runs not left as holes: {} blocks",
         md.blocks()
     );
-    let args = ["restore", s(&store), "vm/100/latest", "drive-scsi0.img", s(&target)];
+    let args = [
+        "restore",
+        s(&store),
+        "vm/100/latest",
+        "drive-scsi0.img",
+        s(&target),
+    ];
     let err = fails_with(&pbsfs(&args), 2);
     assert!(err.contains("--overwrite"), "{err}");
     std::fs::write(&target, b"other").unwrap();

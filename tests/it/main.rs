@@ -12,5 +12,8 @@ mod hostile;
 mod mount;
 mod mount_util;
 mod pbs_store;
+mod pxar_backup;
+mod pxar_decode;
+mod pxar_mount;
 mod restricted;
 mod vfs;

@@ -38,7 +38,7 @@ fn touch(p: &Path, date: &str) {
 }
 
 /// The names the tree holds beyond plain ASCII.
-fn odd_names() -> Vec<Vec<u8>> {
+pub(crate) fn odd_names() -> Vec<Vec<u8>> {
     vec![
         b"with space".to_vec(),
         b"new\nline".to_vec(),
@@ -49,7 +49,7 @@ fn odd_names() -> Vec<Vec<u8>> {
 }
 
 /// Build the test tree; returns the deep file's path.
-fn build_tree(root: &Path) -> PathBuf {
+pub(crate) fn build_tree(root: &Path) -> PathBuf {
     let p = |s: &str| root.join(s);
     std::fs::create_dir_all(p("a/b/c")).unwrap();
     std::fs::create_dir_all(p("empty-dir")).unwrap();
@@ -153,7 +153,7 @@ fn build_tree(root: &Path) -> PathBuf {
 }
 
 /// Every path below `root` (relative, `""` for the root) with its `lstat`.
-fn source_tree(root: &Path) -> Vec<(Vec<u8>, std::fs::Metadata)> {
+pub(crate) fn source_tree(root: &Path) -> Vec<(Vec<u8>, std::fs::Metadata)> {
     let mut out = vec![(Vec::new(), std::fs::symlink_metadata(root).unwrap())];
     let mut todo = vec![Vec::new()];
     while let Some(rel) = todo.pop() {

@@ -128,9 +128,14 @@ impl ArchiveName {
         if files.contains(&name) {
             return Some(name.to_string());
         }
+        // A split pair answers to the name of the folder it shows as (`root.pxar`).
+        let split = name
+            .strip_suffix(".pxar")
+            .map(|base| format!("{base}.mpxar.didx"));
         [".fidx", ".didx", ".blob"]
             .iter()
             .map(|s| format!("{name}{s}"))
+            .chain(split)
             .find(|f| files.contains(&f.as_str()) && ArchiveKind::of_file(f).is_some())
     }
 
@@ -236,5 +241,10 @@ mod tests {
             Some("qemu-server.conf.blob")
         );
         assert_eq!(ArchiveName::resolve("nope.img", files), None);
+        let split = ["root.mpxar.didx", "root.ppxar.didx"];
+        assert_eq!(
+            ArchiveName::resolve("root.pxar", split).as_deref(),
+            Some("root.mpxar.didx")
+        );
     }
 }

@@ -1,0 +1,331 @@
+//! Restore of a pxar archive (or one subtree, or one file) into a folder: every entry
+//! kind with its mode, owner (as root), mtime (ns), xattrs, ACLs and file capabilities;
+//! hardlinks recreated; zero runs left as holes. Nothing is written outside the target:
+//! names come checked from the decoder (no `/`, `.`, `..`), and every entry is created
+//! through the descriptor of its opened parent folder (`/proc/self/fd/N/NAME`), whose
+//! own components are never followed as symlinks.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::pxar::acl;
+use crate::pxar::decoder::{Archive, Entry, EntryKind};
+use crate::pxar::format::Stat;
+use crate::util::error::{Error, IoContext, Result};
+use crate::util::{sys, ReadAt};
+
+use super::{write_sparse, RestoreOptions, RestoreReport};
+
+/// Read file content in blocks of this size.
+const BLOCK: usize = 1 << 20;
+
+/// An opened folder of the restored tree.
+struct Dir {
+    file: File,
+    /// Its path (for messages and hardlink sources).
+    path: PathBuf,
+}
+
+impl Dir {
+    /// `name` reached through this folder's descriptor.
+    fn at(&self, name: &[u8]) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+            .join(OsStr::from_bytes(name))
+    }
+
+    fn shown(&self, name: &[u8]) -> PathBuf {
+        self.path.join(OsStr::from_bytes(name))
+    }
+}
+
+fn open_dir(at: &Path, shown: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(at)
+        .ctx(shown.display())
+}
+
+/// A folder being restored: its entry, its opened folder, the children still to do.
+struct Frame {
+    entry: Entry,
+    dir: Dir,
+    children: std::vec::IntoIter<Entry>,
+    /// Its parent folder's descriptor path and its name, for its own metadata (the
+    /// restore root: `None`, the target's own path is used).
+    place: Option<(PathBuf, PathBuf)>,
+}
+
+struct Restorer<'a, R: ReadAt> {
+    ar: &'a Archive<R>,
+    opts: &'a RestoreOptions,
+    root_user: bool,
+    /// Restored regular files by the stream offset of their entry, for hardlinks.
+    restored: HashMap<u64, PathBuf>,
+    report: RestoreReport,
+    total: u64,
+}
+
+/// Restore `start` (the root, a subtree or one entry of `ar`) into the folder `target`:
+/// a folder's content goes into `target`, which gets the folder's metadata; anything
+/// else lands as `target/NAME`. `target` is created when missing and refused when not
+/// empty, unless `overwrite`.
+pub fn restore_pxar<R: ReadAt>(
+    ar: &Archive<R>,
+    start: &Entry,
+    target: &Path,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    prepare_target(target, opts.overwrite)?;
+    let mut r = Restorer {
+        ar,
+        opts,
+        root_user: sys::geteuid() == 0,
+        restored: HashMap::new(),
+        report: RestoreReport::default(),
+        total: 0,
+    };
+    let top = Dir {
+        file: open_dir(target, target)?,
+        path: target.to_path_buf(),
+    };
+    if start.is_dir() {
+        r.tree(start.clone(), top)?;
+    } else {
+        r.entry(&top, start)?;
+    }
+    r.report.seconds = started.elapsed().as_secs_f64();
+    Ok(r.report)
+}
+
+fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
+    match fs::symlink_metadata(target) {
+        Ok(md) if md.is_dir() => {
+            let empty = fs::read_dir(target).ctx(target.display())?.next().is_none();
+            if !empty && !overwrite {
+                return Err(Error::AlreadyExists {
+                    what: format!(
+                        "restore target {} is not empty (use --overwrite to restore into it)",
+                        target.display()
+                    ),
+                });
+            }
+            Ok(())
+        }
+        Ok(_) => Err(Error::NotADirectory {
+            what: format!("restore target {}", target.display()),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
+            .mode(0o700)
+            .create(target)
+            .ctx(format!("create restore target {}", target.display())),
+        Err(e) => Err(Error::io(target.display(), e)),
+    }
+}
+
+impl<R: ReadAt> Restorer<'_, R> {
+    /// A folder and everything below it, depth first without recursion; each folder's
+    /// metadata is set after its content (so its mtime stays).
+    fn tree(&mut self, root: Entry, top: Dir) -> Result<()> {
+        let children = self.ar.list(&root)?.into_iter();
+        let mut stack = vec![Frame {
+            entry: root,
+            dir: top,
+            children,
+            place: None,
+        }];
+        while let Some(frame) = stack.last_mut() {
+            let Some(child) = frame.children.next() else {
+                let done = stack.pop().expect("a frame");
+                let path = match &done.place {
+                    Some((at, _)) => at.clone(),
+                    None => done.dir.path.clone(),
+                };
+                let shown = done.dir.path.clone();
+                // The folder's descriptor goes first: metadata acts on its name.
+                drop(done.dir);
+                self.metadata(&path, &shown, &done.entry)?;
+                continue;
+            };
+            if child.is_dir() {
+                let at = frame.dir.at(&child.name);
+                let shown = frame.dir.shown(&child.name);
+                make_dir(&at, &shown, self.opts.overwrite)?;
+                let dir = Dir {
+                    file: open_dir(&at, &shown)?,
+                    path: shown.clone(),
+                };
+                let children = self.ar.list(&child)?.into_iter();
+                self.report.files += 1;
+                stack.push(Frame {
+                    entry: child,
+                    dir,
+                    children,
+                    place: Some((at, shown)),
+                });
+            } else {
+                let dir = &stack.last().expect("a frame").dir;
+                self.entry(dir, &child)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One entry that is not a folder, into `dir`.
+    fn entry(&mut self, dir: &Dir, e: &Entry) -> Result<()> {
+        let at = dir.at(&e.name);
+        let shown = dir.shown(&e.name);
+        if self.opts.overwrite {
+            remove_existing(&at, &shown)?;
+        }
+        self.report.files += 1;
+        match &e.kind {
+            EntryKind::Directory(_) => unreachable!("folders go through tree()"),
+            EntryKind::File { .. } => {
+                self.file(&at, &shown, e)?;
+                self.restored.insert(e.offset, shown.clone());
+            }
+            EntryKind::Hardlink { target_offset, .. } => {
+                let target = self.ar.hardlink_target(e)?;
+                match self.restored.get(target_offset) {
+                    Some(src) => {
+                        fs::hard_link(src, &at).ctx(format!("hardlink {}", shown.display()))?;
+                        return Ok(());
+                    }
+                    // Its first name lies outside what is restored: a copy of the file.
+                    None => {
+                        self.file(&at, &shown, &target)?;
+                        self.restored.insert(target.offset, shown.clone());
+                        return self.metadata(&at, &shown, &target);
+                    }
+                }
+            }
+            EntryKind::Symlink { target } => {
+                std::os::unix::fs::symlink(OsStr::from_bytes(target), &at)
+                    .ctx(format!("symlink {}", shown.display()))?;
+            }
+            EntryKind::Device { major, minor } => {
+                if !self.root_user {
+                    log::warn!("{}: device nodes need root; not restored", shown.display());
+                    return Ok(());
+                }
+                sys::mknod(&at, e.stat.mode as u32, *major, *minor)
+                    .ctx(format!("mknod {}", shown.display()))?;
+            }
+            EntryKind::Fifo | EntryKind::Socket => {
+                sys::mknod(&at, e.stat.mode as u32, 0, 0)
+                    .ctx(format!("mknod {}", shown.display()))?;
+            }
+        }
+        self.metadata(&at, &shown, e)
+    }
+
+    /// A regular file with `content`'s bytes, holes for zero runs.
+    fn file(&mut self, at: &Path, shown: &Path, content: &Entry) -> Result<()> {
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(at)
+            .ctx(format!("create {}", shown.display()))?;
+        let c = self.ar.content(content)?;
+        let mut buf = vec![0u8; BLOCK.min(c.len() as usize)];
+        let mut pos = 0u64;
+        while pos < c.len() {
+            let n = self.ar.read_content(&c, pos, &mut buf)?;
+            if n == 0 {
+                return Err(Error::format(
+                    shown.display(),
+                    format!("content ends at {pos} of {} bytes", c.len()),
+                ));
+            }
+            self.report.sparse_bytes += write_sparse(&mut out, &buf[..n], shown)?;
+            pos += n as u64;
+            self.report.bytes += n as u64;
+            self.total += n as u64;
+            if let Some(p) = self.opts.progress {
+                p(self.total, self.total);
+            }
+        }
+        out.set_len(c.len()).ctx(shown.display())
+    }
+
+    /// Owner, mode, xattrs, ACLs, capabilities and mtime, in that order: chown clears
+    /// setuid bits and capabilities, chmod after it keeps the bits, the capability goes
+    /// last of the attributes, the time last of all.
+    fn metadata(&self, at: &Path, shown: &Path, e: &Entry) -> Result<()> {
+        let st: &Stat = &e.stat;
+        let symlink = st.is_symlink();
+        if self.root_user {
+            std::os::unix::fs::lchown(at, Some(st.uid), Some(st.gid))
+                .ctx(format!("chown {}", shown.display()))?;
+        }
+        if !symlink {
+            fs::set_permissions(at, fs::Permissions::from_mode(st.permissions()))
+                .ctx(format!("chmod {}", shown.display()))?;
+        }
+        let mut attrs: Vec<(Vec<u8>, Vec<u8>)> = e.xattrs.clone();
+        if let Some(v) = acl::access_xattr(st, &e.acl) {
+            attrs.push((b"system.posix_acl_access".to_vec(), v));
+        }
+        if let Some(v) = acl::default_xattr(&e.acl) {
+            attrs.push((b"system.posix_acl_default".to_vec(), v));
+        }
+        if let Some(caps) = &e.fcaps {
+            attrs.push((b"security.capability".to_vec(), caps.clone()));
+        }
+        for (name, value) in &attrs {
+            if let Err(err) = sys::set_xattr(at, name, value) {
+                // What the file system or our rights refuse is reported, not fatal.
+                log::warn!(
+                    "{}: extended attribute {}: {err}",
+                    shown.display(),
+                    String::from_utf8_lossy(name)
+                );
+            }
+        }
+        sys::set_times(at, st.mtime_secs, st.mtime_nanos)
+            .ctx(format!("set times of {}", shown.display()))
+    }
+}
+
+/// A folder at `at`: made, or with `overwrite` an existing folder reused (never a
+/// symlink to one).
+fn make_dir(at: &Path, shown: &Path, overwrite: bool) -> Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(at) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && overwrite => {
+            match fs::symlink_metadata(at) {
+                Ok(md) if md.is_dir() => Ok(()),
+                _ => {
+                    remove_existing(at, shown)?;
+                    fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(at)
+                        .ctx(format!("create {}", shown.display()))
+                }
+            }
+        }
+        Err(e) => Err(Error::io(format!("create {}", shown.display()), e)),
+    }
+}
+
+/// With `--overwrite`, what is in the way of a new entry goes (a folder only when
+/// empty: nothing is deleted recursively).
+fn remove_existing(at: &Path, shown: &Path) -> Result<()> {
+    match fs::symlink_metadata(at) {
+        Ok(md) if md.is_dir() => fs::remove_dir(at).ctx(format!("remove {}", shown.display())),
+        Ok(_) => fs::remove_file(at).ctx(format!("remove {}", shown.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(shown.display(), e)),
+    }
+}
