@@ -86,6 +86,13 @@ pub enum Command {
     /// Restore an archive: an image to a file (sparse), a blob to a file, a pxar archive
     /// to a folder.
     Restore(RestoreArgs),
+    /// Print the entries of a snapshot's pxar archives from its catalog, as
+    /// `proxmox-backup-client catalog dump` does (from the metadata archive when there is
+    /// no catalog)
+    Catalog(CatalogArgs),
+    /// List the snapshots holding a path that matches PATTERN, from catalogs or metadata
+    /// archives: no file content is read. Exit 0 on a match, 1 on none, 2 on errors
+    Find(FindArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -230,6 +237,52 @@ pub struct RestoreArgs {
     pub overwrite: bool,
     #[arg(long, value_name = "NS")]
     pub ns: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    pub store: PathBuf,
+    /// TYPE/ID/TIME or TYPE/ID/latest
+    pub snapshot: String,
+    /// Only this pxar archive (e.g. root.pxar or root.pxar.didx)
+    pub archive: Option<String>,
+    #[arg(long, value_name = "NS")]
+    pub ns: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output_format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+#[command(override_usage = "pbsfs find [OPTIONS] <STORE> [GROUP] <PATTERN>")]
+pub struct FindArgs {
+    pub store: PathBuf,
+    // One list: clap allows no optional positional before a required one.
+    /// GROUP (TYPE/ID): only this group's snapshots (default: every group of the
+    /// namespace). PATTERN: a shell glob (`*`, `?`, `[...]`, `**` across folders)
+    /// matched against file names or, when it contains a `/`, against the whole path
+    /// inside the archive (leading `/` optional; a trailing `/` matches directories
+    /// only)
+    #[arg(required = true, num_args = 1..=2, value_name = "[GROUP] PATTERN")]
+    pub operands: Vec<std::ffi::OsString>,
+    #[arg(long, value_name = "NS")]
+    pub ns: Option<String>,
+    /// Match letters regardless of case
+    #[arg(long, short = 'i')]
+    pub ignore_case: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output_format: OutputFormat,
+}
+
+impl FindArgs {
+    /// GROUP, when given (a group name is UTF-8, checked when parsed).
+    pub fn group(&self) -> Option<std::borrow::Cow<'_, str>> {
+        (self.operands.len() == 2).then(|| self.operands[0].to_string_lossy())
+    }
+
+    /// PATTERN: the last operand, bytes as given.
+    pub fn pattern(&self) -> &std::ffi::OsStr {
+        self.operands.last().expect("clap requires one operand")
+    }
 }
 
 #[derive(Debug, Args)]

@@ -249,6 +249,9 @@ impl Filesystem for PbsFs {
             log::warn!("kernel lacks {missing:?}: O_TRUNC arrives as a separate truncation");
         }
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // Symlink targets never change for an inode (`latest` is keyed by its target,
+        // pxar entries by their archive): the kernel may keep them.
+        let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
         if let Err(max) = config.set_max_readahead(MAX_READAHEAD) {
             let _ = config.set_max_readahead(max);
         }

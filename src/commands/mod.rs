@@ -3,6 +3,8 @@
 
 pub mod backup;
 pub mod cat;
+pub mod catalog;
+pub mod find;
 pub mod list;
 pub mod manage;
 pub mod mount;
@@ -59,6 +61,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Mount(args) => mount::run(&args, pbs),
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
         Command::Restore(args) => restore::run(&args, pbs),
+        Command::Catalog(args) => catalog::run(&args, pbs),
+        Command::Find(args) => find::run(&args, pbs),
     }
 }
 

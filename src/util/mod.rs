@@ -1,8 +1,9 @@
 //! What every layer shares and nothing of the datastore: the error type and its two
-//! mappings, digests, time, task ids, and the audited libc calls.
+//! mappings, digests, time, task ids, shell globs, and the audited libc calls.
 
 pub mod digest;
 pub mod error;
+pub mod glob;
 pub mod sys;
 pub mod time;
 pub mod upid;

@@ -185,7 +185,7 @@ impl Vfs {
                     keep_cache: true,
                 })
             }
-            Node::Latest(_)
+            Node::Latest(..)
             | Node::PxarEntry {
                 kind: Kind::Symlink,
                 ..

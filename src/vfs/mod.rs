@@ -282,7 +282,10 @@ impl Vfs {
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         match self.node(ino)? {
-            Node::Latest(g) => Ok(self.latest_target(&g)?.into_bytes()),
+            // The target is part of the key: a newer snapshot is another inode.
+            Node::Latest(_, time) => Ok(crate::util::time::format_utc(time)
+                .unwrap_or_default()
+                .into_bytes()),
             Node::PxarEntry {
                 archive,
                 offset,

@@ -23,8 +23,8 @@ use super::{Attr, Kind, Vfs};
 const DIR_TTL: Duration = Duration::from_secs(1);
 /// Archive content never changes for a given key (the key holds its checksum).
 const ARCHIVE_TTL: Duration = Duration::from_secs(3600);
-/// Metadata files, `latest` and scratch names: never cached, a rename over `notes` must
-/// not leave a stale binding.
+/// Metadata files and scratch names: never cached, a rename over `notes` must not
+/// leave a stale binding. (`latest` is keyed by its target and cached like a folder.)
 const META_TTL: Duration = Duration::ZERO;
 
 pub const NOTES: &str = "notes";
@@ -43,7 +43,9 @@ pub enum Node {
     Group(BackupGroup),
     GroupNotes(BackupGroup),
     GroupOwner(BackupGroup),
-    Latest(BackupGroup),
+    /// `latest`, keyed by the snapshot it points to: a new newest snapshot is a new
+    /// inode, so the kernel may cache each link's target (FUSE_CACHE_SYMLINKS).
+    Latest(BackupGroup, i64),
     /// A finished snapshot; the second field is its folder's inode on disk, so a snapshot
     /// forgotten and made again at the same path is a new node.
     Snapshot(BackupDir, u64),
@@ -93,7 +95,7 @@ impl Node {
             | Node::Snapshot(..)
             | Node::PxarRoot(_) => Kind::Dir,
             Node::PxarEntry { kind, .. } => *kind,
-            Node::Latest(_) => Kind::Symlink,
+            Node::Latest(..) => Kind::Symlink,
             Node::GroupNotes(_)
             | Node::GroupOwner(_)
             | Node::SnapNotes(_)
@@ -111,13 +113,13 @@ impl Node {
             | Node::SnapNotes(_)
             | Node::VerifyState(_)
             | Node::ManifestJson(_)
-            | Node::Latest(_)
             | Node::Scratch(_) => META_TTL,
             Node::Namespace(_)
             | Node::NsDir(_)
             | Node::TypeDir(..)
             | Node::Group(_)
             | Node::GroupOwner(_)
+            | Node::Latest(..)
             | Node::Snapshot(..) => DIR_TTL,
         }
     }
@@ -144,7 +146,7 @@ impl Node {
             Node::Group(g) => format!("group {g}"),
             Node::GroupNotes(g) => format!("notes of group {g}"),
             Node::GroupOwner(g) => format!("owner of group {g}"),
-            Node::Latest(g) => format!("{g}/{LATEST}"),
+            Node::Latest(g, _) => format!("{g}/{LATEST}"),
             Node::Snapshot(d, _) => format!("snapshot {d}"),
             Node::SnapNotes(d) => format!("notes of snapshot {d}"),
             Node::VerifyState(d) => format!("verify_state of snapshot {d}"),
@@ -204,7 +206,7 @@ impl Vfs {
             } => self.pxar_list(archive, Some((*offset, *end))),
             Node::GroupNotes(_)
             | Node::GroupOwner(_)
-            | Node::Latest(_)
+            | Node::Latest(..)
             | Node::SnapNotes(_)
             | Node::VerifyState(_)
             | Node::ManifestJson(_)
@@ -239,7 +241,7 @@ impl Vfs {
             Node::Snapshot(d, _) => self.lookup_in_snapshot(d, name),
             Node::GroupNotes(_)
             | Node::GroupOwner(_)
-            | Node::Latest(_)
+            | Node::Latest(..)
             | Node::SnapNotes(_)
             | Node::VerifyState(_)
             | Node::ManifestJson(_)
@@ -261,7 +263,7 @@ impl Vfs {
             | Node::Group(_)
             | Node::Snapshot(..)
             | Node::GroupOwner(_)
-            | Node::Latest(_) => self.tree_attr(node),
+            | Node::Latest(..) => self.tree_attr(node),
             Node::GroupNotes(_)
             | Node::SnapNotes(_)
             | Node::VerifyState(_)

@@ -67,8 +67,8 @@ impl Vfs {
             out.push((GROUP_OWNER.to_string(), Node::GroupOwner(g.clone())));
         }
         let snaps = self.ds.list_snapshots(g)?;
-        if snaps.iter().any(|s| s.finished) {
-            out.push((LATEST.to_string(), Node::Latest(g.clone())));
+        if let Some(last) = snaps.iter().rev().find(|s| s.finished) {
+            out.push((LATEST.to_string(), Node::Latest(g.clone(), last.dir.time)));
         }
         for s in snaps.into_iter().filter(|s| s.finished) {
             if let Ok(n) = self.snapshot_node(&s.dir) {
@@ -141,7 +141,10 @@ impl Vfs {
                 .fs()
                 .is_file(&self.ds.group_path(g).join(GROUP_OWNER))
                 .then(|| Node::GroupOwner(g.clone())),
-            LATEST => self.ds.last_finished(g)?.map(|_| Node::Latest(g.clone())),
+            LATEST => self
+                .ds
+                .last_finished(g)?
+                .map(|s| Node::Latest(g.clone(), s.dir.time)),
             _ => crate::util::time::parse_snapshot_time(name)
                 .and_then(|t| BackupDir::new(g.clone(), t).ok())
                 .and_then(|d| self.snapshot_node(&d).ok()),
@@ -167,14 +170,6 @@ impl Vfs {
             });
         }
         Ok(Node::Snapshot(d.clone(), md.ino()))
-    }
-
-    /// The target of a `latest` link.
-    pub(super) fn latest_target(&self, g: &BackupGroup) -> Result<String> {
-        self.ds
-            .last_finished(g)?
-            .map(|s| s.dir.time_string())
-            .ok_or_else(|| Error::not_found(format!("a finished snapshot of group {g}")))
     }
 
     /// Attributes of folders, `owner` and `latest`.
@@ -215,11 +210,11 @@ impl Vfs {
                 let md = self.ds.fs().metadata(&ds.group_path(g).join(GROUP_OWNER))?;
                 attr_from_md(Kind::File, &md, 0o444, md.len())
             }
-            Node::Latest(g) => {
-                let target = self.latest_target(g)?;
+            Node::Latest(g, time) => {
                 let md = self.ds.fs().metadata(&ds.group_path(g))?;
-                let mut a = attr_from_md(Kind::Symlink, &md, 0o777, target.len() as u64);
-                a.mtime = systime(ds.last_finished(g)?.map(|s| s.dir.time).unwrap_or(0), 0);
+                // A snapshot folder name is always 20 bytes (spec §1.5).
+                let mut a = attr_from_md(Kind::Symlink, &md, 0o777, 20);
+                a.mtime = systime(*time, 0);
                 a
             }
             Node::Snapshot(d, folder_ino) => {
