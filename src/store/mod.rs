@@ -406,21 +406,24 @@ impl Datastore {
     /// Names of the folders (`dirs`) or regular files in `dir` (missing: none), hidden
     /// ones skipped; symlinks are neither, so they are never listed.
     fn list_names(&self, dir: &Path, dirs: bool) -> Result<Vec<String>> {
-        let Some(rd) = self.fs.read_dir(dir)? else {
+        let Some(listing) = self.fs.read_dir(dir)? else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for e in rd {
-            let e = e.ctx(dir.display())?;
-            let Ok(name) = e.file_name().into_string() else {
+        for (name, kind) in listing.typed()? {
+            let Some(name) = name.to_str() else {
                 continue;
             };
             if name.starts_with('.') {
                 continue;
             }
-            let ft = e.file_type().ctx(dir.join(&name).display())?;
-            if (dirs && ft.is_dir()) || (!dirs && ft.is_file()) {
-                out.push(name);
+            let want = if dirs {
+                crate::util::sys::EntryType::Dir
+            } else {
+                crate::util::sys::EntryType::File
+            };
+            if kind == want {
+                out.push(name.to_string());
             }
         }
         Ok(out)

@@ -6,7 +6,8 @@
 //! never blocks) and checked with `fstat`; a file's size is checked against what its
 //! format allows before a byte of it is read.
 
-use std::fs::{File, Metadata, ReadDir};
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::io::AsRawFd;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use crate::store::files::Owner;
 use crate::store::format::index::{Index, INDEX_HEADER_SIZE};
 use crate::util::error::{CorruptKind, Error, IoContext, Result};
-use crate::util::sys;
+use crate::util::sys::{self, EntryType, StatAt};
 
 /// Index files larger than this are refused unread (about 25 million chunks: a 100 TiB
 /// image in 4 MiB chunks); a corrupt or planted giant never fills memory.
@@ -217,10 +218,10 @@ impl StoreRoot {
     }
 
     /// The entries of folder `p`; `None` when it does not exist (or is reached only
-    /// through a symlink). Entries are listed, never followed: callers check each one's
-    /// `file_type()`, which does not follow symlinks, and name it `p.join(file_name())`
-    /// (an entry's own `path()` names a descriptor closed by then).
-    pub fn read_dir(&self, p: &Path) -> Result<Option<ReadDir>> {
+    /// through a symlink). Read from the opened folder's own descriptor: entries are
+    /// listed, never followed (`Listing::kind` and `Listing::stat` do not follow
+    /// symlinks either).
+    pub fn read_dir(&self, p: &Path) -> Result<Option<Listing>> {
         let dir = match self.open_raw(p, libc::O_RDONLY | libc::O_DIRECTORY)? {
             Ok(d) => d,
             Err(e)
@@ -233,11 +234,12 @@ impl StoreRoot {
             }
             Err(e) => return Err(Error::io(p.display(), e)),
         };
-        // The opened folder itself, whatever its path names by now.
-        let proc = format!("/proc/self/fd/{}", dir.as_raw_fd());
-        let rd = std::fs::read_dir(&proc).ctx(p.display())?;
-        // `rd` holds its own descriptor: ours may close.
-        Ok(Some(rd))
+        let entries = sys::read_dir_fd(&dir).ctx(p.display())?;
+        Ok(Some(Listing {
+            dir,
+            path: p.to_path_buf(),
+            entries,
+        }))
     }
 
     /// Folder `p`, opened beneath the root: the place to create, replace and remove
@@ -287,6 +289,56 @@ impl StoreRoot {
             ))),
             Err(e) => Err(Error::io(p.display(), e)),
         }
+    }
+}
+
+/// The entries of an opened folder (see `StoreRoot::read_dir`).
+#[derive(Debug)]
+pub struct Listing {
+    dir: File,
+    path: PathBuf,
+    entries: Vec<(OsString, EntryType)>,
+}
+
+impl Listing {
+    pub fn names(&self) -> impl Iterator<Item = &OsStr> {
+        self.entries.iter().map(|(n, _)| n.as_os_str())
+    }
+
+    /// What `name` is, without following a symlink (asking the file system when the
+    /// listing did not say).
+    pub fn kind(&self, name: &OsStr) -> Result<EntryType> {
+        match self.entries.iter().find(|(n, _)| n == name) {
+            Some((_, EntryType::Unknown)) | None => {
+                let st = self.stat(name)?;
+                Ok(if st.is_dir() {
+                    EntryType::Dir
+                } else if st.is_file() {
+                    EntryType::File
+                } else if st.mode & libc::S_IFMT == libc::S_IFLNK {
+                    EntryType::Symlink
+                } else {
+                    EntryType::Other
+                })
+            }
+            Some((_, t)) => Ok(*t),
+        }
+    }
+
+    /// Every entry with its type (`Unknown` resolved).
+    pub fn typed(&self) -> Result<Vec<(&OsStr, EntryType)>> {
+        self.entries
+            .iter()
+            .map(|(n, t)| match t {
+                EntryType::Unknown => Ok((n.as_os_str(), self.kind(n)?)),
+                t => Ok((n.as_os_str(), *t)),
+            })
+            .collect()
+    }
+
+    /// `lstat` of `name` in this folder, through its descriptor.
+    pub fn stat(&self, name: &OsStr) -> Result<StatAt> {
+        sys::stat_at(&self.dir, name).map_err(|e| Error::io(self.path.join(name).display(), e))
     }
 }
 

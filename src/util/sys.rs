@@ -482,6 +482,153 @@ pub fn set_times(path: &Path, secs: i64, nanos: u32) -> io::Result<()> {
     }
 }
 
+/// What a folder entry is, from `d_type` (`Unknown` when the file system does not say:
+/// ask `stat_at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryType {
+    Dir,
+    File,
+    Symlink,
+    Other,
+    Unknown,
+}
+
+/// The entries of the opened folder `dir` (without `.` and `..`), read from its own
+/// descriptor (a duplicate of it, so `dir` stays open): no path is resolved again.
+pub fn read_dir_fd(dir: &File) -> io::Result<Vec<(std::ffi::OsString, EntryType)>> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: F_DUPFD_CLOEXEC on an open descriptor returns a new one we own.
+    let fd = unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a descriptor of a folder that we own; on success the stream owns
+    // it (closedir closes it), on failure we close it ourselves.
+    let stream = unsafe { libc::fdopendir(fd) };
+    if stream.is_null() {
+        let e = io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so `fd` is still ours to close.
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    let mut out = Vec::new();
+    let result = loop {
+        // readdir signals the end and errors both by NULL; errno tells them apart.
+        // SAFETY: errno is thread-local; resetting it is always allowed.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: `stream` is a valid open directory stream used by this thread only.
+        let ent = unsafe { libc::readdir64(stream) };
+        if ent.is_null() {
+            let e = io::Error::last_os_error();
+            break if e.raw_os_error() == Some(0) {
+                Ok(())
+            } else {
+                Err(e)
+            };
+        }
+        // SAFETY: a non-NULL entry is valid until the next readdir on this stream; its
+        // name is NUL-terminated within d_name.
+        let (name, d_type) = unsafe {
+            let e = &*ent;
+            let name = std::ffi::CStr::from_ptr(e.d_name.as_ptr());
+            (name.to_bytes().to_vec(), e.d_type)
+        };
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let t = match d_type {
+            libc::DT_DIR => EntryType::Dir,
+            libc::DT_REG => EntryType::File,
+            libc::DT_LNK => EntryType::Symlink,
+            libc::DT_UNKNOWN => EntryType::Unknown,
+            _ => EntryType::Other,
+        };
+        out.push((std::ffi::OsStr::from_bytes(&name).to_os_string(), t));
+    };
+    // SAFETY: `stream` is open; closedir closes it and the descriptor it owns.
+    unsafe { libc::closedir(stream) };
+    result.map(|()| out)
+}
+
+/// `lstat` of `name` inside the opened folder `dir` (a symlink is not followed): what
+/// GC and listings need.
+#[derive(Debug, Clone, Copy)]
+pub struct StatAt {
+    pub mode: u32,
+    pub size: u64,
+    pub atime: i64,
+    pub atime_nsec: i64,
+}
+
+impl StatAt {
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+}
+
+pub fn stat_at(dir: &File, name: &std::ffi::OsStr) -> io::Result<StatAt> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(name.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))?;
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `dir` is open, `c` a valid NUL-terminated name, `st` a valid out-pointer.
+    let rc = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(StatAt {
+        mode: st.st_mode,
+        size: st.st_size as u64,
+        atime: st.st_atime,
+        atime_nsec: st.st_atime_nsec,
+    })
+}
+
+/// Set the atime of `name` in the opened folder `dir` to now, mtime untouched (a
+/// symlink is not followed): the chunk "touch" without resolving a path.
+pub fn touch_atime_at(dir: &File, name: &std::ffi::OsStr) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(name.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))?;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+    ];
+    // SAFETY: `dir` is open, `c` a valid NUL-terminated name and `times` two timespecs,
+    // all alive for the duration of the call.
+    let rc = unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

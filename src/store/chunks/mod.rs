@@ -8,7 +8,6 @@ pub mod reader;
 
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::store::files::{self, Owner, TempFile};
@@ -308,7 +307,7 @@ impl ChunkStore {
             Err(e) if matches!(e.kind(), Error::NotFound { .. }) => return Ok(false),
             Err(e) => return Err(e),
         };
-        match sys::touch_atime(&dir.join(digest.to_hex())) {
+        match sys::touch_atime_at(dir.file(), digest.to_hex().as_ref()) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::io(
@@ -337,29 +336,27 @@ impl ChunkStore {
     /// Every file of one prefix folder (0..=0xffff); a missing folder is empty.
     pub fn list_prefix(&self, prefix: u16) -> Result<Vec<ChunkFile>> {
         let dir = self.dir.join(format!("{prefix:04x}"));
-        let Some(rd) = self.fs.read_dir(&dir)? else {
+        let Some(listing) = self.fs.read_dir(&dir)? else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for entry in rd {
-            let entry = entry.ctx(dir.display())?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            let kind = classify(&name);
-            let md = match entry.metadata() {
-                Ok(md) => md,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(dir.join(entry.file_name()).display(), e)),
+        for name in listing.names() {
+            // One fstatat through the folder's descriptor: size, atime and type at once
+            // (a chunk renamed or removed meanwhile is simply gone).
+            let st = match listing.stat(name) {
+                Ok(st) => st,
+                Err(e) if matches!(e.kind(), Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
             };
-            if !md.is_file() {
+            if !st.is_file() {
                 continue;
             }
             out.push(ChunkFile {
-                path: dir.join(entry.file_name()),
-                kind,
-                size: md.len(),
-                atime: md.atime(),
-                atime_nsec: md.atime_nsec(),
+                path: dir.join(name),
+                kind: classify(&name.to_string_lossy()),
+                size: st.size,
+                atime: st.atime,
+                atime_nsec: st.atime_nsec,
             });
         }
         Ok(out)
@@ -404,6 +401,7 @@ fn classify(name: &str) -> ChunkFileKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     fn store() -> (PathBuf, ChunkStore) {
         let root = std::env::temp_dir().join(format!(

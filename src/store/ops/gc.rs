@@ -101,39 +101,33 @@ fn find_indexes(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Check that atime updates stick: move an existing chunk's atime into the past, touch
-/// it, and see it move (no new chunk, no sleep). An empty store needs no check.
-fn check_atime_updates(ds: &Datastore, start: i64) -> Result<()> {
+/// Check that atime updates stick on the first chunk the mark phase keeps: move its
+/// atime into the past, touch it, and see it move (no new chunk, no sleep). Done inside
+/// the mark phase because only a kept chunk needs the check, and finding any chunk by
+/// listing would cost a pass over all 65536 prefix folders when few or none exist.
+fn check_atime_updates(ds: &Datastore, digest: &Digest, start: i64) -> Result<bool> {
     let cs = ds.chunk_store();
-    for prefix in 0..=0xffffu16 {
-        let Some(f) = cs
-            .list_prefix(prefix)?
-            .into_iter()
-            .find(|f| matches!(f.kind, ChunkFileKind::Chunk(_)))
-        else {
-            continue;
-        };
-        let old = f.atime;
-        sys::set_atime(&f.path, start - 2 * 86_400).ctx(f.path.display())?;
-        sys::touch_atime(&f.path).ctx(f.path.display())?;
-        let now = fs::metadata(&f.path).ctx(f.path.display())?.atime();
-        // The check marks nothing: the chunk gets its atime back, so an unreferenced one
-        // is swept like any other (no backup can touch it meanwhile: the exclusive
-        // process lock is held).
-        let _ = sys::set_atime(&f.path, old);
-        if now < start - 1 {
-            return Err(Error::io(
-                format!(
-                    "gc: the filesystem of {} does not honour atime updates (touched {}, atime stayed {now})",
-                    ds.root().display(),
-                    f.path.display()
-                ),
-                std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
-            ));
-        }
-        return Ok(());
+    let path = cs.chunk_path(digest);
+    match sys::set_atime(&path, start - 2 * 86_400) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(path.display(), e)),
     }
-    Ok(())
+    if !cs.touch(digest)? {
+        return Ok(false);
+    }
+    let now = fs::symlink_metadata(&path).ctx(path.display())?.atime();
+    if now < start - 1 {
+        return Err(Error::io(
+            format!(
+                "gc: the filesystem of {} does not honour atime updates (touched {}, atime stayed {now})",
+                ds.root().display(),
+                path.display()
+            ),
+            std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+        ));
+    }
+    Ok(true)
 }
 
 /// Run a GC with `cutoff` seconds (default 24h5m). A store configured in PBS is
@@ -163,16 +157,18 @@ pub fn run_gc(ds: &Datastore, cutoff: u64, force: bool) -> Result<GcReport> {
         upid: upid.to_string(),
         ..Default::default()
     };
-    check_atime_updates(ds, start)?;
-
     // Phase 1: mark; last, the indexes PBS moved meanwhile (its move journal).
     let cs = ds.chunk_store();
-    let mut touched: HashSet<Digest> = HashSet::new();
+    let mut mark = Mark {
+        touched: HashSet::new(),
+        checked: false,
+        start,
+    };
     for path in find_indexes(ds.root())? {
-        mark_index(ds, &path, &mut touched, &mut report)?;
+        mark_index(ds, &path, &mut mark, &mut report)?;
     }
     if let Some(cfg) = ds.pbs_config() {
-        drain_move_journal(ds, cfg, &mut touched, &mut report)?;
+        drain_move_journal(ds, cfg, &mut mark, &mut report)?;
     }
 
     // Phase 2: sweep, prefix folders shared out to all cores.
@@ -237,15 +233,17 @@ pub fn run_gc(ds: &Datastore, cutoff: u64, force: bool) -> Result<GcReport> {
     Ok(report)
 }
 
+/// The mark phase's state: chunks touched this run, whether atime updates were checked.
+struct Mark {
+    touched: HashSet<Digest>,
+    checked: bool,
+    start: i64,
+}
+
 /// Touch every chunk `path` references (once per run), counting the index and its
 /// missing chunks in `report`. An unreadable index aborts the run. Read beneath the
 /// store root: no symlink on the way is followed.
-fn mark_index(
-    ds: &Datastore,
-    path: &Path,
-    touched: &mut HashSet<Digest>,
-    report: &mut GcReport,
-) -> Result<()> {
+fn mark_index(ds: &Datastore, path: &Path, mark: &mut Mark, report: &mut GcReport) -> Result<()> {
     let cs = ds.chunk_store();
     let idx = ds
         .fs()
@@ -254,10 +252,16 @@ fn mark_index(
     report.index_file_count += 1;
     report.index_data_bytes += idx.size();
     for c in idx.chunks() {
-        if !touched.insert(c.digest) {
+        if !mark.touched.insert(c.digest) {
             continue;
         }
-        if !cs.touch(&c.digest)? {
+        let present = if mark.checked {
+            cs.touch(&c.digest)?
+        } else {
+            mark.checked = check_atime_updates(ds, &c.digest, mark.start)?;
+            mark.checked
+        };
+        if !present {
             report.missing_chunks += 1;
             log::warn!(
                 "gc: chunk {} referenced by {} is missing",
@@ -285,7 +289,7 @@ fn mark_index(
 fn drain_move_journal(
     ds: &Datastore,
     cfg: &StoreConfig,
-    touched: &mut HashSet<Digest>,
+    mark: &mut Mark,
     report: &mut GcReport,
 ) -> Result<()> {
     let path = cfg.move_journal_path();
@@ -334,7 +338,7 @@ fn drain_move_journal(
         };
         let index = ds.root().join(&rel);
         match lstat_below(ds.root(), &rel) {
-            Ok(m) if m.is_file() => mark_index(ds, &index, touched, report)?,
+            Ok(m) if m.is_file() => mark_index(ds, &index, mark, report)?,
             // A move that crashed before its rename leaves an entry for nothing.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 log::debug!("gc: {what}: {} vanished", index.display())
