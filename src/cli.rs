@@ -133,13 +133,18 @@ pub struct BackupArgs {
     pub chunk_size: Option<u64>,
     /// Leave out of pxar archives what matches (gitignore-style, as the PBS client's:
     /// `*`, `**`, `!` to include again, a trailing `/` for folders only); repeatable,
-    /// recorded in the archive as `.pxarexclude-cli`
+    /// recorded in the archive as `.pxarexclude-cli` (split archives: in the PRELUDE)
     #[arg(long, value_name = "PATTERN")]
     pub exclude: Vec<String>,
     /// Descend into other file systems mounted below a pxar archive's folder (by
     /// default their mount points are stored empty)
     #[arg(long)]
     pub all_file_systems: bool,
+    /// Layout of pxar archives, as the PBS client's option: `legacy` (one stream and the
+    /// catalog), `data` (split NAME.mpxar + NAME.ppxar, no catalog); `metadata` is not
+    /// supported yet
+    #[arg(long, value_enum, default_value = "legacy", value_name = "MODE")]
+    pub change_detection_mode: crate::backup::ChangeDetectionMode,
     /// Owner of a new group (default root@pam)
     #[arg(long, value_name = "AUTHID", default_value = "root@pam")]
     pub owner: String,

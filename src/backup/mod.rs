@@ -35,6 +35,7 @@ use crate::util::digest::Digest;
 use crate::util::error::{Error, IoContext, Result};
 pub use base::recently_verified;
 use base::{load_base, mark_base_failed};
+pub use pxar::ChangeDetectionMode;
 use source::{check_source, empty_image, source_len};
 pub use source::{ArchiveSource, MAX_BLOB_SOURCE};
 
@@ -59,6 +60,8 @@ pub struct BackupOptions {
     pub excludes: Vec<String>,
     /// Descend into other file systems below a pxar archive's folder.
     pub all_file_systems: bool,
+    /// How pxar archives are written (the PBS client's `--change-detection-mode`).
+    pub change_detection: ChangeDetectionMode,
 }
 
 impl Default for BackupOptions {
@@ -72,6 +75,7 @@ impl Default for BackupOptions {
             progress: None,
             excludes: Vec::new(),
             all_file_systems: false,
+            change_detection: ChangeDetectionMode::Legacy,
         }
     }
 }
@@ -234,8 +238,11 @@ fn backup_locked(
                         &mut report,
                         &mut stats,
                     )
+                    .map(|e| vec![e])
                 }
-                ArchiveSource::Blob { path, .. } => backup_blob(ds, dir, src, path, &mut report),
+                ArchiveSource::Blob { path, .. } => {
+                    backup_blob(ds, dir, src, path, &mut report).map(|e| vec![e])
+                }
                 ArchiveSource::Pxar { path, .. } => pxar::backup_pxar(
                     &uploads,
                     dir,
@@ -248,7 +255,7 @@ fn backup_locked(
                 ),
             };
             match entry {
-                Ok(e) => manifest.add_file(&e),
+                Ok(list) => list.iter().for_each(|e| manifest.add_file(e)),
                 Err(e) => {
                     outcome = Err(e);
                     break;

@@ -3,6 +3,9 @@
 //! `NAME.pxar.didx`; and the snapshot's catalog, `catalog.pcat1.didx`, with one
 //! directory per pxar archive named after its server archive name, as the PBS client
 //! writes it (one catalog per snapshot, listed in the manifest after the archives).
+//! With `--change-detection-mode data` the archive is the split pair (spec §7.1):
+//! `NAME.mpxar.didx` (metadata) + `NAME.ppxar.didx` (payloads), two chunked streams,
+//! and no catalog, as the PBS client writes it.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -11,7 +14,7 @@ use std::path::Path;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use crate::backup::exclude::Pattern;
+use crate::backup::exclude::{cli_file, Pattern};
 use crate::backup::pxar_walk::Walker;
 use crate::backup::upload::{ChunkSink, Uploaded};
 use crate::backup::{ArchiveSource, BackupOptions, BackupReport, UploadStats};
@@ -23,6 +26,20 @@ use crate::store::format::names::BackupDir;
 use crate::store::Datastore;
 use crate::util::digest::Digest;
 use crate::util::error::{Error, IoContext, Result};
+
+/// The PBS client's `--change-detection-mode`: the layout of pxar archives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChangeDetectionMode {
+    /// One stream `NAME.pxar.didx` and the snapshot's catalog (every PBS reads it).
+    #[default]
+    Legacy,
+    /// The split pair `NAME.mpxar.didx` + `NAME.ppxar.didx`, every payload written, no
+    /// catalog.
+    Data,
+    /// The split pair reusing unchanged payloads of the previous snapshot (not
+    /// supported yet: refused).
+    Metadata,
+}
 
 /// The catalog's server archive name.
 pub const CATALOG_NAME: &str = "catalog.pcat1.didx";
@@ -61,6 +78,12 @@ fn parse_excludes(opts: &BackupOptions) -> Result<Vec<Pattern>> {
 /// The pxar options, checked before anything is created: patterns that parse, and
 /// only with a pxar archive to apply to.
 pub(super) fn check_options(opts: &BackupOptions, sources: &[ArchiveSource]) -> Result<()> {
+    if opts.change_detection == ChangeDetectionMode::Metadata {
+        return Err(Error::invalid(
+            "--change-detection-mode metadata",
+            "not supported yet (use 'data' for split archives, or 'legacy')",
+        ));
+    }
     parse_excludes(opts)?;
     let pxar = sources
         .iter()
@@ -85,13 +108,16 @@ pub(super) fn backup_pxar(
     catalog: &mut Option<Catalog>,
     report: &mut BackupReport,
     stats: &mut UploadStats,
-) -> Result<FileEntry> {
+) -> Result<Vec<FileEntry>> {
     let excludes = parse_excludes(opts)?;
     let root = File::options()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOCTTY)
         .open(path)
         .ctx(format!("{}: source {}", src.name(), path.display()))?;
+    if opts.change_detection != ChangeDetectionMode::Legacy {
+        return backup_split(up, dir, src, path, root, opts, &excludes, report, stats);
+    }
     let cat = match catalog {
         Some(c) => c,
         None => catalog.insert(CatalogWriter::new(up.sink())?),
@@ -111,7 +137,58 @@ pub(super) fn backup_pxar(
     }
     cat.end_directory()?;
     let uploaded = sink.finish(report, stats)?;
-    write_index(up.ds, dir, &server_name, uploaded)
+    Ok(vec![write_index(up.ds, dir, &server_name, uploaded)?])
+}
+
+/// The split pair of `src` (`data` mode): both streams chunked as they are written.
+#[allow(clippy::too_many_arguments)]
+fn backup_split(
+    up: &Uploads,
+    dir: &BackupDir,
+    src: &ArchiveSource,
+    path: &Path,
+    root: File,
+    opts: &BackupOptions,
+    excludes: &[Pattern],
+    report: &mut BackupReport,
+    stats: &mut UploadStats,
+) -> Result<Vec<FileEntry>> {
+    let base = src.name().strip_suffix(".pxar").ok_or_else(|| {
+        Error::invalid(
+            format!("archive '{}'", src.name()),
+            "not a NAME.pxar archive",
+        )
+    })?;
+    let (meta_name, payload_name) = (format!("{base}.mpxar.didx"), format!("{base}.ppxar.didx"));
+    // As the PBS client: the CLI patterns go into the PRELUDE (not into a
+    // `.pxarexclude-cli` file), as `{"exclude-patterns": "<that file's content>"}`.
+    let prelude = if excludes.is_empty() {
+        None
+    } else {
+        let content = String::from_utf8(cli_file(excludes))
+            .map_err(|e| Error::invalid("--exclude", format!("patterns are not UTF-8: {e}")))?;
+        Some(
+            serde_json::to_vec(&serde_json::json!({ "exclude-patterns": content }))
+                .map_err(|e| Error::other("pxar prelude", e.to_string()))?,
+        )
+    };
+    // A split archive has no catalog: the walk records into a discarded one.
+    let mut no_catalog = CatalogWriter::new(std::io::sink())?;
+    let (mut meta_sink, mut payload_sink) = (up.sink(), up.sink());
+    let mut walker = Walker::new(path, excludes, opts.all_file_systems, &mut no_catalog);
+    let res = walker.run_split(root, &mut meta_sink, &mut payload_sink, prelude.as_deref());
+    report.warnings += walker.warnings;
+    drop(walker);
+    if let Err(e) = res {
+        let real = meta_sink.take_error().or_else(|| payload_sink.take_error());
+        return Err(real.unwrap_or(e));
+    }
+    let meta = meta_sink.finish(report, stats)?;
+    let payload = payload_sink.finish(report, stats)?;
+    Ok(vec![
+        write_index(up.ds, dir, &meta_name, meta)?,
+        write_index(up.ds, dir, &payload_name, payload)?,
+    ])
 }
 
 /// Write the catalog's last blocks and its index.

@@ -70,6 +70,9 @@ pub(super) struct Walker<'a, C: Write> {
     hardlinks: HashMap<(u64, u64), (Vec<u8>, LinkOffset)>,
     catalog: &'a mut CatalogWriter<C>,
     buf: Vec<u8>,
+    /// Writing a split archive: no `.pxarexclude-cli` file (the patterns are in the
+    /// PRELUDE), as the PBS client does.
+    split: bool,
     pub warnings: u64,
 }
 
@@ -104,6 +107,7 @@ impl<'a, C: Write> Walker<'a, C> {
             hardlinks: HashMap::new(),
             catalog,
             buf: vec![0; 1 << 20],
+            split: false,
             warnings: 0,
         }
     }
@@ -122,6 +126,31 @@ impl<'a, C: Write> Walker<'a, C> {
 
     /// Encode the tree below the opened folder `root_dir` into `out`.
     pub(super) fn run<W: Write>(&mut self, root_dir: File, out: W) -> Result<W> {
+        self.walk(root_dir, |meta| Encoder::new(out, meta))?
+            .finish()
+    }
+
+    /// Encode the tree as a split archive: metadata into `out`, contents into
+    /// `payload`, `prelude` after the FORMAT_VERSION.
+    pub(super) fn run_split<W: Write, P: Write>(
+        &mut self,
+        root_dir: File,
+        out: W,
+        payload: P,
+        prelude: Option<&[u8]>,
+    ) -> Result<(W, P)> {
+        self.split = true;
+        self.walk(root_dir, |meta| {
+            Encoder::new_split(out, payload, meta, prelude)
+        })?
+        .finish_split()
+    }
+
+    fn walk<W: Write, P: Write>(
+        &mut self,
+        root_dir: File,
+        start: impl FnOnce(&Metadata) -> Result<Encoder<W, P>>,
+    ) -> Result<Encoder<W, P>> {
         let md = root_dir.metadata().ctx(self.root.display())?;
         if !md.is_dir() {
             return Err(Error::NotADirectory {
@@ -130,7 +159,7 @@ impl<'a, C: Write> Walker<'a, C> {
         }
         self.root_dev = md.dev();
         let meta = self.metadata(&md, XattrSource::File(&root_dir));
-        let mut enc = Encoder::new(out, &meta)?;
+        let mut enc = start(&meta)?;
         let entries = self.list(&root_dir, true)?;
         let mut stack = vec![Frame {
             dir: root_dir,
@@ -160,7 +189,7 @@ impl<'a, C: Write> Walker<'a, C> {
                 None => self.path.truncate(path_len),
             }
         }
-        enc.finish()
+        Ok(enc)
     }
 
     fn metadata(&mut self, md: &std::fs::Metadata, src: XattrSource) -> Metadata {
@@ -216,7 +245,7 @@ impl<'a, C: Write> Walker<'a, C> {
             }
             out.push(Listed::Entry { name, md });
         }
-        if root && self.cli_patterns > 0 {
+        if root && self.cli_patterns > 0 && !self.split {
             out.push(Listed::CliFile);
         }
         out.sort_unstable_by(|a, b| a.name().cmp(b.name()));
@@ -249,9 +278,9 @@ impl<'a, C: Write> Walker<'a, C> {
     }
 
     /// Encode one entry; a folder to descend into comes back as its frame.
-    fn add<W: Write>(
+    fn add<W: Write, P: Write>(
         &mut self,
-        enc: &mut Encoder<W>,
+        enc: &mut Encoder<W, P>,
         parent: &File,
         item: Listed,
         path_len: usize,
@@ -315,9 +344,9 @@ impl<'a, C: Write> Walker<'a, C> {
         Ok(None)
     }
 
-    fn add_dir<W: Write>(
+    fn add_dir<W: Write, P: Write>(
         &mut self,
-        enc: &mut Encoder<W>,
+        enc: &mut Encoder<W, P>,
         parent: &File,
         name: &[u8],
         path_len: usize,
@@ -349,9 +378,9 @@ impl<'a, C: Write> Walker<'a, C> {
         }))
     }
 
-    fn add_file<W: Write>(
+    fn add_file<W: Write, P: Write>(
         &mut self,
-        enc: &mut Encoder<W>,
+        enc: &mut Encoder<W, P>,
         parent: &File,
         name: &[u8],
     ) -> Result<()> {

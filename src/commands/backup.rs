@@ -58,6 +58,7 @@ pub fn run(args: &BackupArgs, pbs: Option<&str>) -> Result<i32> {
             .then_some(progress as fn(u64, u64)),
         excludes: args.exclude.clone(),
         all_file_systems: args.all_file_systems,
+        change_detection: args.change_detection_mode,
     };
     let r = run_backup(&ds, &group, &sources, &opts)?;
     if let Some(b) = BAR.get() {

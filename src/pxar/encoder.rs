@@ -5,18 +5,24 @@
 //! DEVICE, children + GOODBYE, or nothing (fifo, socket); a hardlink is FILENAME +
 //! HARDLINK with no ENTRY. It streams into any `std::io::Write` and keeps only the
 //! goodbye items of the open directories: never a file's content.
+//! Split mode (`new_split`, spec §7.1 "Split archives") writes the v2 pair as pxar 1.0.0
+//! does: the metadata stream opens with FORMAT_VERSION 2 (and a PRELUDE when given), a
+//! regular file carries PAYLOAD_REF {offset of its PAYLOAD header in the payload stream,
+//! size}; the payload stream is a start marker, PAYLOAD header + bytes per file, and a
+//! tail marker.
 
 use std::io::Write;
 
 use crate::pxar::format::{
-    self, GoodbyeItem, Header, ACL_DEFAULT, ACL_DEFAULT_GROUP, ACL_DEFAULT_USER, ACL_GROUP,
-    ACL_GROUP_OBJ, ACL_USER, DEVICE, ENTRY, FCAPS, FILENAME, GOODBYE, GOODBYE_ITEM_SIZE,
-    GOODBYE_TAIL_MARKER, HARDLINK, HEADER_SIZE, MAX_FILENAME_SIZE, MAX_PATH_SIZE, MAX_XATTR_SIZE,
-    PAYLOAD, QUOTA_PROJID, SYMLINK, XATTR,
+    self, GoodbyeItem, Header, DEVICE, FILENAME, FORMAT_VERSION, GOODBYE, GOODBYE_ITEM_SIZE,
+    GOODBYE_TAIL_MARKER, HARDLINK, HEADER_SIZE, MAX_FILENAME_SIZE, MAX_PATH_SIZE, PAYLOAD,
+    PAYLOAD_REF, PAYLOAD_START_MARKER, PAYLOAD_TAIL_MARKER, PRELUDE, SYMLINK,
 };
 use crate::util::error::{Error, IoContext, Result};
 
+mod file;
 mod metadata;
+pub use file::FileWriter;
 pub use metadata::{Acl, AclDefault, AclGroup, AclUser, Metadata, Xattr, ACL_NO_MASK};
 
 /// Where a file's FILENAME header is: what a later hardlink to it points back to.
@@ -33,10 +39,19 @@ struct Dir {
     last_name: Option<Vec<u8>>,
 }
 
-/// Writes one pxar stream. Entries of a directory must come sorted by name bytes.
-pub struct Encoder<W: Write> {
+/// The payload stream of a split archive and its write position.
+struct Payload<P> {
+    out: P,
+    pos: u64,
+}
+
+/// Writes one pxar stream (or, split, a metadata and a payload stream). Entries of a
+/// directory must come sorted by name bytes.
+pub struct Encoder<W: Write, P: Write = std::io::Sink> {
     out: W,
     pos: u64,
+    /// Split mode: where file contents go.
+    payload: Option<Payload<P>>,
     dirs: Vec<Dir>,
     /// Set when a file was left unfinished: the stream is no longer valid.
     broken: bool,
@@ -58,19 +73,67 @@ fn require(ok: bool, kind: &str, name: &[u8], why: &str) -> Result<()> {
 }
 
 impl<W: Write> Encoder<W> {
-    /// Start a stream whose root directory has `root`'s metadata.
+    /// Start a single (v1) stream whose root directory has `root`'s metadata.
     pub fn new(out: W, root: &Metadata) -> Result<Encoder<W>> {
+        Encoder::start(out, None, root, None)
+    }
+}
+
+impl<W: Write, P: Write> Encoder<W, P> {
+    /// Start a split archive: metadata into `out`, file contents into `payload`;
+    /// `prelude` (the PBS client's JSON) right after the FORMAT_VERSION.
+    pub fn new_split(
+        out: W,
+        payload: P,
+        root: &Metadata,
+        prelude: Option<&[u8]>,
+    ) -> Result<Encoder<W, P>> {
+        let payload = Payload {
+            out: payload,
+            pos: 0,
+        };
+        Encoder::start(out, Some(payload), root, prelude)
+    }
+
+    fn start(
+        out: W,
+        payload: Option<Payload<P>>,
+        root: &Metadata,
+        prelude: Option<&[u8]>,
+    ) -> Result<Encoder<W, P>> {
         if !root.stat.is_dir() {
             return Err(Error::invalid("pxar root entry", "not a directory"));
         }
+        let split = payload.is_some();
         let mut e = Encoder {
             out,
             pos: 0,
+            payload,
             dirs: Vec::new(),
             broken: false,
         };
-        // v1: the root ENTRY is the first item; the root's goodbye tail points back to
-        // the stream start (position 0), which is this ENTRY.
+        if split {
+            // v2: FORMAT_VERSION 2, the PRELUDE, then the root ENTRY; the payload
+            // stream opens with its start marker (a bare header).
+            e.u64s(FORMAT_VERSION, &[2])?;
+            if let Some(p) = prelude {
+                e.item(PRELUDE, &[p])?;
+            }
+            e.payload_raw(
+                &Header {
+                    htype: PAYLOAD_START_MARKER,
+                    full_size: HEADER_SIZE,
+                }
+                .to_bytes(),
+            )?;
+        } else if prelude.is_some() {
+            return Err(Error::invalid(
+                what(),
+                "a PRELUDE needs a split (v2) archive",
+            ));
+        }
+        // The root's goodbye tail points back to the stream start (position 0): the
+        // root ENTRY in v1, the FORMAT_VERSION in v2 (as pxar 1.0.0 writes it).
         e.write_metadata(root)?;
         e.dirs.push(Dir {
             entry_offset: 0,
@@ -86,6 +149,11 @@ impl<W: Write> Encoder<W> {
         self.pos
     }
 
+    /// Payload bytes written so far (split mode), else `None`.
+    pub fn payload_position(&self) -> Option<u64> {
+        self.payload.as_ref().map(|p| p.pos)
+    }
+
     /// Open directories, the root included.
     pub fn depth(&self) -> usize {
         self.dirs.len()
@@ -95,6 +163,18 @@ impl<W: Write> Encoder<W> {
         self.out.write_all(b).ctx(what())?;
         self.pos += b.len() as u64;
         Ok(())
+    }
+
+    /// Bytes of the payload stream (split), else of the one stream.
+    fn payload_raw(&mut self, b: &[u8]) -> Result<()> {
+        match &mut self.payload {
+            Some(p) => {
+                p.out.write_all(b).ctx("pxar payload stream")?;
+                p.pos += b.len() as u64;
+                Ok(())
+            }
+            None => self.raw(b),
+        }
     }
 
     fn item(&mut self, htype: u64, content: &[&[u8]]) -> Result<()> {
@@ -118,53 +198,6 @@ impl<W: Write> Encoder<W> {
             b.extend_from_slice(&x.to_le_bytes());
         }
         self.item(htype, &[&b])
-    }
-
-    fn write_metadata(&mut self, m: &Metadata) -> Result<()> {
-        self.item(ENTRY, &[&m.stat.to_bytes()])?;
-        for x in &m.xattrs {
-            let size = (x.name.len() + 1 + x.value.len()) as u64;
-            if x.name.is_empty() || x.name.len() > 255 || x.name.contains(&0) {
-                return Err(Error::invalid(
-                    format!("xattr {:?}", String::from_utf8_lossy(&x.name)),
-                    "not a valid attribute name",
-                ));
-            }
-            if size > MAX_XATTR_SIZE {
-                return Err(Error::TooLarge {
-                    what: format!("xattr {:?}", String::from_utf8_lossy(&x.name)),
-                    size,
-                    limit: MAX_XATTR_SIZE,
-                });
-            }
-            self.item(XATTR, &[&x.name, &[0], &x.value])?;
-        }
-        let a = &m.acl;
-        for u in &a.users {
-            self.u64s(ACL_USER, &[u.uid, u.perms])?;
-        }
-        for g in &a.groups {
-            self.u64s(ACL_GROUP, &[g.gid, g.perms])?;
-        }
-        if let Some(p) = a.group_obj {
-            self.u64s(ACL_GROUP_OBJ, &[p])?;
-        }
-        if let Some(d) = a.default {
-            self.u64s(ACL_DEFAULT, &[d.user_obj, d.group_obj, d.other, d.mask])?;
-        }
-        for u in &a.default_users {
-            self.u64s(ACL_DEFAULT_USER, &[u.uid, u.perms])?;
-        }
-        for g in &a.default_groups {
-            self.u64s(ACL_DEFAULT_GROUP, &[g.gid, g.perms])?;
-        }
-        if let Some(f) = &m.fcaps {
-            self.item(FCAPS, &[f])?;
-        }
-        if let Some(p) = m.quota_project_id {
-            self.u64s(QUOTA_PROJID, &[p])?;
-        }
-        Ok(())
     }
 
     /// Check the encoder state and the name, record it as the directory's last, and
@@ -201,8 +234,10 @@ impl<W: Write> Encoder<W> {
         Ok(at)
     }
 
-    fn end_entry(&mut self, name: &[u8], at: u64) {
-        let size = self.pos - at;
+    /// Record the entry started at `at`; `extra` is content written elsewhere (the
+    /// payload of a split archive's file, which its goodbye size counts).
+    fn end_entry(&mut self, name: &[u8], at: u64, extra: u64) {
+        let size = self.pos - at + extra;
         let dir = self
             .dirs
             .last_mut()
@@ -220,22 +255,28 @@ impl<W: Write> Encoder<W> {
         name: &[u8],
         meta: &Metadata,
         size: u64,
-    ) -> Result<FileWriter<'_, W>> {
+    ) -> Result<FileWriter<'_, W, P>> {
         let why = "metadata is not a regular file's";
         require(meta.stat.is_regular(), "file", name, why)?;
         let at = self.start_entry(name)?;
         self.write_metadata(meta)?;
-        self.raw(
-            &Header {
-                htype: PAYLOAD,
-                full_size: HEADER_SIZE + size,
-            }
-            .to_bytes(),
-        )?;
+        let header = Header {
+            htype: PAYLOAD,
+            full_size: HEADER_SIZE + size,
+        }
+        .to_bytes();
+        if let Some(offset) = self.payload_position() {
+            // The reference points at the PAYLOAD header, which separates payloads.
+            self.payload_raw(&header)?;
+            self.u64s(PAYLOAD_REF, &[offset, size])?;
+        } else {
+            self.raw(&header)?;
+        }
         Ok(FileWriter {
             enc: self,
             name: name.to_vec(),
             at,
+            size,
             remaining: size,
             done: false,
         })
@@ -261,7 +302,7 @@ impl<W: Write> Encoder<W> {
         let at = self.start_entry(name)?;
         self.write_metadata(meta)?;
         self.item(SYMLINK, &[target, &[0]])?;
-        self.end_entry(name, at);
+        self.end_entry(name, at, 0);
         Ok(())
     }
 
@@ -281,7 +322,7 @@ impl<W: Write> Encoder<W> {
         let at = self.start_entry(name)?;
         self.write_metadata(meta)?;
         self.u64s(DEVICE, &[major, minor])?;
-        self.end_entry(name, at);
+        self.end_entry(name, at, 0);
         Ok(())
     }
 
@@ -291,7 +332,7 @@ impl<W: Write> Encoder<W> {
         require(meta.stat.is_fifo_or_socket(), "entry", name, why)?;
         let at = self.start_entry(name)?;
         self.write_metadata(meta)?;
-        self.end_entry(name, at);
+        self.end_entry(name, at, 0);
         Ok(())
     }
 
@@ -313,7 +354,7 @@ impl<W: Write> Encoder<W> {
         let at = self.start_entry(name)?;
         let back = (at - target.0).to_le_bytes();
         self.item(HARDLINK, &[&back, target_path, &[0]])?;
-        self.end_entry(name, at);
+        self.end_entry(name, at, 0);
         Ok(())
     }
 
@@ -396,8 +437,23 @@ impl<W: Write> Encoder<W> {
         Ok(())
     }
 
-    /// Close the root directory and hand back the output, flushed.
-    pub fn finish(mut self) -> Result<W> {
+    /// Close the root directory and hand back the output, flushed (a split archive's
+    /// payload stream gets its tail marker and is dropped: use `finish_split`).
+    pub fn finish(self) -> Result<W> {
+        Ok(self.close()?.0)
+    }
+
+    /// Close a split archive: both outputs, flushed, the payload stream ended by its
+    /// tail marker.
+    pub fn finish_split(self) -> Result<(W, P)> {
+        if self.payload.is_none() {
+            return Err(Error::invalid(what(), "not a split archive"));
+        }
+        let (out, payload) = self.close()?;
+        Ok((out, payload.expect("checked: split")))
+    }
+
+    fn close(mut self) -> Result<(W, Option<P>)> {
         if self.dirs.len() != 1 {
             return Err(Error::invalid(
                 what(),
@@ -408,59 +464,24 @@ impl<W: Write> Encoder<W> {
             return Err(Error::invalid(what(), "a file was left unfinished"));
         }
         self.write_goodbye()?;
+        if self.payload.is_some() {
+            self.payload_raw(
+                &Header {
+                    htype: PAYLOAD_TAIL_MARKER,
+                    full_size: HEADER_SIZE,
+                }
+                .to_bytes(),
+            )?;
+        }
         self.out.flush().ctx(what())?;
-        Ok(self.out)
-    }
-}
-
-/// The content of a file started with `create_file`: exactly the announced number of
-/// bytes, then `finish`.
-pub struct FileWriter<'a, W: Write> {
-    enc: &'a mut Encoder<W>,
-    name: Vec<u8>,
-    at: u64,
-    remaining: u64,
-    done: bool,
-}
-
-impl<W: Write> FileWriter<'_, W> {
-    /// Bytes still owed.
-    pub fn remaining(&self) -> u64 {
-        self.remaining
-    }
-
-    pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        if data.len() as u64 > self.remaining {
-            return Err(Error::invalid(
-                format!("file {:?}", String::from_utf8_lossy(&self.name)),
-                "more content than its announced size",
-            ));
-        }
-        self.enc.raw(data)?;
-        self.remaining -= data.len() as u64;
-        Ok(())
-    }
-
-    /// Complete the file; its offset is what hardlinks to it point back to.
-    pub fn finish(mut self) -> Result<LinkOffset> {
-        if self.remaining != 0 {
-            return Err(Error::invalid(
-                format!("file {:?}", String::from_utf8_lossy(&self.name)),
-                format!("{} bytes short of its announced size", self.remaining),
-            ));
-        }
-        self.done = true;
-        let (name, at) = (std::mem::take(&mut self.name), self.at);
-        self.enc.end_entry(&name, at);
-        Ok(LinkOffset(at))
-    }
-}
-
-impl<W: Write> Drop for FileWriter<'_, W> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.enc.broken = true;
-        }
+        let payload = match self.payload {
+            Some(mut p) => {
+                p.out.flush().ctx("pxar payload stream")?;
+                Some(p.out)
+            }
+            None => None,
+        };
+        Ok((self.out, payload))
     }
 }
 

@@ -16,5 +16,6 @@ mod pbs_store;
 mod pxar_backup;
 mod pxar_decode;
 mod pxar_mount;
+mod pxar_split;
 mod restricted;
 mod vfs;

@@ -243,3 +243,78 @@ fn misuse_is_refused() {
     assert!(e.add_symlink(b"l", &stat(S_IFREG), b"t").is_err());
     assert!(e.finish().is_err(), "a directory is still open");
 }
+
+#[test]
+fn a_split_archive_is_v2_with_refs_into_a_marked_payload_stream() {
+    let root = stat(S_IFDIR | 0o755);
+    let file = stat(S_IFREG | 0o644);
+    let prelude = br#"{"exclude-patterns":"*.tmp\n"}"#;
+    let mut e = Encoder::new_split(Vec::new(), Vec::new(), &root, Some(prelude)).unwrap();
+    let a = e.add_file(b"a", &file, b"xyz").unwrap();
+    e.add_hardlink(b"ah", b"a", a).unwrap();
+    e.add_file(b"b", &file, b"").unwrap();
+    e.add_symlink(b"c", &stat(S_IFLNK | 0o777), b"a").unwrap();
+    let (meta, payload) = e.finish_split().unwrap();
+
+    let m = items(&meta);
+    assert_eq!(
+        (m[0].0, m[0].1, &m[0].2[..]),
+        (0, FORMAT_VERSION, &2u64.to_le_bytes()[..])
+    );
+    assert_eq!((m[1].1, &m[1].2[..]), (PRELUDE, &prelude[..]));
+    assert_eq!(m[2].1, ENTRY, "the root ENTRY after the prelude");
+    assert!(
+        !m.iter().any(|i| i.1 == PAYLOAD),
+        "no content in the metadata stream"
+    );
+    let refs: Vec<(u64, u64)> = m
+        .iter()
+        .filter(|i| i.1 == PAYLOAD_REF)
+        .map(|i| (u64_at(&i.2, 0), u64_at(&i.2, 8)))
+        .collect();
+    assert_eq!(refs, vec![(16, 3), (16 + 16 + 3, 0)]);
+
+    let p = items(&payload);
+    let kinds: Vec<u64> = p.iter().map(|i| i.1).collect();
+    assert_eq!(
+        kinds,
+        vec![PAYLOAD_START_MARKER, PAYLOAD, PAYLOAD, PAYLOAD_TAIL_MARKER]
+    );
+    assert_eq!((p[1].0, &p[1].2[..]), (16, &b"xyz"[..]));
+    assert_eq!(payload.len(), 16 + 19 + 16 + 16);
+
+    // Goodbye sizes: the metadata span plus the payload length; the root tail reaches
+    // back to the stream start, before FORMAT_VERSION.
+    let gb = m.iter().find(|i| i.1 == GOODBYE).unwrap();
+    let n = gb.2.len() / 24 - 1;
+    let gbi = |i: usize| GoodbyeItem::parse(&gb.2[i * 24..i * 24 + 24]);
+    assert_eq!(n, 4);
+    assert_eq!(gbi(n).offset, gb.0);
+    let a_at = m.iter().find(|i| i.1 == FILENAME).unwrap().0;
+    let a_item = (0..n).map(gbi).find(|it| gb.0 - it.offset == a_at).unwrap();
+    let a_ref_end = m.iter().find(|i| i.1 == PAYLOAD_REF).unwrap().0 + 32;
+    assert_eq!(a_item.size, a_ref_end - a_at + 3);
+
+    // The decoder reads it back.
+    struct Mem(Vec<u8>);
+    impl crate::util::ReadAt for Mem {
+        fn size(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+            self.0[..].read_at(offset, buf)
+        }
+    }
+    let ar = crate::pxar::decoder::Archive::open(Mem(meta), Some(Mem(payload)), "split").unwrap();
+    assert_eq!(ar.version(), 2);
+    assert_eq!(ar.prelude(), Some(&prelude[..]));
+    let f = ar.lookup_path(b"a").unwrap().unwrap();
+    let mut buf = [0u8; 3];
+    assert_eq!(ar.read(&f, 0, &mut buf).unwrap(), 3);
+    assert_eq!(&buf, b"xyz");
+
+    // A single-stream encoder is no split archive.
+    let e = Encoder::new(Vec::new(), &root).unwrap();
+    let err = e.finish_split().unwrap_err();
+    assert!(matches!(err.kind(), Error::InvalidInput { .. }), "{err}");
+}
