@@ -93,6 +93,11 @@ pub enum Command {
     /// List the snapshots holding a path that matches PATTERN, from catalogs or metadata
     /// archives: no file content is read. Exit 0 on a match, 1 on none, 2 on errors
     Find(FindArgs),
+    /// List the paths added (+), removed (-), changed in content (M), in metadata only
+    /// (U) or in type (T) between two snapshots' pxar archives, from their metadata: no
+    /// file content is read (equal size and mtime are taken as equal content). Exit 0
+    /// with or without differences, 2 on errors
+    Diff(DiffArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -250,6 +255,21 @@ pub struct CatalogArgs {
     /// TYPE/ID/TIME or TYPE/ID/latest
     pub snapshot: String,
     /// Only this pxar archive (e.g. root.pxar or root.pxar.didx)
+    pub archive: Option<String>,
+    #[arg(long, value_name = "NS")]
+    pub ns: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output_format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    pub store: PathBuf,
+    /// TYPE/ID/TIME or TYPE/ID/latest: the older side
+    pub snapshot_a: String,
+    /// TYPE/ID/TIME or TYPE/ID/latest: the newer side
+    pub snapshot_b: String,
+    /// Only this pxar archive (e.g. root.pxar); default: every pxar archive of either
     pub archive: Option<String>,
     #[arg(long, value_name = "NS")]
     pub ns: Option<String>,

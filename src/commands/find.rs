@@ -77,7 +77,7 @@ fn snapshot_name(d: &BackupDir) -> String {
 /// A path for a text line: as it is when it is UTF-8 without control characters (it
 /// starts with `/`), else quoted and escaped as Rust's `{:?}` does (it starts with `"`),
 /// so one match is always one line.
-fn shown_path(p: &[u8]) -> String {
+pub(crate) fn shown_path(p: &[u8]) -> String {
     match std::str::from_utf8(p) {
         Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
         _ => format!("{:?}", std::path::Path::new(std::ffi::OsStr::from_bytes(p))),

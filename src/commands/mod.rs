@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod cat;
 pub mod catalog;
+pub mod diff;
 pub mod find;
 pub mod list;
 pub mod manage;
@@ -63,6 +64,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Restore(args) => restore::run(&args, pbs),
         Command::Catalog(args) => catalog::run(&args, pbs),
         Command::Find(args) => find::run(&args, pbs),
+        Command::Diff(args) => diff::run(&args, pbs),
     }
 }
 

@@ -7,6 +7,7 @@ mod catalog;
 mod cli;
 mod concurrency;
 mod corruption;
+mod diff;
 mod editors;
 mod format;
 mod hostile;
