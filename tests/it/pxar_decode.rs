@@ -2,6 +2,7 @@
 //! in place): both metadata streams decode completely, their goodbye tables checked
 //! independently of the decoder, and the data stream's payload references lie inside
 //! its payload index. Absent fixtures count as SKIPPED (see `common::fixtures_dir`).
+//! A split pair pbsfs writes for a tree of the fixture's shape passes the same checks.
 
 use std::path::Path;
 
@@ -12,7 +13,7 @@ use pbsfs::store::format::index::Index;
 use pbsfs::util::ReadAt;
 use pbsfs::Error;
 
-use crate::common::fixtures_dir;
+use crate::common::{fixtures_dir, ok_bytes, pbsfs, pbsfs_ok, s, sparse_store, TempDir};
 
 const MIB: u64 = 1 << 20;
 const PAYLOAD_STREAM_LEN: u64 = 104_859_232;
@@ -215,4 +216,67 @@ fn the_real_pbs_dynamic_index_parses() {
     assert_eq!(idx.to_bytes(), raw, "re-encoding is byte-exact");
     let last = idx.chunk_info(99).unwrap();
     assert_eq!(idx.locate(last.start), Some((99, 0)));
+}
+
+/// The same decoder test on a split pair pbsfs wrote: a tree shaped as the fixture's (10
+/// folders of 10 files of 1 MiB, uid and gid 1000), backed up in `data` mode, must give
+/// the very same item sizes, goodbye tables and payload references as PBS's stream.
+#[test]
+fn a_split_archive_written_by_pbsfs_passes_the_same_decoder_test() {
+    let tmp = TempDir::new("decode-own-split");
+    let src = tmp.0.join("src");
+    for i in 0..10 {
+        let folder = src.join(format!("folder_{i}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        for j in 0..10 {
+            let path = folder.join(format!("file_{j}"));
+            let f = std::fs::File::create(&path).unwrap();
+            f.set_len(MIB).unwrap();
+            std::os::unix::fs::chown(&path, Some(1000), Some(1000)).unwrap();
+        }
+        std::os::unix::fs::chown(&folder, Some(1000), Some(1000)).unwrap();
+    }
+    let store = sparse_store(&tmp);
+    let arg = format!("root.pxar:{}", s(&src));
+    pbsfs_ok(&[
+        "backup",
+        s(&store),
+        "host/own",
+        &arg,
+        "--backup-time",
+        "2024-05-02T08:11:33Z",
+        "--change-detection-mode",
+        "data",
+    ]);
+    let snap = "host/own/2024-05-02T08:11:33Z";
+    let meta = ok_bytes(pbsfs(&["cat", s(&store), snap, "root.mpxar"]));
+    let payload = ok_bytes(pbsfs(&["cat", s(&store), snap, "root.ppxar"]));
+    std::fs::write(tmp.0.join("root.mpxar"), &meta).unwrap();
+    let (_, ar) = open(&tmp.0, "root.mpxar");
+    assert_eq!(ar.prelude(), None, "no exclude patterns, no PRELUDE");
+    let mut refs = decode_completely(&tmp.0, "root.mpxar", true);
+    refs.sort();
+    assert_eq!(refs.len(), 100);
+    assert_eq!(refs[0].0, 16, "right after the payload start marker");
+    for w in refs.windows(2) {
+        assert_eq!(w[0].0 + 16 + w[0].1, w[1].0, "payloads back to back: {w:?}");
+    }
+    let (off, size) = refs[99];
+    assert_eq!(
+        off + 16 + size + 16,
+        payload.len() as u64,
+        "the tail marker closes the stream"
+    );
+    for (off, size) in &refs {
+        let h = format::Header::parse(
+            payload[*off as usize..*off as usize + 16]
+                .try_into()
+                .unwrap(),
+        );
+        assert_eq!(
+            (h.htype, h.full_size),
+            (format::PAYLOAD, size + 16),
+            "at {off}"
+        );
+    }
 }
