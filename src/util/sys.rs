@@ -25,7 +25,12 @@ pub fn geteuid() -> u32 {
 }
 
 fn utimensat_atime(path: &Path, atime: libc::timespec) -> io::Result<()> {
-    let c = cpath(path)?;
+    utimensat_atime_at(libc::AT_FDCWD, &cpath(path)?, atime)
+}
+
+/// The one `utimensat` call: set the atime of `name` relative to `dirfd` (`AT_FDCWD`
+/// or an open folder), mtime untouched, a symlink not followed.
+fn utimensat_atime_at(dirfd: libc::c_int, name: &CString, atime: libc::timespec) -> io::Result<()> {
     let times = [
         atime,
         libc::timespec {
@@ -33,12 +38,13 @@ fn utimensat_atime(path: &Path, atime: libc::timespec) -> io::Result<()> {
             tv_nsec: libc::UTIME_OMIT,
         },
     ];
-    // SAFETY: `c` is a valid NUL-terminated path and `times` an array of two timespecs,
-    // both alive for the duration of the call.
+    // SAFETY: `dirfd` is AT_FDCWD or a descriptor the caller keeps open, `name` a valid
+    // NUL-terminated string and `times` an array of two timespecs, all alive for the
+    // duration of the call.
     let rc = unsafe {
         libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
+            dirfd,
+            name.as_ptr(),
             times.as_ptr(),
             libc::AT_SYMLINK_NOFOLLOW,
         )
@@ -602,31 +608,11 @@ pub fn touch_atime_at(dir: &File, name: &std::ffi::OsStr) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = CString::new(name.as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))?;
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_NOW,
-        },
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-    ];
-    // SAFETY: `dir` is open, `c` a valid NUL-terminated name and `times` two timespecs,
-    // all alive for the duration of the call.
-    let rc = unsafe {
-        libc::utimensat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
+    let now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::UTIME_NOW,
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    utimensat_atime_at(dir.as_raw_fd(), &c, now)
 }
 
 #[cfg(test)]

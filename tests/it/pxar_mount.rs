@@ -48,7 +48,7 @@ fn xattrs(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// What must match for one entry.
 #[derive(Debug, PartialEq, Eq)]
-struct Seen {
+pub(crate) struct Seen {
     kind: &'static str,
     mode: u32,
     uid: u32,
@@ -97,7 +97,7 @@ fn seen(p: &Path, md: &std::fs::Metadata, links: bool) -> Seen {
 }
 
 /// Every entry below `root` (the root included, as "") as `seen` sees it.
-fn snapshot(root: &Path, links: bool) -> BTreeMap<Vec<u8>, Seen> {
+pub(crate) fn snapshot(root: &Path, links: bool) -> BTreeMap<Vec<u8>, Seen> {
     source_tree(root)
         .into_iter()
         .map(|(rel, md)| {
@@ -107,7 +107,11 @@ fn snapshot(root: &Path, links: bool) -> BTreeMap<Vec<u8>, Seen> {
         .collect()
 }
 
-fn assert_same(what: &str, want: &BTreeMap<Vec<u8>, Seen>, got: &BTreeMap<Vec<u8>, Seen>) {
+pub(crate) fn assert_same(
+    what: &str,
+    want: &BTreeMap<Vec<u8>, Seen>,
+    got: &BTreeMap<Vec<u8>, Seen>,
+) {
     for (path, w) in want {
         let shown = String::from_utf8_lossy(path);
         let g = got

@@ -6,22 +6,20 @@
 //! through restore, the mount, `catalog`, `find` and `verify`, by the name the user
 //! gave (`root.pxar`). `legacy` stays the default; `metadata` is refused for now.
 
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pbsfs::pxar::decoder::{Archive, Entry, EntryKind};
 use pbsfs::pxar::format::{
     Header, FORMAT_VERSION, GOODBYE, PAYLOAD, PAYLOAD_START_MARKER, PAYLOAD_TAIL_MARKER, PRELUDE,
 };
-use pbsfs::util::sys::{get_xattr, list_xattrs, XattrSource};
 use pbsfs::util::ReadAt;
 
 use crate::common::*;
 use crate::mount_util::Mounted;
 use crate::pxar_backup::{build_tree, source_tree};
+use crate::pxar_mount::{assert_same, snapshot};
 
 const TIME: &str = "2024-05-02T08:11:33Z";
 const SNAP: &str = "host/tree/2024-05-02T08:11:33Z";
@@ -119,82 +117,6 @@ fn walk(ar: &Archive<Mem>) -> Vec<(Vec<u8>, Entry)> {
         }
     }
     out
-}
-
-/// A path's extended attributes, ACLs and capabilities included, sorted.
-fn xattrs(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let src = XattrSource::NoFollow(p);
-    let mut v: Vec<(Vec<u8>, Vec<u8>)> = list_xattrs(src)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|n| get_xattr(src, &n).ok().flatten().map(|v| (n, v)))
-        .collect();
-    v.sort();
-    v
-}
-
-/// What must match for one entry.
-#[derive(Debug, PartialEq, Eq)]
-struct Seen {
-    kind: &'static str,
-    mode: u32,
-    owner: (u32, u32),
-    mtime: (i64, i64),
-    size: Option<u64>,
-    target: Option<PathBuf>,
-    rdev: u64,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    content: Option<pbsfs::Digest>,
-    nlink: Option<u64>,
-}
-
-fn seen(p: &Path, md: &std::fs::Metadata, links: bool) -> Seen {
-    let ft = md.file_type();
-    let kind = match () {
-        _ if ft.is_dir() => "dir",
-        _ if ft.is_symlink() => "symlink",
-        _ if ft.is_fifo() => "fifo",
-        _ if ft.is_socket() => "socket",
-        _ if ft.is_char_device() => "chardev",
-        _ if ft.is_block_device() => "blockdev",
-        _ => "file",
-    };
-    Seen {
-        kind,
-        mode: md.mode(),
-        owner: (md.uid(), md.gid()),
-        mtime: (md.mtime(), md.mtime_nsec()),
-        size: (!ft.is_dir()).then_some(md.len()),
-        target: ft.is_symlink().then(|| std::fs::read_link(p).unwrap()),
-        rdev: md.rdev(),
-        xattrs: xattrs(p),
-        content: ft
-            .is_file()
-            .then(|| pbsfs::Digest::of(&std::fs::read(p).unwrap())),
-        nlink: (links && !ft.is_dir()).then(|| md.nlink()),
-    }
-}
-
-fn tree(root: &Path, links: bool) -> BTreeMap<Vec<u8>, Seen> {
-    source_tree(root)
-        .into_iter()
-        .map(|(rel, md)| {
-            let p = root.join(OsStr::from_bytes(&rel));
-            (rel, seen(&p, &md, links))
-        })
-        .collect()
-}
-
-fn assert_same(what: &str, want: &BTreeMap<Vec<u8>, Seen>, got: &BTreeMap<Vec<u8>, Seen>) {
-    for (path, w) in want {
-        let shown = String::from_utf8_lossy(path);
-        let g = got
-            .get(path)
-            .unwrap_or_else(|| panic!("{what}: {shown} is missing"));
-        assert_eq!(w, g, "{what}: {shown} differs");
-    }
-    let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
-    assert!(extra.is_empty(), "{what}: extra entries {extra:?}");
 }
 
 #[test]
@@ -310,7 +232,7 @@ fn a_data_mode_backup_is_a_split_pair_that_reads_back_everywhere() {
     // Restore by the name given at backup: the same tree, hardlinks included.
     let out = tmp.join("restored");
     ok(&pbsfs(&["restore", s(&store), SNAP, "root.pxar", s(&out)]));
-    assert_same("restore", &tree(&src, true), &tree(&out, true));
+    assert_same("restore", &snapshot(&src, true), &snapshot(&out, true));
     let small = ok_bytes(pbsfs(&["cat", s(&store), SNAP, "root.pxar/a/b/c/small"]));
     assert_eq!(small, b"small file\n");
 
@@ -318,7 +240,7 @@ fn a_data_mode_backup_is_a_split_pair_that_reads_back_everywhere() {
     let mp = tmp.join("mnt");
     let m = Mounted::start(&store, &mp, &[]);
     let mounted = m.path(&format!("{SNAP}/root.pxar"));
-    assert_same("mount", &tree(&src, false), &tree(&mounted, false));
+    assert_same("mount", &snapshot(&src, false), &snapshot(&mounted, false));
     m.unmount();
 
     // catalog and find read the metadata stream: every entry, the deep file found.
