@@ -1,8 +1,6 @@
 //! `pbsfs init` and `pbsfs backup`.
 
-use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::OnceLock;
 
 use crate::backup::{run_backup, ArchiveSource, BackupOptions, DEFAULT_CHUNK_SIZE};
 use crate::cli::BackupArgs;
@@ -14,23 +12,6 @@ pub fn init(store: &Path) -> Result<i32> {
     let ds = Datastore::create(store, true)?;
     println!("created datastore {}", ds.root().display());
     Ok(exit::OK)
-}
-
-static BAR: OnceLock<indicatif::ProgressBar> = OnceLock::new();
-
-fn progress(done: u64, total: u64) {
-    let bar = BAR.get_or_init(|| {
-        let b = indicatif::ProgressBar::new(total);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .expect("valid template"),
-        );
-        b
-    });
-    bar.set_length(total);
-    bar.set_position(done);
 }
 
 pub fn run(args: &BackupArgs, pbs: Option<&str>) -> Result<i32> {
@@ -53,17 +34,13 @@ pub fn run(args: &BackupArgs, pbs: Option<&str>) -> Result<i32> {
         chunk_size: args.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE),
         owner: args.owner.clone(),
         create_ns: args.create_ns,
-        progress: std::io::stderr()
-            .is_terminal()
-            .then_some(progress as fn(u64, u64)),
+        progress: super::terminal_progress(),
         excludes: args.exclude.clone(),
         all_file_systems: args.all_file_systems,
         change_detection: args.change_detection_mode,
     };
     let r = run_backup(&ds, &group, &sources, &opts)?;
-    if let Some(b) = BAR.get() {
-        b.finish_and_clear();
-    }
+    super::finish_progress();
     let snap = r
         .snapshot
         .as_ref()

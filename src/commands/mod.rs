@@ -68,6 +68,39 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+static BAR: std::sync::OnceLock<indicatif::ProgressBar> = std::sync::OnceLock::new();
+
+/// The byte progress callback of a long command (backup, restore): a bar on stderr when
+/// it is a terminal, none otherwise (scripts and logs get the summary alone).
+fn terminal_progress() -> Option<fn(u64, u64)> {
+    use std::io::IsTerminal;
+    std::io::stderr()
+        .is_terminal()
+        .then_some(progress as fn(u64, u64))
+}
+
+fn progress(done: u64, total: u64) {
+    let bar = BAR.get_or_init(|| {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        b
+    });
+    bar.set_length(total);
+    bar.set_position(done);
+}
+
+/// Clear the bar, if one was drawn, before the summary is printed.
+fn finish_progress() {
+    if let Some(b) = BAR.get() {
+        b.finish_and_clear();
+    }
+}
+
 pub fn open_store(path: &Path, pbs: Option<&str>) -> Result<Datastore> {
     Datastore::open(path, pbs)
 }

@@ -1,8 +1,7 @@
 //! `pbsfs restore`: an image to a file (sparse, verified), a blob to a file, a pxar
 //! archive (or one subtree) to a folder; a progress bar on a terminal and a summary.
 
-use std::io::IsTerminal;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::cli::RestoreArgs;
 use crate::pxar::decoder::Archive;
@@ -11,23 +10,6 @@ use crate::store::chunks::cache::ChunkCache;
 use crate::store::chunks::reader::ArchiveData;
 use crate::store::format::archive::ArchiveKind;
 use crate::util::error::{exit, Error, IoContext, Result};
-
-static BAR: OnceLock<indicatif::ProgressBar> = OnceLock::new();
-
-fn progress(done: u64, total: u64) {
-    let bar = BAR.get_or_init(|| {
-        let b = indicatif::ProgressBar::new(total);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .expect("valid template"),
-        );
-        b
-    });
-    bar.set_length(total);
-    bar.set_position(done);
-}
 
 pub fn run(args: &RestoreArgs, pbs: Option<&str>) -> Result<i32> {
     let ds = super::open_store(&args.store, pbs)?;
@@ -38,9 +20,7 @@ pub fn run(args: &RestoreArgs, pbs: Option<&str>) -> Result<i32> {
     let name = super::resolve_archive(&ds, &d, &m, &args.archive)?;
     let opts = RestoreOptions {
         overwrite: args.overwrite,
-        progress: std::io::stderr()
-            .is_terminal()
-            .then_some(progress as fn(u64, u64)),
+        progress: super::terminal_progress(),
     };
     let report = match name.kind() {
         ArchiveKind::Image | ArchiveKind::Stream | ArchiveKind::Blob | ArchiveKind::ClientLog => {
@@ -73,9 +53,7 @@ pub fn run(args: &RestoreArgs, pbs: Option<&str>) -> Result<i32> {
             ))
         }
     };
-    if let Some(b) = BAR.get() {
-        b.finish_and_clear();
-    }
+    super::finish_progress();
     let mib = report.bytes as f64 / (1024.0 * 1024.0);
     println!(
         "restored {d}/{name} to {}: {} files, {} bytes ({mib:.1} MiB, {} in holes) in {:.1} s",

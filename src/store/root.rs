@@ -305,32 +305,25 @@ impl Listing {
         self.entries.iter().map(|(n, _)| n.as_os_str())
     }
 
-    /// What `name` is, without following a symlink (asking the file system when the
-    /// listing did not say).
-    pub fn kind(&self, name: &OsStr) -> Result<EntryType> {
-        match self.entries.iter().find(|(n, _)| n == name) {
-            Some((_, EntryType::Unknown)) | None => {
-                let st = self.stat(name)?;
-                Ok(if st.is_dir() {
-                    EntryType::Dir
-                } else if st.is_file() {
-                    EntryType::File
-                } else if st.mode & libc::S_IFMT == libc::S_IFLNK {
-                    EntryType::Symlink
-                } else {
-                    EntryType::Other
-                })
-            }
-            Some((_, t)) => Ok(*t),
-        }
-    }
-
-    /// Every entry with its type (`Unknown` resolved).
+    /// Every entry with its type, without following a symlink (`lstat` where the file
+    /// system's `d_type` did not say).
     pub fn typed(&self) -> Result<Vec<(&OsStr, EntryType)>> {
         self.entries
             .iter()
             .map(|(n, t)| match t {
-                EntryType::Unknown => Ok((n.as_os_str(), self.kind(n)?)),
+                EntryType::Unknown => {
+                    let st = self.stat(n)?;
+                    let t = if st.is_dir() {
+                        EntryType::Dir
+                    } else if st.is_file() {
+                        EntryType::File
+                    } else if st.mode & libc::S_IFMT == libc::S_IFLNK {
+                        EntryType::Symlink
+                    } else {
+                        EntryType::Other
+                    };
+                    Ok((n.as_os_str(), t))
+                }
                 t => Ok((n.as_os_str(), *t)),
             })
             .collect()

@@ -13,6 +13,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
+/// The result of a libc call that returns 0 on success and -1 with `errno` on failure.
+fn check_rc(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn cpath(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
@@ -28,16 +37,19 @@ fn utimensat_atime(path: &Path, atime: libc::timespec) -> io::Result<()> {
     utimensat_atime_at(libc::AT_FDCWD, &cpath(path)?, atime)
 }
 
-/// The one `utimensat` call: set the atime of `name` relative to `dirfd` (`AT_FDCWD`
-/// or an open folder), mtime untouched, a symlink not followed.
+/// Set the atime of `name` relative to `dirfd` (`AT_FDCWD` or an open folder), mtime
+/// untouched, a symlink not followed.
 fn utimensat_atime_at(dirfd: libc::c_int, name: &CString, atime: libc::timespec) -> io::Result<()> {
-    let times = [
-        atime,
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-    ];
+    let omit = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::UTIME_OMIT,
+    };
+    utimensat_at(dirfd, name, [atime, omit])
+}
+
+/// The one `utimensat` call: set atime and mtime (`times`, UTIME_NOW/UTIME_OMIT allowed)
+/// of `name` relative to `dirfd`, a symlink not followed.
+fn utimensat_at(dirfd: libc::c_int, name: &CString, times: [libc::timespec; 2]) -> io::Result<()> {
     // SAFETY: `dirfd` is AT_FDCWD or a descriptor the caller keeps open, `name` a valid
     // NUL-terminated string and `times` an array of two timespecs, all alive for the
     // duration of the call.
@@ -49,11 +61,7 @@ fn utimensat_atime_at(dirfd: libc::c_int, name: &CString, atime: libc::timespec)
             libc::AT_SYMLINK_NOFOLLOW,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check_rc(rc)
 }
 
 /// Set a file's atime to now, leaving mtime alone (PBS's chunk "touch").
@@ -172,11 +180,7 @@ pub fn localtime(epoch: i64) -> io::Result<LocalTm> {
 pub fn syncfs(file: &File) -> io::Result<()> {
     // SAFETY: the fd is open for the lifetime of `file`.
     let rc = unsafe { libc::syncfs(file.as_raw_fd()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check_rc(rc)
 }
 
 /// Filesystem sizes for `df`.
@@ -280,11 +284,7 @@ pub fn wait_signal(signals: &[i32]) -> io::Result<i32> {
 pub fn signal_self(signal: i32) -> io::Result<()> {
     // SAFETY: kill has no memory preconditions; getpid cannot fail.
     let rc = unsafe { libc::kill(libc::getpid(), signal) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check_rc(rc)
 }
 
 /// Point descriptor `fd` at /dev/null (a background mount detaching from the pipe its
@@ -441,11 +441,7 @@ pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
             0,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check_rc(rc)
 }
 
 /// `mknod`: a device node, FIFO or socket at `path` with `mode` (type and permission
@@ -455,37 +451,17 @@ pub fn mknod(path: &Path, mode: u32, major: u64, minor: u64) -> io::Result<()> {
     let dev = libc::makedev(major as u32, minor as u32);
     // SAFETY: `c` is a valid NUL-terminated path; mknod takes plain values otherwise.
     let rc = unsafe { libc::mknod(c.as_ptr(), mode as libc::mode_t, dev) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check_rc(rc)
 }
 
 /// Set atime and mtime of `path` itself (a symlink is not followed) to `secs` +
 /// `nanos` (the time pxar stores).
 pub fn set_times(path: &Path, secs: i64, nanos: u32) -> io::Result<()> {
-    let c = cpath(path)?;
     let t = libc::timespec {
         tv_sec: secs as libc::time_t,
         tv_nsec: nanos as libc::c_long,
     };
-    let times = [t, t];
-    // SAFETY: `c` is a valid NUL-terminated path and `times` an array of two timespecs,
-    // both alive for the duration of the call.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    utimensat_at(libc::AT_FDCWD, &cpath(path)?, [t, t])
 }
 
 /// What a folder entry is, from `d_type` (`Unknown` when the file system does not say:
