@@ -32,3 +32,14 @@ impl ReadAt for [u8] {
         Ok(n)
     }
 }
+
+/// A stream held in memory (a decoded blob, a test's archive).
+impl ReadAt for Vec<u8> {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self[..].read_at(offset, buf)
+    }
+}

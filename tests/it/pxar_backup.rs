@@ -246,7 +246,12 @@ fn store_and_tree(tmp: &TempDir) -> (PathBuf, PathBuf) {
     (store, src)
 }
 
-fn backup(store: &Path, group: &str, archives: &[String], extra: &[&str]) -> std::process::Output {
+pub(crate) fn backup(
+    store: &Path,
+    group: &str,
+    archives: &[String],
+    extra: &[&str],
+) -> std::process::Output {
     let mut args = vec!["backup", s(store), group];
     args.extend(archives.iter().map(String::as_str));
     args.extend_from_slice(extra);

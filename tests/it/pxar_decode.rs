@@ -10,7 +10,6 @@ use pbsfs::pxar::decoder::{Archive, Entry, EntryKind};
 use pbsfs::pxar::format::{self, GoodbyeItem, GOODBYE, GOODBYE_TAIL_MARKER, S_IFDIR, S_IFREG};
 use pbsfs::store::format::index::dynamic::DynamicIndex;
 use pbsfs::store::format::index::Index;
-use pbsfs::util::ReadAt;
 use pbsfs::Error;
 
 use crate::common::{fixtures_dir, ok_bytes, pbsfs, pbsfs_ok, s, sparse_store, TempDir};
@@ -18,22 +17,9 @@ use crate::common::{fixtures_dir, ok_bytes, pbsfs, pbsfs_ok, s, sparse_store, Te
 const MIB: u64 = 1 << 20;
 const PAYLOAD_STREAM_LEN: u64 = 104_859_232;
 
-/// A stream in memory (the fixtures are 15 KB).
-struct Mem(Vec<u8>);
-
-impl ReadAt for Mem {
-    fn size(&self) -> u64 {
-        self.0.len() as u64
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> pbsfs::Result<usize> {
-        self.0[..].read_at(offset, buf)
-    }
-}
-
-fn open(dir: &Path, name: &str) -> (Vec<u8>, Archive<Mem>) {
+fn open(dir: &Path, name: &str) -> (Vec<u8>, Archive<Vec<u8>>) {
     let raw = std::fs::read(dir.join(name)).unwrap();
-    let ar = Archive::open(Mem(raw.clone()), None, name).expect("a real PBS stream opens");
+    let ar = Archive::open(raw.clone(), None, name).expect("a real PBS stream opens");
     (raw, ar)
 }
 

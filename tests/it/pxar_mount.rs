@@ -16,7 +16,7 @@ use pbsfs::util::sys::{get_xattr, list_xattrs, XattrSource};
 
 use crate::common::*;
 use crate::mount_util::Mounted;
-use crate::pxar_backup::{build_tree, source_tree};
+use crate::pxar_backup::{backup, build_tree, source_tree};
 
 /// 100 folders of 100 small files (0-4 KiB), next to the special entries.
 fn add_many_files(root: &Path) {
@@ -139,17 +139,17 @@ fn a_tree_reads_back_exactly_through_the_mount_and_through_restore() {
     std::fs::create_dir(&src).unwrap();
     build_tree(&src);
     add_many_files(&src);
-    let arg = format!("root.pxar:{}", s(&src));
-    ok(&pbsfs(&[
-        "backup",
-        s(&store),
+    ok(&backup(
+        &store,
         "host/tree",
-        &arg,
-        "--backup-time",
-        "2024-05-02T08:11:33Z",
-        "--chunk-size",
-        "64K",
-    ]));
+        &[format!("root.pxar:{}", s(&src))],
+        &[
+            "--backup-time",
+            "2024-05-02T08:11:33Z",
+            "--chunk-size",
+            "64K",
+        ],
+    ));
     let want = snapshot(&src, false);
     assert!(want.len() > 10_000, "{} entries", want.len());
 
@@ -233,17 +233,17 @@ fn a_corrupt_chunk_fails_only_the_file_it_holds() {
     let big = pseudo_random(2 << 20, 77);
     std::fs::write(src.join("big"), &big).unwrap();
     std::fs::write(src.join("neighbour"), b"still here\n").unwrap();
-    let arg = format!("root.pxar:{}", s(&src));
-    ok(&pbsfs(&[
-        "backup",
-        s(&store),
+    ok(&backup(
+        &store,
         "host/tree",
-        &arg,
-        "--backup-time",
-        "2024-05-02T08:11:33Z",
-        "--chunk-size",
-        "64K",
-    ]));
+        &[format!("root.pxar:{}", s(&src))],
+        &[
+            "--backup-time",
+            "2024-05-02T08:11:33Z",
+            "--chunk-size",
+            "64K",
+        ],
+    ));
     ok(&pbsfs(&["verify", s(&store)]));
     // A chunk from the middle of `big`: its content starts well after the metadata.
     let ds = pbsfs::Datastore::open(&store, None).unwrap();

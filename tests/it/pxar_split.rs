@@ -14,7 +14,6 @@ use pbsfs::pxar::decoder::{Archive, Entry, EntryKind};
 use pbsfs::pxar::format::{
     Header, FORMAT_VERSION, GOODBYE, PAYLOAD, PAYLOAD_START_MARKER, PAYLOAD_TAIL_MARKER, PRELUDE,
 };
-use pbsfs::util::ReadAt;
 
 use crate::common::*;
 use crate::mount_util::Mounted;
@@ -23,19 +22,6 @@ use crate::pxar_mount::{assert_same, snapshot};
 
 const TIME: &str = "2024-05-02T08:11:33Z";
 const SNAP: &str = "host/tree/2024-05-02T08:11:33Z";
-
-/// A stream in memory.
-struct Mem(Vec<u8>);
-
-impl ReadAt for Mem {
-    fn size(&self) -> u64 {
-        self.0.len() as u64
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> pbsfs::Result<usize> {
-        self.0[..].read_at(offset, buf)
-    }
-}
 
 fn header_at(raw: &[u8], at: usize) -> Header {
     Header::parse(raw[at..at + 16].try_into().unwrap())
@@ -90,7 +76,7 @@ fn snapshot_files(store: &Path, snap: &str) -> Vec<String> {
 }
 
 /// Walk every entry of the archive: (path, entry), the root as "".
-fn walk(ar: &Archive<Mem>) -> Vec<(Vec<u8>, Entry)> {
+fn walk(ar: &Archive<Vec<u8>>) -> Vec<(Vec<u8>, Entry)> {
     let root = ar.root().unwrap();
     let mut out = vec![(Vec::new(), root.clone())];
     let mut todo = vec![(Vec::new(), root)];
@@ -175,7 +161,7 @@ fn a_data_mode_backup_is_a_split_pair_that_reads_back_everywhere() {
 
     // The decoder reads every entry; every file's reference is the PAYLOAD header of
     // its content in the payload stream, the first right after the start marker.
-    let ar = Archive::open(Mem(meta.clone()), Some(Mem(payload.clone())), "root.mpxar").unwrap();
+    let ar = Archive::open(meta.clone(), Some(payload.clone()), "root.mpxar").unwrap();
     assert_eq!(ar.version(), 2);
     assert_eq!(ar.prelude(), None);
     let root = ar.root().unwrap();
@@ -281,7 +267,7 @@ fn exclude_patterns_go_into_a_json_prelude_not_a_cli_file() {
     let payload = cat(&store, SNAP, "root.ppxar");
     let h = header_at(&meta, 24);
     assert_eq!(h.htype, PRELUDE, "right after FORMAT_VERSION");
-    let ar = Archive::open(Mem(meta.clone()), Some(Mem(payload)), "root.mpxar").unwrap();
+    let ar = Archive::open(meta.clone(), Some(payload), "root.mpxar").unwrap();
     let prelude: serde_json::Value = serde_json::from_slice(ar.prelude().unwrap()).unwrap();
     assert_eq!(
         prelude,
@@ -299,7 +285,7 @@ fn exclude_patterns_go_into_a_json_prelude_not_a_cli_file() {
     let t2 = "2024-05-02T09:00:00Z";
     ok(&backup(&store, &src, t2, &extra[2..]));
     let legacy = cat(&store, &format!("host/tree/{t2}"), "root.pxar");
-    let ar = Archive::open(Mem(legacy), None, "root.pxar").unwrap();
+    let ar = Archive::open(legacy, None, "root.pxar").unwrap();
     assert_eq!((ar.version(), ar.prelude()), (1, None));
     let cli = ar.lookup_path(b".pxarexclude-cli").unwrap().unwrap();
     let mut buf = vec![0u8; 64];

@@ -296,16 +296,7 @@ fn a_split_archive_is_v2_with_refs_into_a_marked_payload_stream() {
     assert_eq!(a_item.size, a_ref_end - a_at + 3);
 
     // The decoder reads it back.
-    struct Mem(Vec<u8>);
-    impl crate::util::ReadAt for Mem {
-        fn size(&self) -> u64 {
-            self.0.len() as u64
-        }
-        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
-            self.0[..].read_at(offset, buf)
-        }
-    }
-    let ar = crate::pxar::decoder::Archive::open(Mem(meta), Some(Mem(payload)), "split").unwrap();
+    let ar = crate::pxar::decoder::Archive::open(meta, Some(payload), "split").unwrap();
     assert_eq!(ar.version(), 2);
     assert_eq!(ar.prelude(), Some(&prelude[..]));
     let f = ar.lookup_path(b"a").unwrap().unwrap();
