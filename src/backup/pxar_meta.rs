@@ -1,13 +1,18 @@
 //! What a pxar backup stores about a file besides its content: the ENTRY stat from
 //! `lstat`/`fstat`, extended attributes (`user.`, `trusted.`, `security.`), POSIX ACLs
 //! parsed from their `system.posix_acl_*` xattrs into pxar's ACL items (as the PBS
-//! client's `process_acl` does), and file capabilities (`security.capability`, FCAPS).
+//! client's `process_acl` does), file capabilities (`security.capability`, FCAPS), and
+//! for regular files and folders the `chattr` inode flags (in the ENTRY flags) and the
+//! quota project id (QUOTA_PROJID), as the PBS client's `get_chattr` and
+//! `get_quota_project_id` read them.
 
 use std::os::unix::fs::MetadataExt;
 
 use crate::pxar::encoder::{Acl, AclDefault, AclGroup, AclUser, Metadata, Xattr, ACL_NO_MASK};
-use crate::pxar::format::Stat;
-use crate::util::sys::{get_xattr, list_xattrs, XattrSource};
+use crate::pxar::format::{flags_from_chattr, Stat};
+use crate::util::sys::{
+    fs_magic, get_inode_flags, get_project_id, get_xattr, list_xattrs, XattrSource,
+};
 
 const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
 const ACL_DEFAULT_NAME: &[u8] = b"system.posix_acl_default";
@@ -22,7 +27,11 @@ const TAG_MASK: u16 = 0x10;
 const TAG_OTHER: u16 = 0x20;
 const ACL_XATTR_VERSION: u32 = 2;
 
-/// The ENTRY of a file (flags 0: chattr and FAT attributes are not stored).
+/// The file systems PBS reads quota project ids on (`f_type` of ext4, XFS, FUSE, ZFS).
+const PROJID_FS_MAGICS: [i64; 4] = [0xef53, 0x5846_5342, 0x6573_5546, 0x2fc1_2fc1];
+
+/// The ENTRY of a file, flags 0 (`metadata_of` adds the inode flags; FAT attributes are
+/// not stored).
 pub(super) fn stat_of(md: &std::fs::Metadata) -> Stat {
     Stat {
         mode: md.mode() as u64,
@@ -59,6 +68,13 @@ pub(super) fn metadata_of(
         stat: stat_of(md),
         ..Default::default()
     };
+    // Only an open regular file or folder: PBS reads no flags through the O_PATH
+    // descriptors of symlinks, devices, FIFOs and sockets.
+    if let XattrSource::File(file) = src {
+        if md.is_file() || md.is_dir() {
+            inode_flags_of(file, &mut m, problems);
+        }
+    }
     let names = match list_xattrs(src) {
         Ok(n) => n,
         // A file system without xattrs.
@@ -112,6 +128,37 @@ pub(super) fn metadata_of(
     // same stream (and the same chunks).
     m.xattrs.sort();
     m
+}
+
+/// Does `e` mean the file system has no such attribute at all (PBS's
+/// `errno_is_unsupported`)?
+fn unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOTTY | libc::ENOTSUP | libc::EINVAL | libc::ENOSYS | libc::EBADF)
+    )
+}
+
+/// Add the `chattr` flags of `file` to the ENTRY flags and its quota project id, when
+/// non-zero on a file system PBS reads it on, to `m`.
+fn inode_flags_of(file: &std::fs::File, m: &mut Metadata, problems: &mut Vec<String>) {
+    match get_inode_flags(file) {
+        Ok(fs_flags) => m.stat.flags |= flags_from_chattr(fs_flags),
+        Err(e) if unsupported(&e) => {}
+        Err(e) => problems.push(format!("file attributes (chattr) not read: {e}")),
+    }
+    match get_project_id(file) {
+        Ok(0) => {}
+        Ok(projid) => match fs_magic(file) {
+            Ok(magic) if PROJID_FS_MAGICS.contains(&magic) => {
+                m.quota_project_id = Some(projid as u64)
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(format!("quota project id not read: {e}")),
+        },
+        Err(e) if unsupported(&e) => {}
+        Err(e) => problems.push(format!("quota project id not read: {e}")),
+    }
 }
 
 /// Parse a `system.posix_acl_*` value into pxar's ACL items, as the PBS client stores
@@ -240,6 +287,79 @@ mod tests {
         assert_eq!(plain.group_obj, None);
         assert!(parse_acl(&[2, 0, 0, 0, 1], false, &mut plain).is_err());
         assert!(parse_acl(&acl_bytes(&[(0x40, 1, 0)]), false, &mut plain).is_err());
+    }
+
+    #[test]
+    fn chattr_flags_map_to_the_pxar_entry_bits_and_back() {
+        use crate::pxar::format::{flags_to_chattr, CHATTR_MASK};
+        // (FS_*_FL of linux/fs.h, WITH_FLAG_* of the upstream pxar crate)
+        let pairs: [(u32, u64); 10] = [
+            (0x20, 0x1_0000),          // APPEND
+            (0x80, 0x2_0000),          // NOATIME
+            (0x4, 0x4_0000),           // COMPR
+            (0x80_0000, 0x8_0000),     // NOCOW
+            (0x40, 0x10_0000),         // NODUMP
+            (0x1_0000, 0x20_0000),     // DIRSYNC
+            (0x10, 0x40_0000),         // IMMUTABLE
+            (0x8, 0x80_0000),          // SYNC
+            (0x400, 0x100_0000),       // NOCOMP
+            (0x2000_0000, 0x200_0000), // PROJINHERIT
+        ];
+        let (mut all_fs, mut all_entry) = (0, 0);
+        for (fs, entry) in pairs {
+            assert_eq!(flags_from_chattr(fs), entry, "FS flag {fs:#x}");
+            assert_eq!(flags_to_chattr(entry), fs, "ENTRY flag {entry:#x}");
+            all_fs |= fs;
+            all_entry |= entry;
+        }
+        assert_eq!(flags_from_chattr(all_fs), all_entry);
+        assert_eq!(flags_to_chattr(all_entry), all_fs);
+        assert_eq!(CHATTR_MASK, all_fs);
+        // Flags pxar does not store (ext4's EXTENTS and INDEX, CASEFOLD, VERITY) are
+        // dropped; other ENTRY bits (FAT attributes) give no inode flag.
+        assert_eq!(
+            flags_from_chattr(0x8_0000 | 0x1000 | 0x4000_0000 | 0x10_0000),
+            0
+        );
+        assert_eq!(flags_from_chattr(0x8_0000 | 0x40), 0x10_0000);
+        assert_eq!(flags_to_chattr(0x2000 | 0x4000 | 0x8000 | 0x40), 0);
+        assert_eq!(flags_to_chattr(0x8000 | 0x2_0000), 0x80);
+    }
+
+    /// A scratch folder on /var/tmp (ext4 on the test machines: it has inode flags).
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let d =
+            std::path::PathBuf::from(format!("/var/tmp/pbsfs-meta-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn inode_flags_are_read_from_open_files_and_folders_only() {
+        use crate::util::sys::{get_inode_flags, set_inode_flags};
+        let dir = scratch("flags");
+        let f = dir.join("f");
+        std::fs::write(&f, b"x").unwrap();
+        let sub = dir.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let nodump_noatime = 0x40 | 0x80;
+        for p in [&f, &sub] {
+            let file = std::fs::File::open(p).unwrap();
+            let cur = get_inode_flags(&file).unwrap();
+            set_inode_flags(&file, cur | nodump_noatime).unwrap();
+            let md = std::fs::symlink_metadata(p).unwrap();
+            let mut problems = Vec::new();
+            let m = metadata_of(&md, XattrSource::File(&file), &mut problems);
+            assert!(problems.is_empty(), "{problems:?}");
+            assert_eq!(m.stat.flags, 0x10_0000 | 0x2_0000, "{}", p.display());
+            // No project quota set here: no QUOTA_PROJID item.
+            assert_eq!(m.quota_project_id, None);
+            // Through a path (how symlinks and devices are read) PBS reads no flags.
+            let m = metadata_of(&md, XattrSource::NoFollow(p), &mut problems);
+            assert_eq!(m.stat.flags, 0);
+            set_inode_flags(&file, cur).unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

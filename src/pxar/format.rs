@@ -167,6 +167,80 @@ impl Stat {
     }
 }
 
+/// ENTRY `flags`: the Linux inode flags (`chattr`) pxar stores, with the values of the
+/// upstream pxar crate's feature flags (`WITH_FLAG_*`), each standing for one
+/// `FS_*_FL` bit of linux/fs.h.
+pub const WITH_FLAG_APPEND: u64 = 0x0001_0000;
+pub const WITH_FLAG_NOATIME: u64 = 0x0002_0000;
+pub const WITH_FLAG_COMPR: u64 = 0x0004_0000;
+pub const WITH_FLAG_NOCOW: u64 = 0x0008_0000;
+pub const WITH_FLAG_NODUMP: u64 = 0x0010_0000;
+pub const WITH_FLAG_DIRSYNC: u64 = 0x0020_0000;
+pub const WITH_FLAG_IMMUTABLE: u64 = 0x0040_0000;
+pub const WITH_FLAG_SYNC: u64 = 0x0080_0000;
+pub const WITH_FLAG_NOCOMP: u64 = 0x0100_0000;
+pub const WITH_FLAG_PROJINHERIT: u64 = 0x0200_0000;
+
+/// The kernel's inode flags (`FS_IOC_GETFLAGS`/`FS_IOC_SETFLAGS`, linux/fs.h).
+pub const FS_APPEND_FL: u32 = 0x0000_0020;
+pub const FS_NOATIME_FL: u32 = 0x0000_0080;
+pub const FS_COMPR_FL: u32 = 0x0000_0004;
+pub const FS_NOCOW_FL: u32 = 0x0080_0000;
+pub const FS_NODUMP_FL: u32 = 0x0000_0040;
+pub const FS_DIRSYNC_FL: u32 = 0x0001_0000;
+pub const FS_IMMUTABLE_FL: u32 = 0x0000_0010;
+pub const FS_SYNC_FL: u32 = 0x0000_0008;
+pub const FS_NOCOMP_FL: u32 = 0x0000_0400;
+pub const FS_PROJINHERIT_FL: u32 = 0x2000_0000;
+
+/// (ENTRY flag, inode flag) pairs, in the upstream order.
+pub const CHATTR_MAP: [(u64, u32); 10] = [
+    (WITH_FLAG_APPEND, FS_APPEND_FL),
+    (WITH_FLAG_NOATIME, FS_NOATIME_FL),
+    (WITH_FLAG_COMPR, FS_COMPR_FL),
+    (WITH_FLAG_NOCOW, FS_NOCOW_FL),
+    (WITH_FLAG_NODUMP, FS_NODUMP_FL),
+    (WITH_FLAG_DIRSYNC, FS_DIRSYNC_FL),
+    (WITH_FLAG_IMMUTABLE, FS_IMMUTABLE_FL),
+    (WITH_FLAG_SYNC, FS_SYNC_FL),
+    (WITH_FLAG_NOCOMP, FS_NOCOMP_FL),
+    (WITH_FLAG_PROJINHERIT, FS_PROJINHERIT_FL),
+];
+
+/// Every inode flag pxar stores: what a restore sets or clears (other bits of the
+/// file, such as ext4's EXTENTS, are kept).
+pub const CHATTR_MASK: u32 = FS_APPEND_FL
+    | FS_NOATIME_FL
+    | FS_COMPR_FL
+    | FS_NOCOW_FL
+    | FS_NODUMP_FL
+    | FS_DIRSYNC_FL
+    | FS_IMMUTABLE_FL
+    | FS_SYNC_FL
+    | FS_NOCOMP_FL
+    | FS_PROJINHERIT_FL;
+
+/// The inode flags PBS's extractor sets right after creating a file, before its
+/// content (NOCOW and compression only take effect on an empty file).
+pub const INITIAL_FS_FLAGS: u32 =
+    FS_NOATIME_FL | FS_COMPR_FL | FS_NOCOW_FL | FS_NOCOMP_FL | FS_PROJINHERIT_FL;
+
+/// The ENTRY flags for inode flags `fs_flags` (bits pxar does not store are dropped).
+pub fn flags_from_chattr(fs_flags: u32) -> u64 {
+    CHATTR_MAP
+        .iter()
+        .filter(|(_, fs)| fs_flags & fs != 0)
+        .fold(0, |acc, (entry, _)| acc | entry)
+}
+
+/// The inode flags for ENTRY flags `flags` (other ENTRY bits are ignored).
+pub fn flags_to_chattr(flags: u64) -> u32 {
+    CHATTR_MAP
+        .iter()
+        .filter(|(entry, _)| flags & entry != 0)
+        .fold(0, |acc, (_, fs)| acc | fs)
+}
+
 /// SipHash-2-4 with pxar's keys: item type constants and goodbye hashes of file names.
 pub fn hash(data: &[u8]) -> u64 {
     siphash24(HASH_KEY_0, HASH_KEY_1, data)

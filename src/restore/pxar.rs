@@ -1,9 +1,10 @@
 //! Restore of a pxar archive (or one subtree, or one file) into a folder: every entry
-//! kind with its mode, owner (as root), mtime (ns), xattrs, ACLs and file capabilities;
-//! hardlinks recreated; zero runs left as holes. Nothing is written outside the target:
-//! names come checked from the decoder (no `/`, `.`, `..`), and every entry is created
-//! through the descriptor of its opened parent folder (`/proc/self/fd/N/NAME`), whose
-//! own components are never followed as symlinks.
+//! kind with its mode, owner (as root), mtime (ns), xattrs, ACLs and file capabilities,
+//! regular files and folders with their `chattr` flags (the quota project id is not
+//! restored); hardlinks recreated; zero runs left as holes. Nothing is written outside
+//! the target: names come checked from the decoder (no `/`, `.`, `..`), and every entry
+//! is created through the descriptor of its opened parent folder
+//! (`/proc/self/fd/N/NAME`), whose own components are never followed as symlinks.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -17,7 +18,7 @@ use std::time::Instant;
 
 use crate::pxar::acl;
 use crate::pxar::decoder::{Archive, Entry, EntryKind};
-use crate::pxar::format::Stat;
+use crate::pxar::format::{flags_to_chattr, Stat, CHATTR_MASK, INITIAL_FS_FLAGS};
 use crate::util::error::{Error, IoContext, Result};
 use crate::util::{sys, ReadAt};
 
@@ -237,6 +238,14 @@ impl<R: ReadAt> Restorer<'_, R> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(at)
             .ctx(format!("create {}", shown.display()))?;
+        // As PBS's extractor: the flags that only act on an empty file (NOCOW,
+        // compression) go on first; the others at the end, in `metadata`.
+        let initial = flags_to_chattr(content.stat.flags) & INITIAL_FS_FLAGS;
+        if initial != 0 {
+            if let Err(err) = apply_chattr(&out, initial, INITIAL_FS_FLAGS) {
+                log::warn!("{}: file attributes (chattr): {err}", shown.display());
+            }
+        }
         let c = self.ar.content(content)?;
         let mut buf = vec![0u8; BLOCK.min(c.len() as usize)];
         let mut pos = 0u64;
@@ -259,9 +268,11 @@ impl<R: ReadAt> Restorer<'_, R> {
         out.set_len(c.len()).ctx(shown.display())
     }
 
-    /// Owner, mode, xattrs, ACLs, capabilities and mtime, in that order: chown clears
-    /// setuid bits and capabilities, chmod after it keeps the bits, the capability goes
-    /// last of the attributes, the time last of all.
+    /// Owner, mode, xattrs, ACLs, capabilities, mtime and `chattr` flags, in that order:
+    /// chown clears setuid bits and capabilities, chmod after it keeps the bits, the
+    /// capability goes last of the attributes, then the time; the flags (regular files
+    /// and folders, a folder's after its content) go very last, as in PBS's extractor,
+    /// because IMMUTABLE and APPEND refuse any later change.
     fn metadata(&self, at: &Path, shown: &Path, e: &Entry) -> Result<()> {
         let st: &Stat = &e.stat;
         let symlink = st.is_symlink();
@@ -294,8 +305,37 @@ impl<R: ReadAt> Restorer<'_, R> {
             }
         }
         sys::set_times(at, st.mtime_secs, st.mtime_nanos)
-            .ctx(format!("set times of {}", shown.display()))
+            .ctx(format!("set times of {}", shown.display()))?;
+        if st.flags != 0 && (st.is_regular() || st.is_dir()) {
+            let applied = open_for_flags(at)
+                .and_then(|f| apply_chattr(&f, flags_to_chattr(st.flags), CHATTR_MASK));
+            if let Err(err) = applied {
+                // What the file system or our rights refuse is reported, not fatal.
+                log::warn!("{}: file attributes (chattr): {err}", shown.display());
+            }
+        }
+        Ok(())
     }
+}
+
+/// A restored regular file or folder opened for the flag ioctls (never a symlink).
+fn open_for_flags(at: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(at)
+}
+
+/// Set the inode flags in `mask` to those of `want`, keeping the file's other flags
+/// (ext4's EXTENTS, ...), as PBS's `apply_chattr` does; nothing is written when they
+/// already match.
+fn apply_chattr(file: &File, want: u32, mask: u32) -> io::Result<()> {
+    let current = sys::get_inode_flags(file)?;
+    let new = (want & mask) | (current & !mask);
+    if new == current {
+        return Ok(());
+    }
+    sys::set_inode_flags(file, new)
 }
 
 /// A folder at `at`: made, or with `overwrite` an existing folder reused (never a

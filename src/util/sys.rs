@@ -1,7 +1,7 @@
 //! The audited libc calls std does not offer: atime updates, open-file-description
 //! record locks, the coarse clock, local time, syncfs, statvfs, setsid, geteuid, SIGPIPE,
-//! the signal and descriptor calls of the background mount, and extended attributes
-//! (pxar backups).
+//! the signal and descriptor calls of the background mount, extended attributes, inode
+//! flags and quota project ids (pxar backups and restores).
 //! This is the crate's only module allowed to use `unsafe`; each block is one FFI call
 //! on values owned by the caller, checked for its documented error return.
 #![allow(unsafe_code)]
@@ -589,6 +589,89 @@ pub fn touch_atime_at(dir: &File, name: &std::ffi::OsStr) -> io::Result<()> {
         tv_nsec: libc::UTIME_NOW,
     };
     utimensat_atime_at(dir.as_raw_fd(), &c, now)
+}
+
+/// `FS_IOC_GETFLAGS` = `_IOR('f', 1, long)`: the inode flags (`lsattr`). The kernel
+/// reads and writes an `int` whatever the macro says.
+const FS_IOC_GETFLAGS: u64 = 0x8008_6601;
+/// `FS_IOC_SETFLAGS` = `_IOW('f', 2, long)`.
+const FS_IOC_SETFLAGS: u64 = 0x4008_6602;
+/// `FS_IOC_FSGETXATTR` = `_IOR('X', 31, struct fsxattr)`.
+const FS_IOC_FSGETXATTR: u64 = 0x801c_581f;
+
+/// The kernel's `struct fsxattr` (linux/fs.h), 28 bytes.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct FsXattr {
+    xflags: u32,
+    extsize: u32,
+    nextents: u32,
+    projid: u32,
+    cowextsize: u32,
+    pad: [u8; 8],
+}
+
+const _: () = assert!(std::mem::size_of::<FsXattr>() == 28);
+
+/// The inode flags of an open file or folder (`FS_*_FL`, as `lsattr` shows them).
+/// File systems without them fail with ENOTTY, ENOTSUP, EINVAL or ENOSYS.
+pub fn get_inode_flags(file: &File) -> io::Result<u32> {
+    let mut flags: libc::c_int = 0;
+    // SAFETY: the fd is open for the lifetime of `file`; FS_IOC_GETFLAGS writes one
+    // `int` to the pointer, which points at `flags`, alive for the call.
+    let rc = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            FS_IOC_GETFLAGS as libc::Ioctl,
+            &mut flags as *mut libc::c_int,
+        )
+    };
+    check_rc(rc)?;
+    Ok(flags as u32)
+}
+
+/// Replace the inode flags of an open file or folder (`chattr`); IMMUTABLE and
+/// APPEND need CAP_LINUX_IMMUTABLE.
+pub fn set_inode_flags(file: &File, flags: u32) -> io::Result<()> {
+    let value = flags as libc::c_int;
+    // SAFETY: the fd is open for the lifetime of `file`; FS_IOC_SETFLAGS reads one
+    // `int` from the pointer, which points at `value`, alive for the call.
+    let rc = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            FS_IOC_SETFLAGS as libc::Ioctl,
+            &value as *const libc::c_int,
+        )
+    };
+    check_rc(rc)
+}
+
+/// The quota project id of an open file or folder (`lsattr -p`), from
+/// FS_IOC_FSGETXATTR; file systems without it fail with ENOTTY, ENOTSUP or EINVAL.
+pub fn get_project_id(file: &File) -> io::Result<u32> {
+    let mut fsx = FsXattr::default();
+    // SAFETY: the fd is open for the lifetime of `file`; FS_IOC_FSGETXATTR writes one
+    // `struct fsxattr` (28 bytes, the layout of `FsXattr`) to the pointer, alive for
+    // the call.
+    let rc = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            FS_IOC_FSGETXATTR as libc::Ioctl,
+            &mut fsx as *mut FsXattr,
+        )
+    };
+    check_rc(rc)?;
+    Ok(fsx.projid)
+}
+
+/// The file system type (`f_type`, the superblock magic) of an open file.
+pub fn fs_magic(file: &File) -> io::Result<i64> {
+    // SAFETY: an all-zero `statfs` is a valid value of this plain C struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the fd is open for the lifetime of `file`; `st` is a valid out-pointer.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
+    check_rc(rc)?;
+    Ok(st.f_type as i64)
 }
 
 #[cfg(test)]

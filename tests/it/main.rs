@@ -16,6 +16,7 @@ mod mount_util;
 mod pbs_store;
 mod pxar_backup;
 mod pxar_decode;
+mod pxar_flags;
 mod pxar_mount;
 mod pxar_split;
 mod restricted;
