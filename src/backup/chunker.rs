@@ -144,7 +144,8 @@ impl Chunker {
         self.len >= self.max || (self.len >= self.min && (self.h & self.mask) >= self.mask - 2)
     }
 
-    fn reset(&mut self) {
+    /// Start a new chunk here (after a cut the caller forced).
+    pub fn reset(&mut self) {
         self.h = 0;
         self.slot = 0;
         self.filled = 0;

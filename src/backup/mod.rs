@@ -9,6 +9,8 @@ pub mod chunker;
 mod exclude;
 mod pxar;
 mod pxar_meta;
+mod pxar_out;
+mod pxar_prev;
 mod pxar_walk;
 mod source;
 mod upload;
@@ -97,10 +99,27 @@ pub struct BackupReport {
     /// Files of pxar archives reported and skipped or stored as read (unreadable,
     /// changed while read).
     pub warnings: u64,
+    /// Regular files of pxar archives read from the source, and their bytes.
+    pub files_read: u64,
+    pub file_bytes_read: u64,
+    /// Regular files referenced from the previous snapshot's payload stream unread
+    /// (metadata change detection), and their bytes.
+    pub files_reused: u64,
+    pub file_bytes_reused: u64,
+    /// pxar archives written.
+    pub pxar_archives: u64,
     pub seconds: f64,
 }
 
 impl BackupReport {
+    fn add_files(&mut self, c: &pxar_out::FileCounts) {
+        self.pxar_archives += 1;
+        self.files_read += c.read;
+        self.file_bytes_read += c.bytes_read;
+        self.files_reused += c.reused;
+        self.file_bytes_reused += c.bytes_reused;
+    }
+
     /// Logical bytes per byte actually written.
     pub fn dedup_ratio(&self) -> f64 {
         if self.new_bytes == 0 {
@@ -198,6 +217,9 @@ fn backup_locked(
     let reuse = Arc::new(reuse);
 
     let snap_lock = ds.create_snapshot_dir(dir)?;
+    // Previous archives referenced by pxar archives (metadata mode): locked shared
+    // until the snapshot is written.
+    let claimed = std::cell::RefCell::new(Vec::new());
     let result = (|| {
         let mut report = BackupReport::default();
         let (tx, rx) = mpsc::channel::<Digest>();
@@ -220,6 +242,8 @@ fn backup_locked(
             ds,
             reuse: &reuse,
             validate: validate.then_some(&tx),
+            checker: &tx,
+            claimed: &claimed,
             chunk_size: opts.chunk_size,
         };
         let mut catalog = None;
@@ -276,16 +300,31 @@ fn backup_locked(
         report.validated_chunks = checked;
         outcome?;
         if let Some(first) = missing.first() {
-            let b = base.as_ref().expect("validation only with a base");
-            mark_base_failed(ds, &b.dir);
+            // Every snapshot whose chunks were taken over and that references a missing
+            // one is marked failed: the next run does not reuse it and heals the store.
+            let mut bad: Vec<&BackupDir> = Vec::new();
+            let claimed = claimed.borrow();
+            let refs = |set: &HashSet<Digest>| missing.iter().any(|d| set.contains(d));
+            if let Some(b) = base.as_ref().filter(|_| refs(&reuse)) {
+                bad.push(&b.dir);
+            }
+            for c in claimed.iter().filter(|c| refs(&c.digests)) {
+                if !bad.contains(&&c.dir) {
+                    bad.push(&c.dir);
+                }
+            }
+            for b in &bad {
+                mark_base_failed(ds, b);
+            }
+            let named: Vec<String> = bad.iter().map(|b| b.to_string()).collect();
             let missing_chunk = Error::ChunkMissing {
                 digest: *first,
                 path: ds.chunk_store().chunk_path(first),
             };
             return Err(missing_chunk.context(format!(
-                "base snapshot {} ({} chunks missing in all; the base has been marked as failed \
-                 verification and will not be reused, run the backup again)",
-                b.dir,
+                "base snapshot {} ({} chunks missing in all; marked as failed verification and \
+                 not reused again: run the backup again)",
+                named.join(", "),
                 missing.len()
             )));
         }
@@ -312,6 +351,7 @@ fn backup_locked(
         Ok(report)
     })();
     drop(base_lock);
+    drop(claimed);
     match result {
         Ok(mut r) => {
             r.seconds = started.elapsed().as_secs_f64();

@@ -7,6 +7,7 @@
 //! `NAME.mpxar.didx` (metadata) + `NAME.ppxar.didx` (payloads), two chunked streams,
 //! and no catalog, as the PBS client writes it.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
@@ -15,6 +16,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use crate::backup::exclude::{cli_file, Pattern};
+use crate::backup::pxar_prev::{open_previous, Claimed};
 use crate::backup::pxar_walk::Walker;
 use crate::backup::upload::{ChunkSink, Uploaded};
 use crate::backup::{ArchiveSource, BackupOptions, BackupReport, UploadStats};
@@ -36,8 +38,8 @@ pub enum ChangeDetectionMode {
     /// The split pair `NAME.mpxar.didx` + `NAME.ppxar.didx`, every payload written, no
     /// catalog.
     Data,
-    /// The split pair reusing unchanged payloads of the previous snapshot (not
-    /// supported yet: refused).
+    /// The split pair; a file whose metadata and size equal the previous snapshot's
+    /// entry at its path is a reference into that snapshot's payload stream, not read.
     Metadata,
 }
 
@@ -50,6 +52,10 @@ pub(super) struct Uploads<'a> {
     pub ds: &'a Datastore,
     pub reuse: &'a Arc<HashSet<Digest>>,
     pub validate: Option<&'a Sender<Digest>>,
+    /// The background validation, for previous archives not verified recently.
+    pub checker: &'a Sender<Digest>,
+    /// Previous snapshots whose payload chunks are referenced (metadata mode).
+    pub claimed: &'a RefCell<Vec<Claimed>>,
     pub chunk_size: u64,
 }
 
@@ -78,12 +84,6 @@ fn parse_excludes(opts: &BackupOptions) -> Result<Vec<Pattern>> {
 /// The pxar options, checked before anything is created: patterns that parse, and
 /// only with a pxar archive to apply to.
 pub(super) fn check_options(opts: &BackupOptions, sources: &[ArchiveSource]) -> Result<()> {
-    if opts.change_detection == ChangeDetectionMode::Metadata {
-        return Err(Error::invalid(
-            "--change-detection-mode metadata",
-            "not supported yet (use 'data' for split archives, or 'legacy')",
-        ));
-    }
     parse_excludes(opts)?;
     let pxar = sources
         .iter()
@@ -128,6 +128,7 @@ pub(super) fn backup_pxar(
     let mut walker = Walker::new(path, &excludes, opts.all_file_systems, cat);
     let res = walker.run(root, &mut sink);
     report.warnings += walker.warnings;
+    report.add_files(&walker.counts);
     drop(walker);
     // A store error inside the chunk sink reaches the encoder as a plain io::Error:
     // report the sink's own error, which keeps its kind.
@@ -172,12 +173,25 @@ fn backup_split(
                 .map_err(|e| Error::other("pxar prelude", e.to_string()))?,
         )
     };
+    let prev = if opts.change_detection == ChangeDetectionMode::Metadata {
+        match open_previous(up.ds, &dir.group, base, up.checker)? {
+            Some((prev, claimed)) => {
+                up.claimed.borrow_mut().push(claimed);
+                Some(prev)
+            }
+            None => None,
+        }
+    } else {
+        None
+    };
     // A split archive has no catalog: the walk records into a discarded one.
     let mut no_catalog = CatalogWriter::new(std::io::sink())?;
     let (mut meta_sink, mut payload_sink) = (up.sink(), up.sink());
-    let mut walker = Walker::new(path, excludes, opts.all_file_systems, &mut no_catalog);
+    let mut walker =
+        Walker::new(path, excludes, opts.all_file_systems, &mut no_catalog).with_previous(prev);
     let res = walker.run_split(root, &mut meta_sink, &mut payload_sink, prelude.as_deref());
     report.warnings += walker.warnings;
+    report.add_files(&walker.counts);
     drop(walker);
     if let Err(e) = res {
         let real = meta_sink.take_error().or_else(|| payload_sink.take_error());

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use crate::backup::exclude::{cli_file, match_list, parse_pxarexclude, MatchType, Pattern};
 use crate::backup::pxar_meta::{device_numbers, metadata_of};
+use crate::backup::pxar_out::{FileCounts, Inject, Out};
+use crate::backup::pxar_prev::{PrevDir, Previous};
 use crate::pxar::catalog::{CatalogAttr, CatalogWriter};
 use crate::pxar::encoder::{Encoder, LinkOffset, Metadata};
 use crate::pxar::format::{Stat, S_IFREG};
@@ -56,6 +58,8 @@ struct Frame {
     /// The walk's path and pattern count outside this folder.
     path_len: usize,
     patterns_len: usize,
+    /// The previous archive's entries of this folder (metadata change detection).
+    prev: Option<PrevDir>,
 }
 
 pub(super) struct Walker<'a, C: Write> {
@@ -69,11 +73,14 @@ pub(super) struct Walker<'a, C: Write> {
     /// First name of each multiply linked file: (device, inode) -> (path, offset).
     hardlinks: HashMap<(u64, u64), (Vec<u8>, LinkOffset)>,
     catalog: &'a mut CatalogWriter<C>,
-    buf: Vec<u8>,
+    /// The previous archive, in metadata change detection.
+    prev: Option<Previous>,
     /// Writing a split archive: no `.pxarexclude-cli` file (the patterns are in the
     /// PRELUDE), as the PBS client does.
     split: bool,
     pub warnings: u64,
+    /// Files read and files referenced from the previous archive.
+    pub counts: FileCounts,
 }
 
 fn proc_path(dir: &File) -> PathBuf {
@@ -106,10 +113,17 @@ impl<'a, C: Write> Walker<'a, C> {
             all_file_systems,
             hardlinks: HashMap::new(),
             catalog,
-            buf: vec![0; 1 << 20],
+            prev: None,
             split: false,
             warnings: 0,
+            counts: FileCounts::default(),
         }
+    }
+
+    /// Reference unchanged files' payloads in `prev` (metadata change detection).
+    pub(super) fn with_previous(mut self, prev: Option<Previous>) -> Self {
+        self.prev = prev;
+        self
     }
 
     /// The current entry, for messages: the source folder joined with its path.
@@ -132,7 +146,7 @@ impl<'a, C: Write> Walker<'a, C> {
 
     /// Encode the tree as a split archive: metadata into `out`, contents into
     /// `payload`, `prelude` after the FORMAT_VERSION.
-    pub(super) fn run_split<W: Write, P: Write>(
+    pub(super) fn run_split<W: Write, P: Inject>(
         &mut self,
         root_dir: File,
         out: W,
@@ -146,7 +160,7 @@ impl<'a, C: Write> Walker<'a, C> {
         .finish_split()
     }
 
-    fn walk<W: Write, P: Write>(
+    fn walk<W: Write, P: Inject>(
         &mut self,
         root_dir: File,
         start: impl FnOnce(&Metadata) -> Result<Encoder<W, P>>,
@@ -159,7 +173,7 @@ impl<'a, C: Write> Walker<'a, C> {
         }
         self.root_dev = md.dev();
         let meta = self.metadata(&md, XattrSource::File(&root_dir));
-        let mut enc = start(&meta)?;
+        let mut out = Out::new(start(&meta)?, self.prev.take());
         let entries = self.list(&root_dir, true)?;
         let mut stack = vec![Frame {
             dir: root_dir,
@@ -167,6 +181,7 @@ impl<'a, C: Write> Walker<'a, C> {
             next: 0,
             path_len: 0,
             patterns_len: self.cli_patterns,
+            prev: out.previous().and_then(Previous::root),
         }];
         while let Some(top) = stack.last_mut() {
             if top.next == top.entries.len() {
@@ -174,7 +189,7 @@ impl<'a, C: Write> Walker<'a, C> {
                 self.path.truncate(done.path_len);
                 self.patterns.truncate(done.patterns_len);
                 if !stack.is_empty() {
-                    enc.finish_directory()?;
+                    out.finish_directory()?;
                     self.catalog.end_directory()?;
                 }
                 continue;
@@ -184,11 +199,14 @@ impl<'a, C: Write> Walker<'a, C> {
             let path_len = self.path.len();
             self.path.push(b'/');
             self.path.extend_from_slice(item.name());
-            match self.add(&mut enc, &top.dir, item, path_len)? {
+            match self.add(&mut out, &top.dir, top.prev.as_ref(), item, path_len)? {
                 Some(frame) => stack.push(frame),
                 None => self.path.truncate(path_len),
             }
         }
+        let (enc, counts, warnings) = out.finish()?;
+        self.counts = counts;
+        self.warnings += warnings;
         Ok(enc)
     }
 
@@ -278,10 +296,11 @@ impl<'a, C: Write> Walker<'a, C> {
     }
 
     /// Encode one entry; a folder to descend into comes back as its frame.
-    fn add<W: Write, P: Write>(
+    fn add<W: Write, P: Inject>(
         &mut self,
-        enc: &mut Encoder<W, P>,
+        out: &mut Out<W, P>,
         parent: &File,
+        parent_prev: Option<&PrevDir>,
         item: Listed,
         path_len: usize,
     ) -> Result<Option<Frame>> {
@@ -297,16 +316,16 @@ impl<'a, C: Write> Walker<'a, C> {
                     ..Default::default()
                 };
                 self.catalog.add_file(CLI_FILE, content.len() as u64, 0)?;
-                enc.add_file(CLI_FILE, &meta, &content)?;
+                out.add_file(CLI_FILE, &meta, &content)?;
                 return Ok(None);
             }
             Listed::Taken => return Ok(None),
         };
         let ft = md.file_type();
         if ft.is_file() {
-            self.add_file(enc, parent, &name)?;
+            self.add_file(out, parent, parent_prev, &name)?;
         } else if ft.is_dir() {
-            return self.add_dir(enc, parent, &name, path_len);
+            return self.add_dir(out, parent, parent_prev, &name, path_len);
         } else {
             let at = proc_path(parent).join(OsStr::from_bytes(&name));
             let meta = self.metadata(&md, XattrSource::NoFollow(&at));
@@ -319,7 +338,7 @@ impl<'a, C: Write> Walker<'a, C> {
                     }
                 };
                 self.catalog.add_entry(&name, CatalogAttr::Symlink)?;
-                enc.add_symlink(&name, &meta, target.as_os_str().as_bytes())?;
+                out.add_symlink(&name, &meta, target.as_os_str().as_bytes())?;
             } else if ft.is_char_device() || ft.is_block_device() {
                 let (major, minor) = device_numbers(md.rdev());
                 let kind = if ft.is_char_device() {
@@ -328,7 +347,7 @@ impl<'a, C: Write> Walker<'a, C> {
                     CatalogAttr::BlockDevice
                 };
                 self.catalog.add_entry(&name, kind)?;
-                enc.add_device(&name, &meta, major, minor)?;
+                out.add_device(&name, &meta, major, minor)?;
             } else if ft.is_fifo() || ft.is_socket() {
                 let kind = if ft.is_fifo() {
                     CatalogAttr::Fifo
@@ -336,7 +355,7 @@ impl<'a, C: Write> Walker<'a, C> {
                     CatalogAttr::Socket
                 };
                 self.catalog.add_entry(&name, kind)?;
-                enc.add_fifo_or_socket(&name, &meta)?;
+                out.add_fifo_or_socket(&name, &meta)?;
             } else {
                 self.warn(format!("unknown file type {:o}: not stored", md.mode()));
             }
@@ -344,10 +363,11 @@ impl<'a, C: Write> Walker<'a, C> {
         Ok(None)
     }
 
-    fn add_dir<W: Write, P: Write>(
+    fn add_dir<W: Write, P: Inject>(
         &mut self,
-        enc: &mut Encoder<W, P>,
+        out: &mut Out<W, P>,
         parent: &File,
+        parent_prev: Option<&PrevDir>,
         name: &[u8],
         path_len: usize,
     ) -> Result<Option<Frame>> {
@@ -360,8 +380,12 @@ impl<'a, C: Write> Walker<'a, C> {
         };
         let md = dir.metadata().ctx(self.shown())?;
         let meta = self.metadata(&md, XattrSource::File(&dir));
-        enc.create_directory(name, &meta)?;
+        out.create_directory(name, &meta)?;
         self.catalog.start_directory(name)?;
+        let prev = match (parent_prev.and_then(|p| p.get(name)), out.previous()) {
+            (Some(e), Some(archive)) => archive.list(e),
+            _ => None,
+        };
         let patterns_len = self.patterns.len();
         let entries = if md.dev() != self.root_dev && !self.all_file_systems {
             log::info!("{}: skipping mount point", self.shown());
@@ -375,13 +399,15 @@ impl<'a, C: Write> Walker<'a, C> {
             next: 0,
             path_len,
             patterns_len,
+            prev,
         }))
     }
 
-    fn add_file<W: Write, P: Write>(
+    fn add_file<W: Write, P: Inject>(
         &mut self,
-        enc: &mut Encoder<W, P>,
+        out: &mut Out<W, P>,
         parent: &File,
+        parent_prev: Option<&PrevDir>,
         name: &[u8],
     ) -> Result<()> {
         let mut file = match open_child(parent, name, 0) {
@@ -410,60 +436,25 @@ impl<'a, C: Write> Walker<'a, C> {
         if md.nlink() > 1 {
             if let Some((target, offset)) = self.hardlinks.get(&key) {
                 self.catalog.add_entry(name, CatalogAttr::Hardlink)?;
-                return enc.add_hardlink(name, &target[1..], *offset);
+                return out.add_hardlink(name, &target[1..], *offset);
             }
         }
         let meta = self.metadata(&md, XattrSource::File(&file));
         let size = md.len();
         self.catalog.add_file(name, size, md.mtime())?;
-        let mut w = enc.create_file(name, &meta, size)?;
-        let mut failed = None;
-        while w.remaining() > 0 {
-            let want = w.remaining().min(self.buf.len() as u64) as usize;
-            match file.read(&mut self.buf[..want]) {
-                Ok(0) => break,
-                Ok(n) => w.write(&self.buf[..n])?,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
+        // A file with other names is read: they point at its offset, which only a file
+        // written now has.
+        let unchanged = match (parent_prev, out.previous()) {
+            (Some(listing), Some(prev)) if md.nlink() == 1 => listing
+                .get(name)
+                .and_then(|e| prev.unchanged(e, &meta, size)),
+            _ => None,
+        };
+        if let Some(old) = unchanged {
+            let shown = self.shown();
+            return out.unchanged_file(name, &meta, md, file, shown, old);
         }
-        let short = w.remaining();
-        if short > 0 {
-            // The PAYLOAD header announced `size` bytes: pad as the PBS client does.
-            self.buf.fill(0);
-            while w.remaining() > 0 {
-                let n = w.remaining().min(self.buf.len() as u64) as usize;
-                w.write(&self.buf[..n])?;
-            }
-        }
-        let offset = w.finish()?;
-        if let Some(e) = failed {
-            self.warn(format!(
-                "read failed after {} of {size} bytes ({e}): the rest is stored as zeros",
-                size - short
-            ));
-        } else if short > 0 {
-            self.warn(format!(
-                "shrank while being read ({} of {size} bytes): padded with zeros",
-                size - short
-            ));
-        }
-        match file.metadata() {
-            Ok(after)
-                if after.len() != size
-                    || after.mtime() != md.mtime()
-                    || after.mtime_nsec() != md.mtime_nsec() =>
-            {
-                self.warn(format!(
-                    "changed while being read (size {size} -> {}): stored as read",
-                    after.len()
-                ));
-            }
-            _ => {}
-        }
+        let offset = out.read_file(name, &meta, &md, &mut file, &self.shown())?;
         if md.nlink() > 1 {
             self.hardlinks.insert(key, (self.path.clone(), offset));
         }

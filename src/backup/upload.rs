@@ -155,6 +155,41 @@ impl ChunkSink {
         }
     }
 
+    /// Append whole chunks of an earlier stream as they are (`(length, digest)`, never
+    /// read, hashed or written: the caller validates them), after cutting the current
+    /// chunk short. `absorb`: the bytes written last that the first of them already
+    /// begins with (the caller knows them equal); they are dropped, not cut, if they
+    /// are still in the current chunk. Returns how many were dropped.
+    pub(super) fn inject(&mut self, chunks: &[(u64, Digest)], absorb: u64) -> io::Result<u64> {
+        if self.failed.is_some() {
+            return Err(io::Error::other("chunk upload failed"));
+        }
+        let absorb = if absorb <= self.buf.len() as u64 {
+            absorb
+        } else {
+            0
+        };
+        self.buf.truncate(self.buf.len() - absorb as usize);
+        self.pos -= absorb;
+        if !self.buf.is_empty() {
+            self.cut()?;
+        }
+        self.chunker.reset();
+        for &(len, digest) in chunks {
+            let seq = self.seq;
+            self.seq += 1;
+            if self.digests.len() <= seq {
+                self.digests.resize(seq + 1, None);
+            }
+            self.digests[seq] = Some((len, digest));
+            self.report.chunks += 1;
+            self.report.bytes += len;
+            self.report.reused_chunks += 1;
+            self.pos += len;
+        }
+        Ok(absorb)
+    }
+
     /// Cut the last chunk, wait for the workers, and return the entries in stream
     /// order; the counters go into `report` and `stats`.
     pub(super) fn finish(

@@ -65,5 +65,12 @@ pub fn run(args: &BackupArgs, pbs: Option<&str>) -> Result<i32> {
         r.new_bytes,
         mib / r.seconds.max(1e-6)
     );
+    if r.pxar_archives > 0 {
+        println!(
+            "files: {} re-read ({} bytes read), {} referenced from the previous snapshot ({} \
+             bytes reused)",
+            r.files_read, r.file_bytes_read, r.files_reused, r.file_bytes_reused
+        );
+    }
     Ok(exit::OK)
 }

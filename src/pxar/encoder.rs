@@ -43,6 +43,12 @@ struct Dir {
 struct Payload<P> {
     out: P,
     pos: u64,
+    /// Where the last reference ends: references go forward through the stream (pxar's
+    /// sequential decoder reads them in metadata order and cannot seek back).
+    refs_end: u64,
+    /// The stream already ends with a tail marker: the last injected chunk brought the
+    /// previous stream's, and nothing was written after it.
+    tail_present: bool,
 }
 
 /// Writes one pxar stream (or, split, a metadata and a payload stream). Entries of a
@@ -91,6 +97,8 @@ impl<W: Write, P: Write> Encoder<W, P> {
         let payload = Payload {
             out: payload,
             pos: 0,
+            refs_end: 0,
+            tail_present: false,
         };
         Encoder::start(out, Some(payload), root, prelude)
     }
@@ -171,6 +179,7 @@ impl<W: Write, P: Write> Encoder<W, P> {
             Some(p) => {
                 p.out.write_all(b).ctx("pxar payload stream")?;
                 p.pos += b.len() as u64;
+                p.tail_present = false;
                 Ok(())
             }
             None => self.raw(b),
@@ -269,6 +278,9 @@ impl<W: Write, P: Write> Encoder<W, P> {
             // The reference points at the PAYLOAD header, which separates payloads.
             self.payload_raw(&header)?;
             self.u64s(PAYLOAD_REF, &[offset, size])?;
+            if let Some(p) = &mut self.payload {
+                p.refs_end = offset + HEADER_SIZE + size;
+            }
         } else {
             self.raw(&header)?;
         }
@@ -280,6 +292,81 @@ impl<W: Write, P: Write> Encoder<W, P> {
             remaining: size,
             done: false,
         })
+    }
+
+    /// A regular file of a split archive whose PAYLOAD (header at `offset`, `size`
+    /// bytes) is already in the payload stream: injected whole chunks of an earlier
+    /// stream (`payload_injected`). References must go forward through the stream.
+    /// Its goodbye size is its metadata plus its payload length, as for a file written
+    /// now (`create_file`): pxar 1.0.0's `add_payload_ref` counts the metadata alone,
+    /// and readers accept both (spec §7.1), but one convention keeps the metadata stream
+    /// of an unchanged tree byte for byte what the previous run wrote, so its chunks
+    /// are reused instead of rewritten.
+    pub fn add_payload_ref(
+        &mut self,
+        name: &[u8],
+        meta: &Metadata,
+        offset: u64,
+        size: u64,
+    ) -> Result<LinkOffset> {
+        let why = "metadata is not a regular file's";
+        require(meta.stat.is_regular(), "file", name, why)?;
+        let (refs_end, pos) = match &self.payload {
+            Some(p) => (p.refs_end, p.pos),
+            None => {
+                return Err(Error::invalid(
+                    what(),
+                    "a PAYLOAD_REF needs a split archive",
+                ))
+            }
+        };
+        let end = offset.checked_add(HEADER_SIZE + size);
+        let ok = offset >= refs_end && end.is_some_and(|e| e <= pos);
+        require(
+            ok,
+            "file",
+            name,
+            "its payload reference is not after the previous one, inside the payload stream",
+        )?;
+        let at = self.start_entry(name)?;
+        self.write_metadata(meta)?;
+        self.u64s(PAYLOAD_REF, &[offset, size])?;
+        self.end_entry(name, at, size);
+        if let Some(p) = &mut self.payload {
+            p.refs_end = end.expect("checked");
+        }
+        Ok(LinkOffset(at))
+    }
+
+    /// The payload output, for bytes the caller adds itself (whole chunks of an earlier
+    /// payload stream); report them with `payload_injected`.
+    pub fn payload_mut(&mut self) -> Option<&mut P> {
+        self.payload.as_mut().map(|p| &mut p.out)
+    }
+
+    /// `added` bytes went into the payload output through `payload_mut`, the first
+    /// `absorbed` of them replacing the same bytes written last (the start marker, which
+    /// the first injected chunk of an earlier stream begins with). `ends_with_tail`: they
+    /// end with a PAYLOAD_TAIL_MARKER header, so closing writes none unless more follows.
+    pub fn payload_injected(
+        &mut self,
+        absorbed: u64,
+        added: u64,
+        ends_with_tail: bool,
+    ) -> Result<()> {
+        let p = self
+            .payload
+            .as_mut()
+            .ok_or_else(|| Error::invalid(what(), "not a split archive"))?;
+        if absorbed > p.pos.saturating_sub(p.refs_end) || absorbed > added {
+            return Err(Error::invalid(
+                what(),
+                "absorbed payload bytes that are referenced or not replaced",
+            ));
+        }
+        p.pos = p.pos - absorbed + added;
+        p.tail_present = ends_with_tail;
+        Ok(())
     }
 
     /// A regular file whose content is in memory.
@@ -464,7 +551,7 @@ impl<W: Write, P: Write> Encoder<W, P> {
             return Err(Error::invalid(what(), "a file was left unfinished"));
         }
         self.write_goodbye()?;
-        if self.payload.is_some() {
+        if self.payload.as_ref().is_some_and(|p| !p.tail_present) {
             self.payload_raw(
                 &Header {
                     htype: PAYLOAD_TAIL_MARKER,

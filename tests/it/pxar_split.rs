@@ -294,7 +294,7 @@ fn exclude_patterns_go_into_a_json_prelude_not_a_cli_file() {
 }
 
 #[test]
-fn legacy_stays_the_default_and_metadata_mode_is_refused() {
+fn legacy_stays_the_default_and_metadata_mode_without_a_split_base_writes_all() {
     let tmp = TempDir::new("pxar-split-modes");
     let store = sparse_store(&tmp);
     let src = tmp.join("src");
@@ -321,23 +321,21 @@ fn legacy_stays_the_default_and_metadata_mode_is_refused() {
     );
     assert_ne!(header_at(&default_stream, 0).htype, FORMAT_VERSION, "v1");
 
-    // metadata: refused before anything is created, naming the option.
-    let before = snapshots_json(&store).len();
-    let err = fails_with(
-        &backup(
-            &store,
-            &src,
-            "2024-05-02T10:00:00Z",
-            &["--change-detection-mode", "metadata"],
-        ),
-        2,
-    );
+    // metadata with no earlier split archive in the group (only legacy ones): there is
+    // no previous snapshot, so it behaves as data: the split pair, every file read.
+    let t3 = "2024-05-02T10:00:00Z";
+    let out = backup(&store, &src, t3, &["--change-detection-mode", "metadata"]);
+    ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        err.contains("--change-detection-mode metadata") && err.contains("not supported yet"),
-        "{err}"
+        stdout.contains("0 referenced from the previous snapshot"),
+        "{stdout}"
     );
-    assert_eq!(snapshots_json(&store).len(), before);
-    assert!(!store.join("host/tree/2024-05-02T10:00:00Z").exists());
+    assert!(!stdout.contains("files: 0 re-read"), "{stdout}");
+    assert_eq!(
+        snapshot_files(&store, &format!("host/tree/{t3}")),
+        ["index.json.blob", "root.mpxar.didx", "root.ppxar.didx"]
+    );
     // An unknown mode is a usage error naming the value.
     let err = fails(&backup(
         &store,
