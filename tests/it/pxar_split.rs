@@ -4,7 +4,8 @@
 //! payload stream is framed by its start and tail markers and every file's PAYLOAD_REF
 //! points at its PAYLOAD header in it; the pair decodes completely and reads back
 //! through restore, the mount, `catalog`, `find` and `verify`, by the name the user
-//! gave (`root.pxar`). `legacy` stays the default; `metadata` is refused for now.
+//! gave (`root.pxar`). `legacy` stays the default; `metadata` without an earlier split
+//! archive writes everything, as `data` (reuse: `pxar_metadata`).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
