@@ -25,6 +25,8 @@ declare -A NEED=(
   [setfacl]=acl
   [getfattr]=attr
   [setcap]=libcap2-bin
+  [strace]=strace
+  [chattr]=e2fsprogs
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

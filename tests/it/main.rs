@@ -17,6 +17,7 @@ mod pbs_store;
 mod pxar_backup;
 mod pxar_decode;
 mod pxar_flags;
+mod pxar_metadata;
 mod pxar_mount;
 mod pxar_split;
 mod restricted;
