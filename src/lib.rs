@@ -27,7 +27,7 @@
 //! |------------------------------------|-----------------|-----------|--------------------------|----------|
 //! | `update_manifest` (notes, verify_state, mount edits) | - | -   | shared, non-blocking     | 5 s      |
 //! | `create_manifest` (backup finish)  | (backup's)      | (backup's)| exclusive (caller's guard, same snapshot) | 5 s |
-//! | backup                             | shared          | exclusive | new: exclusive; base: shared | at finish |
+//! | backup                             | shared          | exclusive | new: exclusive; base and previous split archive (metadata mode): shared | at finish |
 //! | verify (check phase)               | -               | -         | shared, non-blocking     | -        |
 //! | verify (record `verify_state`)     | -               | -         | shared (via update)      | 5 s      |
 //! | forget / prune (destroy)           | -               | emptied group: try | exclusive, non-blocking | 5 s (finished only) |

@@ -143,11 +143,7 @@ fn an_unchanged_tree_is_not_read_and_five_changes_are_all_that_is_read() {
     std::fs::write(src.join("d03/new"), b"a file that was not there\n").unwrap();
     std::fs::remove_file(src.join("d05/f006")).unwrap();
     std::fs::rename(src.join("d07/f007"), src.join("d07/g007")).unwrap();
-    std::fs::set_permissions(
-        src.join("d12/f012"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
+    std::fs::set_permissions(src.join("d12/f012"), std::fs::Permissions::from_mode(0o600)).unwrap();
 
     let (out3, read3) = traced_backup(&store, &src, T3);
     let expected: BTreeSet<String> = ["d10/f050", "d03/new", "d07/g007", "d12/f012"]
@@ -167,8 +163,14 @@ fn an_unchanged_tree_is_not_read_and_five_changes_are_all_that_is_read() {
     // So does the mount.
     let m = Mounted::start(&store, &tmp.join("mnt"), &[]);
     let root = m.path(&format!("{GROUP}/{T3}/root.pxar"));
-    assert_same("the mount after five changes", &want, &snapshot(&root, false));
-    let mode = std::fs::metadata(root.join("d12/f012")).unwrap().permissions();
+    assert_same(
+        "the mount after five changes",
+        &want,
+        &snapshot(&root, false),
+    );
+    let mode = std::fs::metadata(root.join("d12/f012"))
+        .unwrap()
+        .permissions();
     assert_eq!(mode.mode() & 0o777, 0o600);
     assert_eq!(std::fs::read(root.join("d10/f050")).unwrap(), data);
     m.unmount();
