@@ -309,3 +309,60 @@ fn a_split_archive_is_v2_with_refs_into_a_marked_payload_stream() {
     let err = e.finish_split().unwrap_err();
     assert!(matches!(err.kind(), Error::InvalidInput { .. }), "{err}");
 }
+
+#[test]
+fn references_into_injected_payload_go_forward_and_markers_are_taken_over() {
+    let root = stat(S_IFDIR | 0o755);
+    let file = stat(S_IFREG | 0o644);
+    let marker = |htype| {
+        Header {
+            htype,
+            full_size: HEADER_SIZE,
+        }
+        .to_bytes()
+    };
+    // A previous payload stream: start marker, "abc", "de", tail marker.
+    let mut old = marker(PAYLOAD_START_MARKER).to_vec();
+    for body in [&b"abc"[..], b"de"] {
+        let h = Header {
+            htype: PAYLOAD,
+            full_size: HEADER_SIZE + body.len() as u64,
+        };
+        old.extend_from_slice(&h.to_bytes());
+        old.extend_from_slice(body);
+    }
+    old.extend_from_slice(&marker(PAYLOAD_TAIL_MARKER));
+
+    let mut e = Encoder::new_split(Vec::new(), Vec::new(), &root, None).unwrap();
+    // Inject it whole, its start marker replacing the one just written.
+    let out = e.payload_mut().unwrap();
+    out.truncate(out.len() - 16);
+    out.extend_from_slice(&old);
+    e.payload_injected(16, old.len() as u64, true).unwrap();
+    assert_eq!(e.payload_position(), Some(old.len() as u64));
+
+    e.add_payload_ref(b"a", &file, 16, 3).unwrap();
+    // Backward, overlapping, or past the stream: refused, nothing written.
+    let before = e.position();
+    for (name, off, size) in [(&b"b"[..], 16, 3), (b"c", 20, 2), (b"d", 35, 100)] {
+        let err = e.add_payload_ref(name, &file, off, size).unwrap_err();
+        assert!(matches!(err.kind(), Error::InvalidInput { .. }), "{err}");
+    }
+    assert_eq!(e.position(), before);
+    e.add_payload_ref(b"e", &file, 35, 2).unwrap();
+    // Only the 16 bytes after the last reference may be absorbed, never referenced ones.
+    assert!(e.payload_injected(17, 17, false).is_err());
+    let (meta, payload) = e.finish_split().unwrap();
+    assert_eq!(
+        payload, old,
+        "no second tail marker: the injected one ends it"
+    );
+
+    let ar = crate::pxar::decoder::Archive::open(meta, Some(payload), "reuse").unwrap();
+    for (name, want) in [(&b"a"[..], &b"abc"[..]), (b"e", b"de")] {
+        let f = ar.lookup_path(name).unwrap().unwrap();
+        let mut buf = [0u8; 8];
+        let n = ar.read(&f, 0, &mut buf).unwrap();
+        assert_eq!(&buf[..n], want);
+    }
+}
