@@ -189,7 +189,7 @@ impl<W: Write, P: Inject> Out<W, P> {
 
     /// A file whose content is in memory (the `.pxarexclude-cli` file).
     pub fn add_file(&mut self, name: &[u8], meta: &Metadata, data: &[u8]) -> Result<()> {
-        self.flush()?;
+        self.flush(true)?;
         self.settle_tail();
         self.enc.add_file(name, meta, data).map(|_| ())
     }
@@ -204,7 +204,7 @@ impl<W: Write, P: Inject> Out<W, P> {
         file: &mut File,
         shown: &str,
     ) -> Result<LinkOffset> {
-        self.flush()?;
+        self.flush(true)?;
         self.settle_tail();
         self.copy(name, meta, md, file, shown)
     }
@@ -231,7 +231,7 @@ impl<W: Write, P: Inject> Out<W, P> {
         })));
         self.queued_files += 1;
         if self.queued_files >= MAX_QUEUED_FILES {
-            self.flush()?;
+            self.flush(false)?;
         }
         Ok(())
     }
@@ -239,13 +239,16 @@ impl<W: Write, P: Inject> Out<W, P> {
     /// Decide the queue and write it. The queued files are referenced if the padding
     /// of all chunks injected into this archive so far, these included, stays at most
     /// 10% of their bytes (or within one chunk, which a single change always costs).
-    fn flush(&mut self) -> Result<()> {
+    /// `final_tail`: a file is written or the archive ends next, so the unused tail of
+    /// the last chunk injected for the queue is padding now, not pending.
+    fn flush(&mut self, final_tail: bool) -> Result<()> {
         if self.queue.is_empty() {
             return Ok(());
         }
         let ops = std::mem::take(&mut self.queue);
         self.queued_files = 0;
-        let reuse = match self.simulate(&ops) {
+        let files = ops.iter().any(|op| matches!(op, Op::File(_)));
+        let reuse = match self.simulate(&ops, final_tail) {
             Some((total, padding, largest)) => {
                 let total = self.injected + total;
                 let padding = self.padding + padding;
@@ -289,6 +292,10 @@ impl<W: Write, P: Inject> Out<W, P> {
                 }
             }
         }
+        if reuse && final_tail && files {
+            // Its tail was counted above.
+            self.last = None;
+        }
         Ok(())
     }
 
@@ -310,9 +317,10 @@ impl<W: Write, P: Inject> Out<W, P> {
     /// What referencing the queued files would inject (bytes, the largest chunk) and
     /// the padding it would make certain: skipped bytes between files inside a chunk,
     /// the head of each chunk run before its first file, and the unused tail of a chunk
-    /// the stream moves past. The tail after the last file stays pending: later files
-    /// may still use it (`settle_tail` counts it once the stream moves on).
-    fn simulate(&self, ops: &[Op]) -> Option<(u64, u64, u64)> {
+    /// the stream moves past. The tail after the last file counts when `final_tail`
+    /// (a file is written or the archive ends next); otherwise it stays pending, as
+    /// later files may still use it (`settle_tail` counts it once the stream moves on).
+    fn simulate(&self, ops: &[Op], final_tail: bool) -> Option<(u64, u64, u64)> {
         let prev = self.prev.as_ref()?;
         let mut open = self.open_last();
         let (mut total, mut padding, mut largest) = (0u64, 0u64, 0u64);
@@ -340,6 +348,10 @@ impl<W: Write, P: Inject> Out<W, P> {
                 pos_after: 0,
                 old_end: old.end,
             });
+        }
+        let queued_files = ops.iter().any(|op| matches!(op, Op::File(_)));
+        if let (true, true, Some(l)) = (final_tail, queued_files, open) {
+            padding += prev.chunk(l.index)?.end.saturating_sub(l.old_end);
         }
         Some((total, padding, largest))
     }
@@ -505,7 +517,7 @@ impl<W: Write, P: Inject> Out<W, P> {
 
     /// Write what is queued and hand back the encoder, to be finished.
     pub fn finish(mut self) -> Result<(Encoder<W, P>, FileCounts, u64)> {
-        self.flush()?;
+        self.flush(true)?;
         Ok((self.enc, self.counts, self.warnings))
     }
 }

@@ -19,6 +19,7 @@ mod pxar_decode;
 mod pxar_flags;
 mod pxar_metadata;
 mod pxar_mount;
+mod pxar_reuse;
 mod pxar_split;
 mod restricted;
 mod vfs;
