@@ -265,4 +265,52 @@ fn a_split_archive_written_by_pbsfs_passes_the_same_decoder_test() {
             "at {off}"
         );
     }
+
+    // The same tree in metadata mode: unchanged, every file is referenced from the
+    // payload chunks above and the metadata stream is the same, byte for byte; after one
+    // file changed, the archive (now with unreferenced padding) passes the same test.
+    let metadata_run = |time: &str| {
+        pbsfs_ok(&[
+            "backup",
+            s(&store),
+            "host/own",
+            &arg,
+            "--backup-time",
+            time,
+            "--change-detection-mode",
+            "metadata",
+        ])
+    };
+    let out = metadata_run("2024-05-02T09:11:33Z");
+    assert!(out.contains("files: 0 re-read"), "{out}");
+    let snap2 = "host/own/2024-05-02T09:11:33Z";
+    assert_eq!(
+        ok_bytes(pbsfs(&["cat", s(&store), snap2, "root.mpxar"])),
+        meta
+    );
+    let changed = src.join("folder_3/file_5");
+    std::fs::write(&changed, vec![7u8; MIB as usize]).unwrap();
+    std::os::unix::fs::chown(&changed, Some(1000), Some(1000)).unwrap();
+    // (With 16 MiB chunks of zeros around it, one changed MiB costs more padding than
+    // the 10% rule allows for its neighbours: some are read again, the rest referenced.)
+    let out = metadata_run("2024-05-02T10:11:33Z");
+    assert!(!out.contains(" 0 referenced"), "{out}");
+    let snap3 = "host/own/2024-05-02T10:11:33Z";
+    let meta = ok_bytes(pbsfs(&["cat", s(&store), snap3, "root.mpxar"]));
+    let payload = ok_bytes(pbsfs(&["cat", s(&store), snap3, "root.ppxar"]));
+    std::fs::write(tmp.0.join("root3.mpxar"), &meta).unwrap();
+    let refs = decode_completely(&tmp.0, "root3.mpxar", true);
+    assert_eq!(refs.len(), 100);
+    for w in refs.windows(2) {
+        assert!(w[0].0 + 16 + w[0].1 <= w[1].0, "forward references: {w:?}");
+    }
+    for (off, size) in &refs {
+        let at = *off as usize;
+        let h = format::Header::parse(payload[at..at + 16].try_into().unwrap());
+        assert_eq!((h.htype, h.full_size), (format::PAYLOAD, size + 16));
+    }
+    let tail = format::Header::parse(payload[payload.len() - 16..].try_into().unwrap());
+    assert_eq!(tail.htype, format::PAYLOAD_TAIL_MARKER);
+    let used: u64 = refs.iter().map(|(_, size)| 16 + size).sum::<u64>() + 32;
+    assert!(used < payload.len() as u64, "the stream holds padding");
 }
