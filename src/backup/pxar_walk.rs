@@ -30,10 +30,11 @@ const EXCLUDE_FILE: &[u8] = b".pxarexclude";
 const MAX_EXCLUDE_FILE: u64 = 1 << 20;
 
 enum Listed {
-    /// A directory entry and its `lstat`.
+    /// A directory entry and its type (from the listing: no `lstat` per entry, as a
+    /// regular file or folder is opened and `fstat`ed anyway).
     Entry {
         name: Vec<u8>,
-        md: std::fs::Metadata,
+        ft: std::fs::FileType,
     },
     /// The `.pxarexclude-cli` file the walk adds to the root.
     CliFile,
@@ -243,8 +244,8 @@ impl<'a, C: Write> Walker<'a, C> {
             if root && name == CLI_FILE {
                 continue;
             }
-            let md = match entry.metadata() {
-                Ok(md) => md,
+            let ft = match entry.file_type() {
+                Ok(ft) => ft,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     let len = self.path.len();
@@ -258,10 +259,10 @@ impl<'a, C: Write> Walker<'a, C> {
             let mut full = self.path.clone();
             full.push(b'/');
             full.extend_from_slice(&name);
-            if match_list(&self.patterns, &full, md.is_dir()) == Some(MatchType::Exclude) {
+            if match_list(&self.patterns, &full, ft.is_dir()) == Some(MatchType::Exclude) {
                 continue;
             }
-            out.push(Listed::Entry { name, md });
+            out.push(Listed::Entry { name, ft });
         }
         if root && self.cli_patterns > 0 && !self.split {
             out.push(Listed::CliFile);
@@ -304,8 +305,8 @@ impl<'a, C: Write> Walker<'a, C> {
         item: Listed,
         path_len: usize,
     ) -> Result<Option<Frame>> {
-        let (name, md) = match item {
-            Listed::Entry { name, md } => (name, md),
+        let (name, ft) = match item {
+            Listed::Entry { name, ft } => (name, ft),
             Listed::CliFile => {
                 let content = cli_file(&self.patterns[..self.cli_patterns]);
                 let meta = Metadata {
@@ -321,13 +322,25 @@ impl<'a, C: Write> Walker<'a, C> {
             }
             Listed::Taken => return Ok(None),
         };
-        let ft = md.file_type();
         if ft.is_file() {
             self.add_file(out, parent, parent_prev, &name)?;
         } else if ft.is_dir() {
             return self.add_dir(out, parent, parent_prev, &name, path_len);
         } else {
             let at = proc_path(parent).join(OsStr::from_bytes(&name));
+            let md = match std::fs::symlink_metadata(&at) {
+                Ok(md) => md,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => {
+                    self.warn(format!("not stored: {e}"));
+                    return Ok(None);
+                }
+            };
+            let ft = md.file_type();
+            if ft.is_file() || ft.is_dir() {
+                self.warn("changed type while being backed up: not stored");
+                return Ok(None);
+            }
             let meta = self.metadata(&md, XattrSource::NoFollow(&at));
             if ft.is_symlink() {
                 let target = match std::fs::read_link(&at) {

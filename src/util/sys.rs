@@ -347,6 +347,20 @@ pub enum XattrSource<'a> {
 /// buffer grown to the size it asks for; a value that grows between the size query and
 /// the read is retried. `Ok(None)` for ENODATA (no such attribute).
 fn read_sized(mut get: impl FnMut(&mut [u8]) -> isize) -> io::Result<Option<Vec<u8>>> {
+    // Most values and name lists are short: one call into a small buffer, and the size
+    // query only when it is too small (a backup makes this call for every file).
+    let mut buf = vec![0u8; 1024];
+    let got = get(&mut buf);
+    if got >= 0 {
+        buf.truncate(got as usize);
+        return Ok(Some(buf));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ERANGE) => {}
+        Some(libc::ENODATA) => return Ok(None),
+        _ => return Err(e),
+    }
     for _ in 0..8 {
         let want = get(&mut []);
         if want < 0 {
@@ -355,6 +369,9 @@ fn read_sized(mut get: impl FnMut(&mut [u8]) -> isize) -> io::Result<Option<Vec<
                 Some(libc::ENODATA) => Ok(None),
                 _ => Err(e),
             };
+        }
+        if want == 0 {
+            return Ok(Some(Vec::new()));
         }
         let mut buf = vec![0u8; want as usize];
         let got = get(&mut buf);
