@@ -6,18 +6,19 @@
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::util::error::{Error, IoContext, Result};
 use crate::vfs::memo::Memo;
-use crate::vfs::{Attr, Caller, Kind, Opened, SetAttr, Vfs};
+use crate::vfs::{Attr, Caller, Inval, Kind, Opened, SetAttr, Vfs};
 
 /// Largest read the kernel is asked to send (it caps this at its own max_pages).
 const MAX_READAHEAD: u32 = 4 << 20;
@@ -114,15 +115,37 @@ pub fn mount(
     };
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
+    // Invalidations of what changes through the mount go to a thread of their own: the
+    // kernel may wait, before it applies one, for the very request that caused it.
+    let (tx, rx) = std::sync::mpsc::channel::<Inval>();
+    vfs.set_invalidator(tx);
     let mut session = fuser::Session::new(
         PbsFs {
             vfs,
             logged: Memo::new(LOGGED_ERRORS),
+            served: Served::default(),
         },
         mountpoint,
         &config,
     )
     .ctx(format!("mount on {}", mountpoint.display()))?;
+    let notifier = session.notifier();
+    std::thread::Builder::new()
+        .name("pbsfs-inval".into())
+        .spawn(move || {
+            // Ends when the vfs (the only sender) goes with the session.
+            for i in rx {
+                let r = match &i {
+                    Inval::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                    Inval::Entry(parent, name) => notifier.inval_entry(INodeNo(*parent), name),
+                };
+                match r {
+                    Ok(()) => log::trace!("invalidated {i:?}"),
+                    Err(e) => log::debug!("invalidation {i:?}: {e}"),
+                }
+            }
+        })
+        .ctx("start the invalidation thread")?;
     let unmounter = session.unmount_callable();
     let thread = std::thread::Builder::new()
         .name("pbsfs-session".into())
@@ -143,6 +166,44 @@ struct PbsFs {
     vfs: Vfs,
     /// Errors already logged (by their message), so each is logged once.
     logged: Memo<String, ()>,
+    served: Served,
+}
+
+/// Requests served, by operation: logged when the mount ends (`requests served: ...`).
+const OPS: [&str; 12] = [
+    "lookup",
+    "getattr",
+    "readdir",
+    "readdirplus",
+    "opendir",
+    "getxattr",
+    "readlink",
+    "open",
+    "read",
+    "write",
+    "forget",
+    "other",
+];
+
+#[derive(Default)]
+struct Served([AtomicU64; OPS.len()]);
+
+impl Served {
+    fn count(&self, op: &str) {
+        let i = OPS.iter().position(|o| *o == op).unwrap_or(OPS.len() - 1);
+        self.0[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn summary(&self) -> String {
+        let n: Vec<u64> = self.0.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let parts: Vec<String> = OPS
+            .iter()
+            .zip(&n)
+            .filter(|(_, n)| **n > 0)
+            .map(|(op, n)| format!("{op} {n}"))
+            .collect();
+        format!("{} ({})", n.iter().sum::<u64>(), parts.join(", "))
+    }
 }
 
 fn caller(req: &Request) -> Caller {
@@ -183,6 +244,21 @@ fn attr(a: &Attr) -> FileAttr {
         blksize: 4096,
         flags: 0,
     }
+}
+
+/// Attributes of `.` and `..` in a READDIRPLUS reply (the kernel skips both).
+fn dot_attr(ino: u64) -> FileAttr {
+    attr(&Attr {
+        ino,
+        kind: Kind::Dir,
+        size: 0,
+        perm: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: UNIX_EPOCH,
+        nlink: 2,
+        rdev: 0,
+    })
 }
 
 fn open_flags(o: &Opened) -> FopenFlags {
@@ -255,10 +331,23 @@ impl Filesystem for PbsFs {
         if let Err(max) = config.set_max_readahead(MAX_READAHEAD) {
             let _ = config.set_max_readahead(max);
         }
+        // `ls -l` gets names and attributes in one request per buffer, not a LOOKUP
+        // (and GETATTR) per name; AUTO lets the kernel use plain READDIR where no
+        // attributes are wanted.
+        if let Err(missing) = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO)
+        {
+            log::debug!("kernel lacks {missing:?}: listings without attributes");
+        }
         Ok(())
     }
 
+    fn destroy(&mut self) {
+        log::info!("requests served: {}", self.served.summary());
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.served.count("lookup");
         match self.vfs.lookup(parent.0, name) {
             Ok(e) => reply.entry_with_ttls(&e.ttl, &e.entry_ttl, &attr(&e.attr), Generation(0)),
             Err(e) => reply.error(self.errno("lookup", &e)),
@@ -267,10 +356,12 @@ impl Filesystem for PbsFs {
 
     // fuser's default batch_forget calls this once per node (its ForgetOne is private).
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.served.count("forget");
         self.vfs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.served.count("getattr");
         match self.vfs.getattr(ino.0) {
             Ok(e) => reply.attr(&e.ttl, &attr(&e.attr)),
             Err(e) => reply.error(self.errno("getattr", &e)),
@@ -295,6 +386,7 @@ impl Filesystem for PbsFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.served.count("other");
         let set = SetAttr {
             size,
             mode,
@@ -309,6 +401,7 @@ impl Filesystem for PbsFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.served.count("readlink");
         match self.vfs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(self.errno("readlink", &e)),
@@ -325,6 +418,7 @@ impl Filesystem for PbsFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.served.count("other");
         reply.error(self.errno("mknod", &self.vfs.refuse_change("mknod")));
     }
 
@@ -337,10 +431,12 @@ impl Filesystem for PbsFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        self.served.count("other");
         reply.error(self.errno("mkdir", &self.vfs.refuse_change("mkdir")));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.served.count("other");
         match self.vfs.unlink(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno("unlink", &e)),
@@ -348,6 +444,7 @@ impl Filesystem for PbsFs {
     }
 
     fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        self.served.count("other");
         reply.error(self.errno("rmdir", &self.vfs.refuse_change("rmdir")));
     }
 
@@ -359,6 +456,7 @@ impl Filesystem for PbsFs {
         _target: &Path,
         reply: ReplyEntry,
     ) {
+        self.served.count("other");
         reply.error(self.errno("symlink", &self.vfs.refuse_change("symlink")));
     }
 
@@ -372,6 +470,7 @@ impl Filesystem for PbsFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.served.count("other");
         match self
             .vfs
             .rename(parent.0, name, newparent.0, newname, flags.bits())
@@ -389,10 +488,12 @@ impl Filesystem for PbsFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        self.served.count("other");
         reply.error(self.errno("link", &self.vfs.refuse_change("link")));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.served.count("open");
         match self.vfs.open(ino.0, flags.0, caller(req)) {
             Ok(o) => reply.opened(FileHandle(o.fh), open_flags(&o)),
             Err(e) => reply.error(self.errno("open", &e)),
@@ -410,6 +511,7 @@ impl Filesystem for PbsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.served.count("read");
         match self.vfs.read(fh.0, offset, size) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(self.errno("read", &e)),
@@ -428,6 +530,7 @@ impl Filesystem for PbsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.served.count("write");
         match self.vfs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(self.errno("write", &e)),
@@ -442,6 +545,7 @@ impl Filesystem for PbsFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.served.count("other");
         match self.vfs.flush(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno("flush", &e)),
@@ -458,6 +562,7 @@ impl Filesystem for PbsFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.served.count("other");
         self.vfs.release(fh.0);
         reply.ok();
     }
@@ -470,6 +575,7 @@ impl Filesystem for PbsFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.served.count("other");
         match self.vfs.fsync(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno("fsync", &e)),
@@ -477,6 +583,7 @@ impl Filesystem for PbsFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.served.count("opendir");
         match self.vfs.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(self.errno("opendir", &e)),
@@ -491,6 +598,7 @@ impl Filesystem for PbsFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.served.count("readdir");
         match self.vfs.readdir(ino.0, fh.0, offset) {
             Ok(entries) => {
                 for e in entries {
@@ -504,6 +612,36 @@ impl Filesystem for PbsFs {
         }
     }
 
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        self.served.count("readdirplus");
+        let r = self.vfs.readdirplus(ino.0, fh.0, offset, |d, e| {
+            let (a, ttl) = match e {
+                Some(e) => (attr(&e.attr), e.ttl.min(e.entry_ttl)),
+                // `.` and `..`: the kernel takes neither attributes nor a reference.
+                None => (dot_attr(d.ino), Duration::ZERO),
+            };
+            reply.add(
+                INodeNo(a.ino.0),
+                d.next_offset,
+                &d.name,
+                &ttl,
+                &a,
+                Generation(0),
+            )
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.errno("readdirplus", &e)),
+        }
+    }
+
     fn releasedir(
         &self,
         _req: &Request,
@@ -512,6 +650,7 @@ impl Filesystem for PbsFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        self.served.count("other");
         self.vfs.releasedir(fh.0);
         reply.ok();
     }
@@ -524,10 +663,12 @@ impl Filesystem for PbsFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.served.count("other");
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.served.count("other");
         match self.vfs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, 255, s.frsize,
@@ -548,10 +689,12 @@ impl Filesystem for PbsFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        self.served.count("other");
         reply.error(refuse("setxattr", libc::EOPNOTSUPP));
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.served.count("getxattr");
         match self.vfs.getxattr(ino.0, name) {
             Ok(v) => xattr_reply(reply, &v, size),
             Err(e) => reply.error(self.errno("getxattr", &e)),
@@ -559,6 +702,7 @@ impl Filesystem for PbsFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.served.count("other");
         match self.vfs.listxattr(ino.0) {
             Ok(v) => xattr_reply(reply, &v, size),
             Err(e) => reply.error(self.errno("listxattr", &e)),
@@ -566,10 +710,12 @@ impl Filesystem for PbsFs {
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        self.served.count("other");
         reply.error(refuse("removexattr", libc::EOPNOTSUPP));
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        self.served.count("other");
         // ENOSYS: the kernel stops asking and allows; permissions are checked on open.
         reply.error(refuse("access", libc::ENOSYS));
     }
@@ -584,6 +730,7 @@ impl Filesystem for PbsFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        self.served.count("other");
         match self.vfs.create(parent.0, name, mode, flags, caller(req)) {
             Ok((e, o)) => reply.created(
                 &e.ttl,

@@ -71,20 +71,11 @@ impl Vfs {
     /// Listed in the manifest (or, when it cannot be read, found in the folder), plus
     /// `client.log.blob` when present.
     fn archive_names(&self, d: &BackupDir) -> Result<Vec<ArchiveName>> {
-        let view = self.snap_view(d)?;
-        let mut names = match &view.manifest {
-            Ok((m, _)) => m
-                .files()?
-                .iter()
-                .filter_map(|f| match ArchiveName::parse(&f.filename) {
-                    Ok(n) => Some(n),
-                    Err(e) => {
-                        log::debug!("snapshot {d}: not showing {}: {e}", f.filename);
-                        None
-                    }
-                })
-                .collect(),
-            Err(_) => self.ds.snapshot_files(d)?,
+        let summary = self.snap_summary(d)?;
+        let mut names = match &summary.files {
+            Some(Ok(files)) => files.iter().map(|f| f.name.clone()).collect(),
+            Some(Err(e)) => return Err(e.clone()),
+            None => self.ds.snapshot_files(d)?,
         };
         let log_present = self
             .ds
@@ -99,10 +90,8 @@ impl Vfs {
     /// The node of an archive: keyed by the checksum the manifest gives it (or the file's
     /// identity when the manifest has none), so new content is a new inode.
     pub(super) fn archive_node(&self, d: &BackupDir, name: &ArchiveName) -> Result<Node> {
-        let listed = self
-            .snap_view(d)
-            .ok()
-            .and_then(|v| v.manifest.as_ref().ok().and_then(|m| m.0.file(name.file())));
+        let summary = self.snap_summary(d).ok();
+        let listed = summary.as_ref().and_then(|s| s.listed(name.file()));
         let tag = match listed {
             Some(entry) => entry.csum.to_hex(),
             None => {
@@ -165,23 +154,37 @@ impl Vfs {
         if let Some(s) = self.sizes.get(node) {
             return Ok(s);
         }
-        let view = self.snap_view(d)?;
-        let size = match (&view.manifest, name.kind().storage()) {
-            (Ok((m, _)), Storage::FixedIndex | Storage::DynamicIndex) => {
-                match m.file(name.file()) {
-                    Some(entry) => entry.size,
-                    None => md.len(),
+        let summary = self.snap_summary(d)?;
+        let listed = summary.listed(name.file());
+        let size = match (&summary.files, name.kind().storage()) {
+            (Some(Ok(_)), Storage::FixedIndex | Storage::DynamicIndex) => match listed {
+                Some(entry) => entry.size,
+                None => md.len(),
+            },
+            // A blob shows its decoded size, which only decoding tells (kept with the
+            // summary, so a listing decodes each blob once).
+            (Some(Ok(_)), Storage::Blob) => match listed.and_then(|l| l.decoded.get()) {
+                Some(size) => *size,
+                None => {
+                    let view = self.snap_view(d)?;
+                    match view.manifest() {
+                        Ok((m, _)) => match self.ds.open_archive(d, m, name, self.cache.clone()) {
+                            Ok(data) => {
+                                // Kept with the summary if both describe this blob.
+                                let csum = m.file(name.file()).map(|e| e.csum);
+                                if let Some(l) = listed.filter(|l| Some(l.csum) == csum) {
+                                    let _ = l.decoded.set(data.size());
+                                }
+                                data.size()
+                            }
+                            // The open that reads it reports why; until then, the file size.
+                            Err(_) => md.len(),
+                        },
+                        Err(_) => md.len(),
+                    }
                 }
-            }
-            // A blob shows its decoded size, which only decoding tells.
-            (Ok((m, _)), Storage::Blob) => {
-                match self.ds.open_archive(d, m, name, self.cache.clone()) {
-                    Ok(data) => data.size(),
-                    // The open that reads it reports why; until then, the file size.
-                    Err(_) => md.len(),
-                }
-            }
-            (Err(_), _) => md.len(),
+            },
+            _ => md.len(),
         };
         self.sizes.insert(node.clone(), size);
         Ok(size)

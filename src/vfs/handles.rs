@@ -16,10 +16,14 @@ use super::pxar::PxarHandle;
 use super::scratch::Shared;
 use super::{ArchiveHandle, Caller, DirEntry, Kind, Opened, Vfs};
 
+/// A directory listing, taken at offset 0: each entry with its node (none for `.` and
+/// `..`).
+pub(super) type DirListing = Arc<Mutex<Vec<(DirEntry, Option<Node>)>>>;
+
 #[derive(Debug)]
 pub(super) enum Handle {
     /// A directory listing, taken at offset 0.
-    Dir(Arc<Mutex<Vec<DirEntry>>>),
+    Dir(DirListing),
     Archive(Arc<ArchiveHandle>),
     /// A regular file inside a pxar archive.
     Pxar(Arc<PxarHandle>),

@@ -81,6 +81,11 @@ impl InodeTable {
         self.inner.lock().number(node)
     }
 
+    /// The number of `node` if the kernel references it (what is worth invalidating).
+    pub fn live(&self, node: &Node) -> Option<u64> {
+        self.inner.lock().by_key.get(node).copied()
+    }
+
     /// The number of `node`, taking one kernel reference: for the replies that make the
     /// kernel count a lookup (lookup, create).
     pub fn remember(&self, node: &Node) -> u64 {

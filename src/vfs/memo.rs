@@ -1,6 +1,8 @@
-//! Bounded memo tables of the mount: a map that forgets its oldest entries beyond a
-//! fixed number, so caches keyed by what users browse (snapshot views, archive sizes,
+//! Bounded memo tables of the mount: a map that forgets entries beyond a fixed number,
+//! so caches keyed by what users browse (snapshot views, group listings, archive sizes,
 //! errors already logged) never grow with the size of the datastore or the uptime.
+//! Eviction is CLOCK (second chance): the oldest entry not read since it last came
+//! round goes, so what a listing keeps using stays while one-off entries pass through.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -15,8 +17,10 @@ pub struct Memo<K, V> {
 
 #[derive(Debug)]
 struct Inner<K, V> {
-    map: HashMap<K, V>,
-    /// Insertion order, oldest first; each key of `map` once.
+    /// Each value with its "read since it last came round" bit.
+    map: HashMap<K, (V, bool)>,
+    /// The clock: keys oldest first; every key of `map` at least once (removed keys may
+    /// linger until they come round).
     order: VecDeque<K>,
 }
 
@@ -32,20 +36,49 @@ impl<K: Hash + Eq + Clone, V: Clone> Memo<K, V> {
     }
 
     pub fn get(&self, k: &K) -> Option<V> {
-        self.inner.lock().map.get(k).cloned()
+        self.inner.lock().map.get_mut(k).map(|(v, used)| {
+            *used = true;
+            v.clone()
+        })
     }
 
-    /// Insert or replace; the oldest entries go when the table is full.
+    /// Insert or replace; when the table is full, the oldest entry not read since it
+    /// last came round goes.
     pub fn insert(&self, k: K, v: V) {
         let mut g = self.inner.lock();
-        if g.map.insert(k.clone(), v).is_none() {
-            g.order.push_back(k);
-            while g.order.len() > self.capacity {
-                if let Some(old) = g.order.pop_front() {
+        if let Some(slot) = g.map.get_mut(&k) {
+            *slot = (v, true);
+            return;
+        }
+        while g.map.len() >= self.capacity {
+            let Some(old) = g.order.pop_front() else {
+                break;
+            };
+            match g.map.get_mut(&old) {
+                Some((_, used)) if *used => {
+                    *used = false;
+                    g.order.push_back(old);
+                }
+                Some(_) => {
                     g.map.remove(&old);
                 }
+                None => {}
             }
         }
+        g.map.insert(k.clone(), (v, false));
+        g.order.push_back(k);
+        // Keys removed by `remove` linger in the clock: drop them before it outgrows
+        // the table.
+        if g.order.len() > 2 * self.capacity {
+            let Inner { map, order } = &mut *g;
+            let mut seen = std::collections::HashSet::new();
+            order.retain(|k| map.contains_key(k) && seen.insert(k.clone()));
+        }
+    }
+
+    /// Forget `k` (its source changed).
+    pub fn remove(&self, k: &K) {
+        self.inner.lock().map.remove(k);
     }
 
     /// Insert `k` if absent; true when it was absent (for "log once").
@@ -86,5 +119,22 @@ mod tests {
         assert_eq!(m.len(), 100);
         assert!(m.first_time(5, 0));
         assert!(!m.first_time(5, 0));
+    }
+
+    #[test]
+    fn entries_in_use_survive_a_stream_of_new_ones() {
+        let m = Memo::new(10);
+        m.insert(-1, 0);
+        for i in 0..1_000 {
+            assert_eq!(m.get(&-1), Some(0), "at {i}");
+            m.insert(i, i);
+            assert!(m.len() <= 10);
+        }
+        for i in 0..100 {
+            m.remove(&-1);
+            m.insert(-1, i);
+        }
+        assert!(m.inner.lock().order.len() <= 20);
+        assert_eq!(m.get(&-1), Some(99));
     }
 }

@@ -5,11 +5,12 @@
 //! when still dirty, a poisoned handle never commits).
 
 use std::os::unix::fs::MetadataExt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use serde_json::Value;
 
+use crate::store::format::archive::ArchiveName;
 use crate::store::format::manifest::{Manifest, VerifyState, MANIFEST_BLOB_NAME};
 use crate::store::format::names::{BackupDir, BackupGroup};
 use crate::store::format::notes::MAX_NOTES_LEN;
@@ -17,19 +18,101 @@ use crate::util::error::{Error, Result};
 use crate::util::upid::{Upid, PBSFS_EDIT};
 
 use super::node::{attr_from_md, systime, Node};
-use super::{Attr, Kind, Vfs};
+use super::{scope, Attr, Kind, Vfs};
 
 /// `verify_state` content is a small JSON object; anything longer is refused.
 const MAX_VERIFY_STATE_LEN: usize = 64 * 1024;
 /// Who a state typed by hand through the mount is attributed to.
 const EDIT_AUTHID: &str = "root@pam";
-/// Snapshot views kept at most; the oldest go beyond (they only save decoding).
+/// Snapshot views kept at most; the least used go beyond (they only save decoding).
 pub const MAX_VIEWS: usize = 512;
+/// Snapshot summaries kept at most: enough for a listing of 10,000 snapshots to decode
+/// no manifest the second time (about 0.5 KiB each).
+pub const MAX_SUMMARIES: usize = 16_384;
+
+/// The identity of a manifest file: inode, mtime, size.
+type Stamp = (u64, i64, i64, u64);
+
+fn stamp_of(md: &std::fs::Metadata) -> Stamp {
+    (md.ino(), md.mtime(), md.mtime_nsec(), md.len())
+}
+
+/// An archive a manifest lists.
+#[derive(Debug)]
+pub struct Listed {
+    pub name: ArchiveName,
+    pub csum: crate::Digest,
+    /// fidx/didx: content size; blob: encoded size.
+    pub size: u64,
+    /// A blob's decoded size, once known.
+    pub decoded: OnceLock<u64>,
+}
+
+/// What listings and `stat` need of a snapshot's manifest, without the manifest: many
+/// more of these are kept than full views, so listing a large store again decodes no
+/// manifest whose file is unchanged.
+#[derive(Debug)]
+pub struct SnapSummary {
+    stamp: Stamp,
+    pub mtime: SystemTime,
+    pub uid: u32,
+    pub gid: u32,
+    /// Sizes of `notes`, `verify_state` and `manifest.json` (0 when unreadable).
+    pub notes_len: u64,
+    pub verify_state_len: u64,
+    pub json_len: u64,
+    /// The archives the manifest lists (names that do not parse left out), or why its
+    /// file list is unusable; `None` when the manifest cannot be read at all.
+    pub files: Option<Result<Vec<Listed>>>,
+}
+
+impl SnapSummary {
+    fn of(view: &SnapView) -> SnapSummary {
+        let len = |r: Result<usize>| r.unwrap_or(0) as u64;
+        let files = view.manifest.as_ref().ok().map(|(m, _)| {
+            m.files().map(|files| {
+                files
+                    .into_iter()
+                    .filter_map(|f| match ArchiveName::parse(&f.filename) {
+                        Ok(name) => Some(Listed {
+                            name,
+                            csum: f.csum,
+                            size: f.size,
+                            decoded: OnceLock::new(),
+                        }),
+                        Err(e) => {
+                            log::debug!("not showing {}: {e}", f.filename);
+                            None
+                        }
+                    })
+                    .collect()
+            })
+        });
+        SnapSummary {
+            stamp: view.stamp,
+            mtime: view.mtime,
+            uid: view.uid,
+            gid: view.gid,
+            notes_len: len(view.notes().map(|n| n.len())),
+            verify_state_len: len(view.verify_state_text().map(|t| t.len())),
+            json_len: len(view.json().map(<[u8]>::len)),
+            files,
+        }
+    }
+
+    /// The listed archive of file name `file`.
+    pub fn listed(&self, file: &str) -> Option<&Listed> {
+        match &self.files {
+            Some(Ok(v)) => v.iter().find(|l| l.name.file() == file),
+            _ => None,
+        }
+    }
+}
 
 /// A snapshot's manifest as the mount shows it, valid while the blob's stat is unchanged.
 #[derive(Debug)]
 pub struct SnapView {
-    stamp: (u64, i64, i64, u64),
+    stamp: Stamp,
     /// The parsed manifest and its decoded JSON bytes, or why it cannot be read.
     pub manifest: Result<(Manifest, Vec<u8>)>,
     pub mtime: SystemTime,
@@ -242,10 +325,16 @@ impl Vfs {
     pub(super) fn snap_view(&self, d: &BackupDir) -> Result<Arc<SnapView>> {
         let path = self.ds.snapshot_path(d).join(MANIFEST_BLOB_NAME);
         let md = self.ds.fs().metadata(&path)?;
-        let stamp = (md.ino(), md.mtime(), md.mtime_nsec(), md.len());
+        Ok(self.view_of(d, &md))
+    }
+
+    /// The view of the manifest whose file has metadata `md`: the kept one if it is of
+    /// the same file, else decoded now.
+    fn view_of(&self, d: &BackupDir, md: &std::fs::Metadata) -> Arc<SnapView> {
+        let stamp = stamp_of(md);
         if let Some(v) = self.views.get(d) {
             if v.stamp == stamp {
-                return Ok(v);
+                return v;
             }
         }
         let manifest = self.ds.load_manifest_json(d);
@@ -257,7 +346,33 @@ impl Vfs {
             gid: md.gid(),
         });
         self.views.insert(d.clone(), view.clone());
-        Ok(view)
+        view
+    }
+
+    /// The summary of a snapshot's manifest, checked against its file (once per
+    /// READDIRPLUS, `scope.rs`), decoded again only when the file changed.
+    pub(super) fn snap_summary(&self, d: &BackupDir) -> Result<Arc<SnapSummary>> {
+        if let Some(s) = scope::summary(self, d) {
+            return Ok(s);
+        }
+        let path = self.ds.snapshot_path(d).join(MANIFEST_BLOB_NAME);
+        let md = self.ds.fs().metadata(&path)?;
+        let s = match self.summaries.get(d) {
+            Some(s) if s.stamp == stamp_of(&md) => s,
+            _ => {
+                let s = Arc::new(SnapSummary::of(&self.view_of(d, &md)));
+                self.summaries.insert(d.clone(), s.clone());
+                s
+            }
+        };
+        scope::keep_summary(self, d, &s);
+        Ok(s)
+    }
+
+    /// Forget what is kept of `d`'s manifest (changed through the mount).
+    pub(super) fn forget_snapshot_manifest(&self, d: &BackupDir) {
+        self.summaries.remove(d);
+        self.views.remove(d);
     }
 
     /// Attributes of `notes`, `verify_state` and `manifest.json`: the committed size,
@@ -278,25 +393,22 @@ impl Vfs {
                 Ok(attr_from_md(Kind::File, &md, editable, md.len()))
             }
             Node::SnapNotes(d) | Node::VerifyState(d) | Node::ManifestJson(d) => {
-                let view = self.snap_view(d)?;
+                let s = self.snap_summary(d)?;
                 // A damaged manifest still lets `ls -l` show these (size 0); opening
                 // one gives the manifest's error.
-                let size = |len: Result<usize>| len.unwrap_or(0);
                 let (size, perm) = match node {
-                    Node::SnapNotes(_) => (size(view.notes().map(|n| n.len())), editable),
-                    Node::VerifyState(_) => {
-                        (size(view.verify_state_text().map(|t| t.len())), editable)
-                    }
-                    _ => (size(view.json().map(<[u8]>::len)), 0o444),
+                    Node::SnapNotes(_) => (s.notes_len, editable),
+                    Node::VerifyState(_) => (s.verify_state_len, editable),
+                    _ => (s.json_len, 0o444),
                 };
                 Ok(Attr {
                     ino: 0,
                     kind: Kind::File,
-                    size: size as u64,
+                    size,
                     perm,
-                    uid: view.uid,
-                    gid: view.gid,
-                    mtime: view.mtime,
+                    uid: s.uid,
+                    gid: s.gid,
+                    mtime: s.mtime,
                     nlink: 1,
                     rdev: 0,
                 })
@@ -332,7 +444,10 @@ impl Vfs {
             MetaFile::GroupNotes(g) => self.ds.set_group_notes(g, content),
         };
         match &res {
-            Ok(()) => log::info!("commit: {} ({} bytes)", f.what(), content.len()),
+            Ok(()) => {
+                log::info!("commit: {} ({} bytes)", f.what(), content.len());
+                self.after_commit(f);
+            }
             Err(e) => log::warn!("commit of {} failed: {e}", f.what()),
         }
         res

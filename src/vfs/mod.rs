@@ -9,12 +9,14 @@
 
 mod archive;
 mod edit;
+pub mod groups;
 mod handles;
 pub mod inode;
 pub mod memo;
 pub mod meta;
 pub mod node;
 mod pxar;
+mod scope;
 pub mod scratch;
 mod tree;
 
@@ -22,22 +24,24 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 
 use crate::store::chunks::cache::{ChunkCache, Prefetcher};
-use crate::store::format::names::{BackupDir, BackupNamespace};
+use crate::store::format::names::{BackupDir, BackupGroup, BackupNamespace};
 use crate::store::Datastore;
 use crate::util::error::{Error, IoContext, ReadOnlyWhy, Result};
 use crate::util::sys::FsStats;
 
 use archive::ArchiveHandle;
+use groups::{GroupListing, MAX_GROUPS};
 use handles::{bad_handle, Handle};
 use inode::{InodeTable, ROOT_INO};
 use memo::Memo;
-use meta::{SnapView, MAX_VIEWS};
+use meta::{MetaFile, SnapSummary, SnapView, MAX_SUMMARIES, MAX_VIEWS};
 use node::Node;
 use scratch::ScratchStore;
 
@@ -111,6 +115,17 @@ pub struct SetAttr {
     pub mtime: Option<SystemTime>,
 }
 
+/// What the kernel must forget after a change made through the mount, sent by the
+/// FUSE adapter from a thread of its own (never from inside a request handler: the
+/// kernel may wait for that very request to finish).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inval {
+    /// Attributes (and cached pages) of an inode.
+    Inode(u64),
+    /// The binding of a name in a folder.
+    Entry(u64, OsString),
+}
+
 /// Who sent a request.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Caller {
@@ -140,6 +155,10 @@ pub struct Vfs {
     next_fh: AtomicU64,
     scratch: ScratchStore,
     views: Memo<BackupDir, Arc<SnapView>>,
+    summaries: Memo<BackupDir, Arc<SnapSummary>>,
+    groups: Memo<BackupGroup, Arc<GroupListing>>,
+    /// Where invalidations go (set by the FUSE adapter; none without a kernel).
+    inval: OnceLock<Sender<Inval>>,
     sizes: Memo<Node, u64>,
     pxars: Memo<node::PxarRef, Arc<pxar::PxarArchive>>,
     pxar_entries: Memo<(node::PxarRef, u64), Arc<crate::pxar::decoder::Entry>>,
@@ -169,6 +188,9 @@ impl Vfs {
             next_fh: AtomicU64::new(1),
             scratch: ScratchStore::default(),
             views: Memo::new(MAX_VIEWS),
+            summaries: Memo::new(MAX_SUMMARIES),
+            groups: Memo::new(MAX_GROUPS),
+            inval: OnceLock::new(),
             sizes: Memo::new(MAX_SIZES),
             pxars: Memo::new(pxar::MAX_ARCHIVES),
             pxar_entries: Memo::new(pxar::MAX_ENTRIES),
@@ -190,6 +212,52 @@ impl Vfs {
     /// Entries of the bounded tables (snapshot views, archive sizes), for tests.
     pub fn memo_entries(&self) -> (usize, usize) {
         (self.views.len(), self.sizes.len())
+    }
+
+    /// Send the kernel invalidations of what changes through the mount to `tx` (the
+    /// FUSE adapter's notifier thread). Set once.
+    pub fn set_invalidator(&self, tx: Sender<Inval>) {
+        let _ = self.inval.set(tx);
+    }
+
+    fn invalidate(&self, i: Inval) {
+        if let Some(tx) = self.inval.get() {
+            let _ = tx.send(i);
+        }
+    }
+
+    /// After a commit of `f` through the mount: drop what is kept of the old value and
+    /// make the kernel forget the attributes and names of every file it changed (a
+    /// snapshot's `notes`, `verify_state` and `manifest.json` share its manifest).
+    pub(crate) fn after_commit(&self, f: &MetaFile) {
+        let (parent, files) = match f {
+            MetaFile::SnapNotes(d) | MetaFile::VerifyState(d) => {
+                self.forget_snapshot_manifest(d);
+                let parent = self.group_listing(&d.group).ok().and_then(|l| {
+                    l.at(d.time)
+                        .and_then(|s| self.inodes.live(&Node::Snapshot(d.clone(), s.ino)))
+                });
+                let files = vec![
+                    (node::NOTES, Node::SnapNotes(d.clone())),
+                    (node::VERIFY_STATE, Node::VerifyState(d.clone())),
+                    (node::MANIFEST_JSON, Node::ManifestJson(d.clone())),
+                ];
+                (parent, files)
+            }
+            MetaFile::GroupNotes(g) => {
+                self.forget_group_listing(g);
+                let parent = self.inodes.live(&Node::Group(g.clone()));
+                (parent, vec![(node::NOTES, Node::GroupNotes(g.clone()))])
+            }
+        };
+        for (name, n) in files {
+            if let Some(ino) = self.inodes.live(&n) {
+                self.invalidate(Inval::Inode(ino));
+            }
+            if let Some(p) = parent {
+                self.invalidate(Inval::Entry(p, name.into()));
+            }
+        }
     }
 
     fn node(&self, ino: u64) -> Result<Node> {
@@ -304,44 +372,124 @@ impl Vfs {
         Ok(self.add_handle(Handle::Dir(Arc::new(Mutex::new(Vec::new())))))
     }
 
-    /// Entries from `offset` on; the listing is read afresh at offset 0.
-    pub fn readdir(&self, ino: u64, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
+    /// The listing of an open folder: read afresh at offset 0, else the one taken then.
+    fn dir_listing(&self, ino: u64, fh: u64, offset: u64) -> Result<handles::DirListing> {
         let listing = match self.handles.lock().get(&fh) {
             Some(Handle::Dir(l)) => l.clone(),
             _ => return Err(bad_handle(fh)),
         };
-        let mut l = listing.lock();
         if offset == 0 {
             let node = self.node(ino)?;
-            let mut names: Vec<(OsString, u64, Kind)> =
-                vec![(".".into(), ino, Kind::Dir), ("..".into(), ino, Kind::Dir)];
+            let mut names: Vec<(OsString, u64, Kind, Option<Node>)> = vec![
+                (".".into(), ino, Kind::Dir, None),
+                ("..".into(), ino, Kind::Dir, None),
+            ];
             for (name, n) in self.list_dir(&node)? {
-                names.push((name, self.inodes.ino(&n), n.kind()));
+                names.push((name, self.inodes.ino(&n), n.kind(), Some(n)));
             }
             if node.holds_scratch() {
                 for (name, id) in self.scratch.list(ino) {
                     let n = Node::Scratch(id);
-                    names.push((name, self.inodes.ino(&n), Kind::File));
+                    names.push((name, self.inodes.ino(&n), Kind::File, Some(n)));
                 }
             }
-            *l = names
+            *listing.lock() = names
                 .into_iter()
                 .enumerate()
-                .map(|(i, (name, ino, kind))| DirEntry {
-                    ino,
-                    next_offset: i as u64 + 1,
-                    kind,
-                    name,
+                .map(|(i, (name, ino, kind, node))| {
+                    let e = DirEntry {
+                        ino,
+                        next_offset: i as u64 + 1,
+                        kind,
+                        name,
+                    };
+                    (e, node)
                 })
                 .collect();
         }
-        Ok(l.iter().skip(offset as usize).cloned().collect())
+        Ok(listing)
     }
 
-    /// One extended attribute: pxar entries have theirs (xattrs, ACLs, capabilities);
-    /// nothing else has any (ENODATA, so `ls -l` and `cp -a` go on).
+    /// Entries from `offset` on; the listing is read afresh at offset 0.
+    pub fn readdir(&self, ino: u64, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
+        let listing = self.dir_listing(ino, fh, offset)?;
+        let l = listing.lock();
+        Ok(l.iter()
+            .skip(offset as usize)
+            .map(|(e, _)| e.clone())
+            .collect())
+    }
+
+    /// READDIRPLUS: entries from `offset` on (the listing read afresh at offset 0), each
+    /// given to `add` with its attributes (`None` for `.` and `..`) until `add` says the
+    /// reply is full. Each entry added with attributes counts as a lookup, as the kernel
+    /// counts it; one whose attributes fail goes with placeholder attributes valid for no
+    /// time, so the kernel asks again and gets the error.
+    pub fn readdirplus(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&DirEntry, Option<&Entry>) -> bool,
+    ) -> Result<()> {
+        let _scope = scope::enter(self);
+        let listing = self.dir_listing(ino, fh, offset)?;
+        let l = listing.lock();
+        for (e, node) in l.iter().skip(offset as usize) {
+            let Some(n) = node else {
+                if add(e, None) {
+                    break;
+                }
+                continue;
+            };
+            let ino = self.inodes.remember(n);
+            let entry = match self.entry(n) {
+                Ok(mut entry) => {
+                    entry.attr.ino = ino;
+                    entry
+                }
+                Err(err) => {
+                    log::debug!("readdirplus: {}: {err}", n.describe());
+                    Entry {
+                        attr: Attr {
+                            ino,
+                            kind: n.kind(),
+                            size: 0,
+                            perm: 0,
+                            uid: 0,
+                            gid: 0,
+                            mtime: SystemTime::UNIX_EPOCH,
+                            nlink: 1,
+                            rdev: 0,
+                        },
+                        ttl: Duration::ZERO,
+                        entry_ttl: Duration::ZERO,
+                    }
+                }
+            };
+            let e = DirEntry { ino, ..e.clone() };
+            if add(&e, Some(&entry)) {
+                // Not sent: not counted.
+                self.inodes.forget(ino, 1);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One extended attribute: pxar entries have theirs (xattrs, ACLs, capabilities),
+    /// or none (ENODATA). The files and folders pbsfs makes up cannot have any (their
+    /// setxattr fails too): EOPNOTSUPP, which `ls -l` takes as "this file system has no
+    /// ACLs and no security labels" and stops asking for the rest of the listing (two
+    /// requests per file otherwise); `cp -a` and editors then copy modes only.
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
         let node = self.node(ino)?;
+        if !matches!(node, Node::PxarRoot(_) | Node::PxarEntry { .. }) {
+            return Err(Error::Unavailable {
+                what: node.describe(),
+                why: "extended attributes are not supported here".into(),
+            });
+        }
         let all = self.xattrs_of(&node)?;
         all.into_iter()
             .find(|(n, _)| n.as_slice() == name.as_bytes())

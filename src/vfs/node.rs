@@ -3,8 +3,9 @@
 //! directory lists, what a name in it leads to, its attributes), each sent to the file
 //! of its node kind: `tree.rs` (folders, `latest`, `owner`), `meta.rs` (`notes`,
 //! `verify_state`, `manifest.json`), `archive.rs` (archives), `scratch.rs`. Everything is
-//! read from disk on demand, so a snapshot made or forgotten meanwhile shows on the next
-//! listing.
+//! checked against the disk on demand (what is unchanged comes from `groups.rs`'s group
+//! listings and `meta.rs`'s manifest summaries), so a snapshot made or forgotten
+//! meanwhile shows on the next listing.
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -23,9 +24,14 @@ use super::{Attr, Kind, Vfs};
 const DIR_TTL: Duration = Duration::from_secs(1);
 /// Archive content never changes for a given key (the key holds its checksum).
 const ARCHIVE_TTL: Duration = Duration::from_secs(3600);
-/// Metadata files and scratch names: never cached, a rename over `notes` must not
-/// leave a stale binding. (`latest` is keyed by its target and cached like a folder.)
-const META_TTL: Duration = Duration::ZERO;
+/// Metadata files: cached up to 1 s (ARCHITECTURE §2, relaxed by issue 11). Every
+/// commit through the mount, and so every rename over one, invalidates the kernel's
+/// entry and attributes at once (`Vfs::after_commit`); changes made elsewhere show
+/// within the TTL. (`latest` is keyed by its target and cached like a folder.)
+const META_TTL: Duration = Duration::from_secs(1);
+/// Scratch names: never cached, a rename of one over `notes` must not leave a stale
+/// binding.
+const SCRATCH_TTL: Duration = Duration::ZERO;
 
 pub const NOTES: &str = "notes";
 pub const VERIFY_STATE: &str = "verify_state";
@@ -112,8 +118,8 @@ impl Node {
             Node::GroupNotes(_)
             | Node::SnapNotes(_)
             | Node::VerifyState(_)
-            | Node::ManifestJson(_)
-            | Node::Scratch(_) => META_TTL,
+            | Node::ManifestJson(_) => META_TTL,
+            Node::Scratch(_) => SCRATCH_TTL,
             Node::Namespace(_)
             | Node::NsDir(_)
             | Node::TypeDir(..)

@@ -3,9 +3,6 @@
 //! read-only) and its `latest` link. Names come from the datastore and are validated;
 //! anything that does not parse is skipped, never followed.
 
-use std::os::unix::fs::MetadataExt;
-
-use crate::store::format::manifest::MANIFEST_BLOB_NAME;
 use crate::store::format::names::{BackupDir, BackupGroup, BackupNamespace, BackupType};
 use crate::store::GROUP_OWNER;
 use crate::util::error::{Error, Result};
@@ -58,22 +55,17 @@ impl Vfs {
     }
 
     pub(super) fn list_group(&self, g: &BackupGroup) -> Result<Vec<(String, Node)>> {
+        let l = self.group_listing(g)?;
         let mut out = vec![(NOTES.to_string(), Node::GroupNotes(g.clone()))];
-        if self
-            .ds
-            .fs()
-            .is_file(&self.ds.group_path(g).join(GROUP_OWNER))
-        {
+        if l.owner {
             out.push((GROUP_OWNER.to_string(), Node::GroupOwner(g.clone())));
         }
-        let snaps = self.ds.list_snapshots(g)?;
-        if let Some(last) = snaps.iter().rev().find(|s| s.finished) {
-            out.push((LATEST.to_string(), Node::Latest(g.clone(), last.dir.time)));
+        if let Some(last) = l.last_finished() {
+            out.push((LATEST.to_string(), Node::Latest(g.clone(), last.time)));
         }
-        for s in snaps.into_iter().filter(|s| s.finished) {
-            if let Ok(n) = self.snapshot_node(&s.dir) {
-                out.push((s.dir.time_string(), n));
-            }
+        for s in l.snaps.iter().filter(|s| s.finished) {
+            let d = BackupDir::new(g.clone(), s.time)?;
+            out.push((d.time_string(), Node::Snapshot(d, s.ino)));
         }
         Ok(out)
     }
@@ -134,20 +126,19 @@ impl Vfs {
     }
 
     pub(super) fn lookup_in_group(&self, g: &BackupGroup, name: &str) -> Result<Option<Node>> {
+        if name == NOTES {
+            return Ok(Some(Node::GroupNotes(g.clone())));
+        }
+        let l = self.group_listing(g)?;
         Ok(match name {
-            NOTES => Some(Node::GroupNotes(g.clone())),
-            GROUP_OWNER => self
-                .ds
-                .fs()
-                .is_file(&self.ds.group_path(g).join(GROUP_OWNER))
-                .then(|| Node::GroupOwner(g.clone())),
-            LATEST => self
-                .ds
-                .last_finished(g)?
-                .map(|s| Node::Latest(g.clone(), s.dir.time)),
+            GROUP_OWNER => l.owner.then(|| Node::GroupOwner(g.clone())),
+            LATEST => l.last_finished().map(|s| Node::Latest(g.clone(), s.time)),
             _ => crate::util::time::parse_snapshot_time(name)
-                .and_then(|t| BackupDir::new(g.clone(), t).ok())
-                .and_then(|d| self.snapshot_node(&d).ok()),
+                .and_then(|t| l.at(t).filter(|s| s.finished))
+                .and_then(|s| {
+                    let d = BackupDir::new(g.clone(), s.time).ok()?;
+                    Some(Node::Snapshot(d, s.ino))
+                }),
         })
     }
 
@@ -158,18 +149,6 @@ impl Vfs {
             MANIFEST_JSON => Some(Node::ManifestJson(d.clone())),
             _ => self.lookup_archive(d, name)?,
         })
-    }
-
-    /// The node of a finished snapshot (keyed by its folder's inode).
-    pub(super) fn snapshot_node(&self, d: &BackupDir) -> Result<Node> {
-        let path = self.ds.snapshot_path(d);
-        let md = self.ds.fs().metadata(&path)?;
-        if !md.is_dir() || !self.ds.fs().is_file(&path.join(MANIFEST_BLOB_NAME)) {
-            return Err(Error::NotFinished {
-                snapshot: d.to_string(),
-            });
-        }
-        Ok(Node::Snapshot(d.clone(), md.ino()))
     }
 
     /// Attributes of folders, `owner` and `latest`.
@@ -195,37 +174,55 @@ impl Vfs {
                 0,
             ),
             Node::Group(g) => {
-                let mut a = attr_from_md(
-                    Kind::Dir,
-                    &self.ds.fs().metadata(&ds.group_path(g))?,
-                    0o755,
-                    0,
-                );
-                if let Some(last) = ds.last_finished(g)? {
-                    a.mtime = systime(last.dir.time, 0);
+                let l = self.group_listing(g)?;
+                Attr {
+                    ino: 0,
+                    kind: Kind::Dir,
+                    size: 0,
+                    perm: 0o755,
+                    uid: l.uid,
+                    gid: l.gid,
+                    mtime: l.last_finished().map_or(l.mtime, |s| systime(s.time, 0)),
+                    nlink: 2,
+                    rdev: 0,
                 }
-                a
             }
             Node::GroupOwner(g) => {
                 let md = self.ds.fs().metadata(&ds.group_path(g).join(GROUP_OWNER))?;
                 attr_from_md(Kind::File, &md, 0o444, md.len())
             }
             Node::Latest(g, time) => {
-                let md = self.ds.fs().metadata(&ds.group_path(g))?;
-                // A snapshot folder name is always 20 bytes (spec §1.5).
-                let mut a = attr_from_md(Kind::Symlink, &md, 0o777, 20);
-                a.mtime = systime(*time, 0);
-                a
+                let l = self.group_listing(g)?;
+                Attr {
+                    ino: 0,
+                    kind: Kind::Symlink,
+                    // A snapshot folder name is always 20 bytes (spec §1.5).
+                    size: 20,
+                    perm: 0o777,
+                    uid: l.uid,
+                    gid: l.gid,
+                    mtime: systime(*time, 0),
+                    nlink: 1,
+                    rdev: 0,
+                }
             }
             Node::Snapshot(d, folder_ino) => {
-                let md = self.ds.fs().metadata(&ds.snapshot_path(d))?;
-                if md.ino() != *folder_ino {
-                    // Forgotten and made again: this inode's snapshot is gone.
+                let l = self.group_listing(&d.group)?;
+                let Some(s) = l.at(d.time).filter(|s| s.ino == *folder_ino) else {
+                    // Forgotten (and maybe made again): this inode's snapshot is gone.
                     return Err(Error::not_found(format!("snapshot {d} of this inode")));
+                };
+                Attr {
+                    ino: 0,
+                    kind: Kind::Dir,
+                    size: 0,
+                    perm: 0o755,
+                    uid: s.uid,
+                    gid: s.gid,
+                    mtime: systime(d.time, 0),
+                    nlink: 2,
+                    rdev: 0,
                 }
-                let mut a = attr_from_md(Kind::Dir, &md, 0o755, 0);
-                a.mtime = systime(d.time, 0);
-                a
             }
             other => {
                 return Err(Error::invalid(

@@ -12,6 +12,7 @@ mod editors;
 mod format;
 mod hostile;
 mod mount;
+mod mount_listing;
 mod mount_util;
 mod pbs_store;
 mod pxar_backup;
