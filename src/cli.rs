@@ -320,7 +320,7 @@ pub struct MountArgs {
     /// Serve in the foreground (logs to stderr); SIGINT/SIGTERM unmount
     #[arg(long)]
     pub foreground: bool,
-    /// Size of the verified-chunk cache (default 256M)
+    /// Size of the verified-chunk cache (default 24M)
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub cache_size: Option<u64>,
     /// Show only this namespace (and its children)

@@ -1,7 +1,8 @@
 //! The audited libc calls std does not offer: atime updates, open-file-description
 //! record locks, the coarse clock, local time, syncfs, statvfs, setsid, geteuid, SIGPIPE,
 //! the signal and descriptor calls of the background mount, extended attributes, inode
-//! flags and quota project ids (pxar backups and restores).
+//! flags and quota project ids (pxar backups and restores), and glibc's malloc tuning
+//! of the mount.
 //! This is the crate's only module allowed to use `unsafe`; each block is one FFI call
 //! on values owned by the caller, checked for its documented error return.
 #![allow(unsafe_code)]
@@ -229,6 +230,33 @@ pub fn setsid() -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// Bound what glibc's allocator keeps of freed memory, in a long-running threaded
+/// server (the mount): at most `arena_max` arenas (by default up to 8 per core, each
+/// keeping its own free memory); blocks of `mmap_threshold` bytes or more mmapped, so
+/// freed ones go back to the system; and at most `trim_threshold` free bytes kept at the
+/// top of a heap for reuse. Fixed thresholds also turn off glibc's dynamic ones, which,
+/// once a large block is freed, rise to its size so that later chunk-sized buffers come
+/// from the heap and stay there. Call it before threads start. A no-op without glibc.
+pub fn bound_malloc(arena_max: i32, mmap_threshold: i32, trim_threshold: i32) -> io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    for (param, value, name) in [
+        (libc::M_ARENA_MAX, arena_max, "M_ARENA_MAX"),
+        (libc::M_MMAP_THRESHOLD, mmap_threshold, "M_MMAP_THRESHOLD"),
+        (libc::M_TRIM_THRESHOLD, trim_threshold, "M_TRIM_THRESHOLD"),
+    ] {
+        // SAFETY: mallopt only sets allocator parameters and has no memory
+        // preconditions; it returns 1 on success and 0 for a rejected value.
+        if unsafe { libc::mallopt(param, value) } != 1 {
+            return Err(io::Error::other(format!(
+                "mallopt({name}, {value}) refused"
+            )));
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = (arena_max, mmap_threshold, trim_threshold);
+    Ok(())
 }
 
 /// Let a closed stdout end the process quietly, as for any Unix filter (`| head`),

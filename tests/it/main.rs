@@ -13,6 +13,7 @@ mod format;
 mod hostile;
 mod mount;
 mod mount_listing;
+mod mount_memory;
 mod mount_util;
 mod pbs_store;
 mod pxar_backup;
