@@ -441,10 +441,19 @@ fn backup_image(
         drop(work_rx);
         let reader = s.spawn(move || -> Result<()> {
             for i in 0..n {
-                let len = (size - i as u64 * cs).min(cs) as usize;
-                let mut buf = vec![0u8; len];
-                file.read_exact(&mut buf)
+                let len = (size - i as u64 * cs).min(cs);
+                // Read into fresh capacity: no zero-fill of 4 MiB per chunk first.
+                let mut buf = Vec::with_capacity(len as usize);
+                (&mut file)
+                    .take(len)
+                    .read_to_end(&mut buf)
                     .ctx(format!("read {}", path.display()))?;
+                if buf.len() as u64 != len {
+                    return Err(Error::io(
+                        format!("read {}", path.display()),
+                        std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                    ));
+                }
                 if work_tx.send((i, buf)).is_err() {
                     break;
                 }
