@@ -3,8 +3,9 @@
 # Not part of the test suite: speed is measured here, never asserted in tests.
 #   scripts/bench.sh [SIZE_MIB]     (default 1024)
 # Env: ROUNDS (default 5) rounds of the interleaved comparisons; SECTIONS (default
-# "image tree second") picks the sections; PBSFS_MODE (default metadata) is the
-# --change-detection-mode of the "second backup" section.
+# "image tree second mount") picks the sections; PBSFS_MODE (default metadata) is the
+# --change-detection-mode of the "second backup" section. The "mount" section prints
+# issue 11's table (pbsfs against borg and restic) as Markdown rows for docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1024}
@@ -14,22 +15,37 @@ command -v /usr/bin/time >/dev/null || need+=(time)
 command -v bc >/dev/null || need+=(bc)
 command -v borg >/dev/null || need+=(borgbackup)
 command -v restic >/dev/null || need+=(restic)
-python3 -c 'import pyfuse3' 2>/dev/null || need+=(python3-pyfuse3)
+command -v fusermount3 >/dev/null || need+=(fuse3)
+# Debian's borg runs on /usr/bin/python3 (not a pyenv or venv python3 first in PATH).
+/usr/bin/python3 -c 'import pyfuse3' 2>/dev/null || need+=(python3-pyfuse3)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 ROUNDS=${ROUNDS:-5}
-SECTIONS=" ${SECTIONS:-image tree second} "
+SECTIONS=" ${SECTIONS:-image tree second mount} "
 section() { [[ $SECTIONS == *" $1 "* ]]; }
 cargo build --release --quiet
 P=$PWD/target/release/pbsfs
 W=/var/tmp/pbsfs-bench
-# Unmount what a run (this one, or one that was killed) left mounted, then remove $W.
+# The serving process the "mount" section started in the background (pbsfs mount
+# --foreground, borg mount -f or restic mount) and has not yet seen exit: ended by cleanup.
+MOUNT_PID=
+# Unmount what a run (this one, or one that was killed) left mounted, end this run's
+# mount processes, then remove $W.
 cleanup() {
-  local m
-  for m in $W/mnt $W/mnt-b; do
-    if mountpoint -q $m 2>/dev/null; then umount $m 2>/dev/null || umount -l $m || true; fi
+  local m n
+  for m in $W/mnt $W/mnt-b $W/mnt-pbsfs $W/mnt-borg $W/mnt-restic; do
+    if mountpoint -q $m 2>/dev/null; then
+      umount $m 2>/dev/null || fusermount -u $m 2>/dev/null || umount -l $m || true
+    fi
   done
+  if [ -n "$MOUNT_PID" ]; then
+    for n in $(seq 50); do kill -0 $MOUNT_PID 2>/dev/null || break; sleep 0.1; done
+    if kill -0 $MOUNT_PID 2>/dev/null; then
+      echo "cleanup: mount process $MOUNT_PID still running after its unmount, killing it" >&2
+      kill $MOUNT_PID 2>/dev/null || true
+    fi
+  fi
   rm -rf $W
 }
 cleanup; mkdir -p $W/mnt
@@ -228,4 +244,255 @@ for name, i in [("pbsfs", 0), ("borg", 2), ("restic", 4)]:
           f"({min(r[i + 1] for r in rows):.3f}-{max(r[i + 1] for r in rows):.3f}), "
           f"first run median {med([r[i] for r in rows]):7.3f} s")
 PY
+fi
+
+# ---- Issue 11's table: the make_dataset data set through pbsfs, borg and restic. ----
+# Every round starts each tool from an empty repository and fresh caches, then, in the
+# order pbsfs, borg, restic, verify (page cache dropped before every timed step):
+# - backs up the big file alone, first run, timed (pbsfs: image `data.img:FILE` in vm/1;
+#   borg: archive x; restic: its first snapshot), then the 10,000-file tree (the data
+#   folder without big.bin), first run, timed (pbsfs: `tree.pxar:DIR` in host/tree;
+#   borg: archive t; restic: its latest snapshot);
+# - starts the tool's mount in the foreground, in the background, and times until `ls`
+#   of the big file's path through it works; times `ls -lR` of the tree, a cold `cat` of
+#   the big file, a warm re-read; checks the sha256 of the file read through the mount
+#   (a third read, untimed: from the page cache where the mount keeps it) against the
+#   source's; reads the serving process's peak RSS (VmHWM); times `umount` until the
+#   mount point is no longer one;
+# - restores the tree (pbsfs restore, borg extract, restic restore);
+# - verify: the raw decode + SHA-256 rate of the store's chunk files on nproc threads
+#   (examples/chunk_rate: zstd, crc32fast and sha2 directly, none of pbsfs's code), then
+#   `pbsfs verify STORE` over the same chunks, both cold, then both warm.
+# Reported: per figure, the median (min-max) of the per-round ratios other tool / pbsfs
+# (times, or peak RSS: above 1 means pbsfs is faster or smaller) and each tool's median,
+# as Markdown rows with issue 11's targets marked met or not.
+# mount_wait LOG PATH CMD...: start CMD (a mount serving in the foreground) in the
+# background and wait until `ls PATH` works; sets MPID (the serving process) and MSECS.
+mount_wait() {
+  local log=$1 path=$2 t0 t1 deadline; shift 2
+  deadline=$((SECONDS + 600))
+  t0=$(date +%s.%N)
+  "$@" > $log 2>&1 &
+  MPID=$!; MOUNT_PID=$MPID
+  until ls "$path" > /dev/null 2>&1; do
+    if ! kill -0 $MPID 2>/dev/null; then
+      echo "FAILED: '$*' exited before $path appeared:" >&2; cat $log >&2; exit 1
+    fi
+    if [ $SECONDS -gt $deadline ]; then
+      echo "FAILED: $path not there 600 s after starting '$*':" >&2; cat $log >&2; exit 1
+    fi
+    sleep 0.01
+  done
+  t1=$(date +%s.%N)
+  MSECS=$(echo "$t1 - $t0" | bc -l)
+}
+# umount_wait MP PID: unmount MP, timed until it is no longer a mount point (USECS), then
+# wait up to 30 s for the serving process PID to exit (loud if it does not).
+umount_wait() {
+  local mp=$1 pid=$2 t0 t1 n
+  t0=$(date +%s.%N)
+  umount $mp 2>>$W/err || fusermount -u $mp 2>>$W/err || { echo "FAILED: umount $mp" >&2; cat $W/err >&2; exit 1; }
+  while mountpoint -q $mp; do sleep 0.002; done
+  t1=$(date +%s.%N)
+  USECS=$(echo "$t1 - $t0" | bc -l)
+  for n in $(seq 300); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+  if kill -0 $pid 2>/dev/null; then
+    echo "FAILED: mount process $pid still running 30 s after unmounting $mp" >&2; exit 1
+  fi
+  wait $pid 2>/dev/null || true   # restic exits 1 (its own fusermount -u finds nothing to do)
+  MOUNT_PID=
+}
+# drops: how often anyone dropped the page cache since boot. The machine is shared: another
+# process's drop during a warm measurement makes it a cold one, which warned() reports.
+drops() { awk '/^drop_pagecache/ {print $2}' /proc/vmstat; }
+# warned KEY D0: when the page cache was dropped since drops() said D0, say so loudly and
+# record KEY_disturbed=1 (the report lists those figures).
+warned() {
+  if [ "$(drops)" != "$2" ]; then
+    echo "WARNING: round $r: another process dropped the page cache during the warm measurement $1" >&2
+    ROW+=" $1_disturbed=1"
+  fi
+}
+# rec KEY VALUE: one figure of this round (into ROW); an empty value is a failure.
+rec() {
+  [ -n "${2:-}" ] || { echo "FAILED: no value measured for $1" >&2; exit 1; }
+  ROW+=" $1=$2"
+}
+# measure_mount T MP BIG TREE CMD...: tool T's mount figures (keys T_mount, T_ls, T_cold,
+# T_warm, T_rss_ls and T_rss: peak RSS in KiB after ls -lR and at the end, T_umount).
+# CMD serves the mount on MP in the foreground; BIG is the big file's path and TREE the
+# tree's folder through it.
+measure_mount() {
+  local t=$1 mp=$2 big=$3 tree=$4 v sum d0; shift 4
+  mkdir -p $mp
+  drop; mount_wait $W/$t-mount.log $big "$@"; rec ${t}_mount $MSECS
+  drop; v=$(secs ls -lR $tree); rec ${t}_ls $v
+  v=$(awk '/^VmHWM/ {print $2}' /proc/$MPID/status); rec ${t}_rss_ls $v
+  drop; v=$(secs cat $big); rec ${t}_cold $v
+  d0=$(drops); v=$(secs cat $big); rec ${t}_warm $v; warned ${t}_warm $d0
+  sum=$(sha256sum < $big | cut -d' ' -f1)
+  if [ "$sum" != "$src_sum" ]; then
+    echo "FAILED: sha256 of the big file read through the $t mount is $sum, the source's is $src_sum" >&2
+    exit 1
+  fi
+  v=$(awk '/^VmHWM/ {print $2}' /proc/$MPID/status); rec ${t}_rss $v
+  umount_wait $mp $MPID; rec ${t}_umount $USECS
+}
+
+if section mount; then
+if ! { sync; echo 3 > /proc/sys/vm/drop_caches; }; then
+  echo "FAILED: cannot drop the page cache (not root?): the cold figures would be warm" >&2; exit 1
+fi
+cargo build --release --quiet --example chunk_rate
+RAW=$PWD/target/release/examples/chunk_rate
+data=$W/data
+# make_dataset is deterministic: the "second" section's copy is reused.
+if [ "$(stat -c %s $data/big.bin 2>/dev/null)" != $((SIZE * 1048576)) ] || [ ! -f $data/d099/f099 ]; then
+  rm -rf $data; make_dataset $data $SIZE
+fi
+big=$data/big.bin
+big_bytes=$((SIZE * 1048576))
+src_sum=$(sha256sum < $big | cut -d' ' -f1)
+tree_files=$(find $data -type f ! -path $big | wc -l)
+results=$W/mount-results
+: > $results
+for r in $(seq 1 $ROUNDS); do
+  ROW="round=$r"
+  rm -rf $W/ps $W/borg $W/restic $W/borg-home $W/restic-cache $W/out-p $W/out-b $W/out-r
+
+  # pbsfs
+  quiet $P init $W/ps
+  drop; v=$(secs $P backup $W/ps vm/1 data.img:$big); rec pbsfs_backup $v
+  drop; v=$(secs $P backup $W/ps host/tree tree.pxar:$data --exclude /big.bin); rec pbsfs_tree_backup $v
+  measure_mount pbsfs $W/mnt-pbsfs $W/mnt-pbsfs/vm/1/latest/data.img $W/mnt-pbsfs/host/tree/latest/tree.pxar \
+    $P mount --foreground $W/ps $W/mnt-pbsfs
+  drop; v=$(secs $P restore $W/ps host/tree/latest tree.pxar $W/out-p); rec pbsfs_restore $v
+
+  # borg
+  quiet borg init -e none $W/borg
+  drop; v=$(secs borg create $W/borg::x $big); rec borg_backup $v
+  drop; v=$(secs borg create $W/borg::t $data --exclude $big); rec borg_tree_backup $v
+  measure_mount borg $W/mnt-borg $W/mnt-borg/x$big $W/mnt-borg/t$data borg mount -f $W/borg $W/mnt-borg
+  mkdir -p $W/out-b; drop
+  v=$( cd $W/out-b && secs borg extract $W/borg::t ); rec borg_restore $v
+
+  # restic
+  quiet restic init -r $W/restic
+  drop; v=$(secs restic -r $W/restic backup $big); rec restic_backup $v
+  rid=$(restic -r $W/restic snapshots --json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["short_id"])')
+  drop; v=$(secs restic -r $W/restic backup $data --exclude $big); rec restic_tree_backup $v
+  measure_mount restic $W/mnt-restic $W/mnt-restic/ids/$rid$big $W/mnt-restic/snapshots/latest$data \
+    restic -r $W/restic mount $W/mnt-restic
+  drop; v=$(secs restic -r $W/restic restore latest --target $W/out-r); rec restic_restore $v
+
+  # verify against the raw decode + SHA-256 rate of the same chunk files: cold (page
+  # cache dropped: what a mount's cold read competes with), then warm (chunk files in the
+  # page cache: the CPU-bound rate)
+  drop; raw=$($RAW $W/ps $(nproc)) || { echo "FAILED: $RAW $W/ps" >&2; exit 1; }
+  rec raw_bytes $(echo "$raw" | awk '{print $3}'); rec raw_secs $(echo "$raw" | awk '{print $7}')
+  drop; v=$(secs $P verify $W/ps); rec verify $v
+  d0=$(drops)
+  raw=$($RAW $W/ps $(nproc)) || { echo "FAILED: $RAW $W/ps" >&2; exit 1; }
+  rec raw_warm_secs $(echo "$raw" | awk '{print $7}')
+  v=$(secs $P verify $W/ps); rec verify_warm $v
+  warned verify_warm $d0
+
+  echo "$ROW" >> $results
+  if [ $r = 1 ]; then
+    echo "== mount section: ${SIZE} MiB file + tree of $tree_files files; restic $(restic version | cut -d' ' -f2), $(borg --version)"
+    grep -h 'requests served' $W/pbsfs-mount.log | sed 's/^.*INFO *//; s/^/pbsfs mount (round 1): /' || true
+    echo "raw rate (round 1): $raw"
+  fi
+  echo "round $r: $ROW"
+done
+echo "== $ROUNDS rounds; Markdown rows for docs/benchmarks.md:"
+echo
+build="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' with uncommitted changes')"
+python3 - $results $big_bytes "$tree_files" "$SIZE" "$build" <<'PY'
+import statistics, sys, subprocess, platform, os
+rows = [dict(kv.split("=") for kv in l.split()) for l in open(sys.argv[1])]
+rows = [{k: float(v) for k, v in r.items()} for r in rows]
+big_bytes, tree_files, size, build = int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+med = statistics.median
+MiB = 1048576
+col = lambda k: [r[k] for r in rows]
+
+def cpu():
+    for l in open("/proc/cpuinfo"):
+        if l.startswith("model name"):
+            return l.split(":", 1)[1].strip()
+    return platform.processor() or "?"
+mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")) / 1048576
+print(f"Machine: {os.cpu_count()} cores ({cpu()}), {mem:.1f} GiB RAM, Linux {platform.release()}; "
+      f"{len(rows)} rounds of `scripts/bench.sh {size}` (section mount), pbsfs {build}")
+print()
+
+def span(xs, fmt="{:.2f}"):
+    return f"{fmt.format(med(xs))}x ({fmt.format(min(xs))}-{fmt.format(max(xs))})"
+def ratios(k, other):
+    return [r[f"{other}_{k}"] / r[f"pbsfs_{k}"] for r in rows]
+def secs(k, tool):
+    return f"{med(col(f'{tool}_{k}')):.3f} s"
+def rate(k, tool):
+    return f"{big_bytes / MiB / med(col(f'{tool}_{k}')):.0f} MiB/s"
+def rss(k, tool):
+    xs = col(f"{tool}_{k}")
+    return f"{med(xs) / 1024:.1f} MiB (max {max(xs) / 1024:.1f})"
+def verdict(ok):
+    return "met" if ok else "**not met**"
+
+print("| figure | pbsfs (median) | borg | restic | borg / pbsfs | restic / pbsfs | target (issue 11) |")
+print("|---|---|---|---|---|---|---|")
+def row(name, k, fmt, target="-", ok=None):
+    rb, rr = ratios(k, "borg"), ratios(k, "restic")
+    t = target if ok is None else f"{target}: {verdict(ok)}"
+    print(f"| {name} | {fmt(k, 'pbsfs')} | {fmt(k, 'borg')} | {fmt(k, 'restic')} | {span(rb)} | {span(rr)} | {t} |")
+    return rb, rr
+
+row("time until the mount answers (`ls` of the big file's path)", "mount", secs)
+rb, _ = row(f"`ls -lR` of the {tree_files}-file tree through the mount (cold)", "ls", secs,
+            "≥ 5x borg", med(ratios("ls", "borg")) >= 5)
+row(f"cold `cat` of the {size} MiB file through the mount", "cold", rate,
+    "≥ 1.5x borg", med(ratios("cold", "borg")) >= 1.5)
+clean = [r["borg_warm"] / r["pbsfs_warm"] for r in rows
+         if "borg_warm_disturbed" not in r and "pbsfs_warm_disturbed" not in r]
+row("warm `cat` (page cache)", "warm", rate,
+    "≥ borg in every round" + ("" if len(clean) == len(rows) else " (undisturbed rounds)"),
+    bool(clean) and min(clean) >= 1)
+ok_rss = max(col("pbsfs_rss")) <= 64 * 1024
+row("mount process peak RSS (VmHWM) after `ls -lR` only", "rss_ls", rss)
+row("mount process peak RSS (VmHWM) after `ls -lR` and 3 reads of the file", "rss", rss, "≤ 64 MiB (max over rounds)", ok_rss)
+row("unmount (until no longer a mount point)", "umount", secs)
+ok = min(med(ratios("backup", "borg")), med(ratios("backup", "restic"))) > 1
+row(f"backup of the {size} MiB file, first run", "backup", secs, "faster than borg and restic", ok)
+ok = min(med(ratios("tree_backup", "borg")), med(ratios("tree_backup", "restic"))) > 1
+row("backup of the tree, first run", "tree_backup", secs, "faster than borg and restic", ok)
+row("restore of the tree (borg extract, restic restore)", "restore", secs,
+    "≥ 2x borg extract", med(ratios("restore", "borg")) >= 2)
+
+# verify and the mount's cold read against rates of the same store's chunks
+vrate = med([r["raw_bytes"] / MiB / r["verify"] for r in rows])
+print()
+print("| figure | pbsfs (median) | ratio, median (min-max) | target (issue 11) |")
+print("|---|---|---|---|")
+for label, v, raw, judged in [("warm", "verify_warm", "raw_warm_secs", True), ("cold", "verify", "raw_secs", False)]:
+    vr = [r[raw] / r[v] for r in rows]
+    vm = med([r["raw_bytes"] / MiB / r[v] for r in rows])
+    rm = med([r["raw_bytes"] / MiB / r[raw] for r in rows])
+    t = f"≥ 0.80: {verdict(med(vr) >= 0.8)}" if judged else "- (disk-bound when cold)"
+    print(f"| `pbsfs verify` of the store / raw decode + SHA-256 of the same chunks on {os.cpu_count()} threads, "
+          f"both {label} | {vm:.0f} MiB/s vs raw {rm:.0f} MiB/s | {span(vr)} | {t} |")
+cv = [(big_bytes / r["pbsfs_cold"]) / (r["raw_bytes"] / r["verify"]) for r in rows]
+print(f"| mount cold `cat` rate / cold `pbsfs verify` rate | {big_bytes / MiB / med(col('pbsfs_cold')):.0f} MiB/s vs {vrate:.0f} MiB/s "
+      f"| {span(cv)} | ≥ 0.70: {verdict(med(cv) >= 0.7)} |")
+print()
+disturbed = [f"{k[:-len('_disturbed')]} (round {int(r['round'])})" for r in rows for k in r if k.endswith("_disturbed")]
+if disturbed:
+    print(f"**Another process dropped the page cache during these warm measurements (they are cold ones): {', '.join(disturbed)}.**")
+    print()
+print("Ratios are other tool / pbsfs per round (time, or peak RSS): above 1 means pbsfs is faster "
+      "(or smaller). Targets are judged on the median ratio, except 'every round' (the minimum) and "
+      "the RSS (the maximum).")
+PY
+rm -rf $data $W/ps $W/borg $W/restic $W/out-p $W/out-b $W/out-r
 fi
