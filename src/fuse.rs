@@ -512,8 +512,9 @@ impl Filesystem for PbsFs {
         reply: ReplyData,
     ) {
         self.served.count("read");
-        match self.vfs.read(fh.0, offset, size) {
-            Ok(d) => reply.data(&d),
+        // An archive's READ is written to the kernel straight from the cached chunk.
+        match self.vfs.read_shared(fh.0, offset, size) {
+            Ok(d) => reply.data(d.as_ref()),
             Err(e) => reply.error(self.errno("read", &e)),
         }
     }

@@ -18,24 +18,27 @@ use crate::util::sys;
 use crate::vfs::{Options, Vfs};
 
 /// Verified chunks kept in memory by default: 6 chunks of the default 4 MiB size, room
-/// for the chunk a sequential reader is in plus the `READAHEAD_CHUNKS` (2) fetched ahead
-/// of it, for two such readers at once. More buys little: archive content stays in the
-/// kernel's page cache (`keep_cache`), so the chunk cache only bridges the READs of one
-/// chunk and readahead, and every cached chunk is resident memory of the mount. Measured
-/// on cold reads of a 1 GiB image, the mount's peak RSS was 54-55 MiB with 24 MiB and
-/// 61-63 MiB with 32 MiB (the target: 64 MiB), at the same read speed.
+/// for the chunk a sequential reader is in plus the `READAHEAD_CHUNKS` (5) read, decoded
+/// and verified ahead of it (readahead never evicts a chunk fetched ahead and not read
+/// yet, so two readers at once share the room instead of evicting each other's). More
+/// buys little: archive content stays in the kernel's page cache (`keep_cache`), so the
+/// chunk cache only bridges the READs of one chunk and readahead, and every cached chunk
+/// is resident memory of the mount. Measured on cold reads of a 1 GiB image, the mount's
+/// peak RSS was 54-55 MiB with 24 MiB and 61-63 MiB with 32 MiB (the target: 64
+/// MiB), at the same read speed; with buffers recycled (below) 43-48 MiB with 24 MiB.
 const DEFAULT_CACHE_SIZE: u64 = 24 << 20;
 /// glibc malloc limits of the serving process (`sys::bound_malloc`), measured on cold
 /// reads of a 1 GiB image: with glibc's defaults (8 arenas per core, dynamic thresholds)
 /// and a 32 MiB cache the peak RSS was 80-140 MiB after one read and grew with each
 /// further one, as freed chunk buffers stayed in fragmented heaps. Two arenas serve the
-/// mount's few threads; blocks from 2 MiB up (decoded 4 MiB chunks, chunk files, the
-/// decoder's last doubling) are mmapped, so a freed one goes back to the system, while
-/// the largest FUSE READ buffers (1 MiB) stay below and come from the heap; 8 MiB of free
-/// heap top stays for reuse (without it every freed buffer was trimmed and faulted in
-/// again). The price: a fresh chunk buffer is faulted in (about 300,000 page faults per
-/// GiB instead of 100,000, some 20% more CPU in the mount); decoding into recycled
-/// buffers would remove it.
+/// mount's few threads; blocks from 2 MiB up (decoded 4 MiB chunks, chunk files) are
+/// mmapped, so a freed one goes back to the system, while smaller ones come from the
+/// heap; 8 MiB of free heap top stays for reuse (without it every freed buffer was
+/// trimmed and faulted in again). A fresh mmapped buffer is faulted in page by page
+/// (1,024 faults per 4 MiB), so the chunk cache recycles its buffers: a chunk is decoded
+/// into the buffer of the one it evicts, a chunk file read into a pooled one. A cold
+/// 1 GiB read takes about 10,000 page faults (300,000-390,000 when every chunk and chunk
+/// file had a fresh buffer).
 const MALLOC_ARENAS: i32 = 2;
 const MALLOC_MMAP_THRESHOLD: i32 = 2 << 20;
 const MALLOC_TRIM_THRESHOLD: i32 = 8 << 20;

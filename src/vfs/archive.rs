@@ -7,7 +7,7 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use crate::store::chunks::reader::ArchiveData;
+use crate::store::chunks::reader::{ArchiveData, SharedBytes};
 use crate::store::format::archive::{ArchiveKind, ArchiveName, Storage};
 use crate::store::format::manifest::CLIENT_LOG_BLOB_NAME;
 use crate::store::format::names::BackupDir;
@@ -15,6 +15,7 @@ use crate::store::lock::SharedSnapshotLock;
 use crate::util::error::{CorruptKind, Error, Result};
 use crate::util::ReadAt;
 
+use super::handles::Handle;
 use super::node::{attr_from_md, Node, PxarRef};
 use super::{Attr, Kind, Vfs};
 
@@ -213,14 +214,37 @@ impl Vfs {
         offset: u64,
         size: u32,
     ) -> Result<Vec<u8>> {
-        let total = h.data.size();
-        let want = (size as u64).min(total.saturating_sub(offset)) as usize;
-        let mut buf = vec![0u8; want];
-        let n = match &h.data {
-            ArchiveData::Blob(data) => data.as_slice().read_at(offset, &mut buf)?,
-            ArchiveData::Index(r) => r.read_at(offset, &mut buf)?,
+        Ok(match self.archive_bytes(h, offset, size)? {
+            SharedBytes::Owned(v) => v,
+            shared => shared.as_ref().to_vec(),
+        })
+    }
+
+    fn archive_bytes(&self, h: &ArchiveHandle, offset: u64, size: u32) -> Result<SharedBytes> {
+        match &h.data {
+            ArchiveData::Index(r) => r.read_shared(offset, size as usize),
+            ArchiveData::Blob(data) => {
+                let total = data.len() as u64;
+                let want = (size as u64).min(total.saturating_sub(offset)) as usize;
+                let mut buf = vec![0u8; want];
+                let n = data.as_slice().read_at(offset, &mut buf)?;
+                buf.truncate(n);
+                Ok(SharedBytes::Owned(buf))
+            }
+        }
+    }
+
+    /// A READ of handle `fh`, as `read` answers it, but an archive's bytes as a slice of
+    /// the cached verified chunk when the range lies in one: the reply is written from
+    /// it, with no copy in between.
+    pub fn read_shared(&self, fh: u64, offset: u64, size: u32) -> Result<SharedBytes> {
+        let archive = match self.handles.lock().get(&fh) {
+            Some(Handle::Archive(a)) => Some(a.clone()),
+            _ => None,
         };
-        buf.truncate(n);
-        Ok(buf)
+        match archive {
+            Some(a) => self.archive_bytes(&a, offset, size),
+            None => self.read(fh, offset, size).map(SharedBytes::Owned),
+        }
     }
 }

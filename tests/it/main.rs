@@ -23,5 +23,6 @@ mod pxar_metadata;
 mod pxar_mount;
 mod pxar_reuse;
 mod pxar_split;
+mod read_path;
 mod restricted;
 mod vfs;

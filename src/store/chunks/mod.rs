@@ -205,6 +205,14 @@ impl ChunkStore {
     }
 
     fn read_raw(&self, digest: &Digest) -> Result<(PathBuf, Vec<u8>)> {
+        let mut raw = Vec::new();
+        let path = self.read_raw_into(digest, &mut raw)?;
+        Ok((path, raw))
+    }
+
+    /// The chunk file's bytes into `raw` (cleared; its capacity reused): never through a
+    /// symlink, never a FIFO, never more than a chunk can be.
+    fn read_raw_into(&self, digest: &Digest, raw: &mut Vec<u8>) -> Result<PathBuf> {
         let path = self.chunk_path(digest);
         if let Some(why) = &self.unreadable {
             return Err(Error::Unavailable {
@@ -212,9 +220,31 @@ impl ChunkStore {
                 why: why.clone(),
             });
         }
-        // Never through a symlink, never a FIFO, never more than a chunk can be.
-        match self.fs.read(&path, blob::MAX_ENCODED_SIZE as u64) {
-            Ok(raw) => Ok((path, raw)),
+        let limit = blob::MAX_ENCODED_SIZE as u64;
+        let mut read = || -> Result<()> {
+            let (file, md) = self.fs.open_file(&path)?;
+            let too_large =
+                |len, why| Error::corrupt(path.display(), CorruptKind::Size { len, why });
+            if md.len() > limit {
+                return Err(too_large(
+                    md.len(),
+                    "larger than its format allows (not read)",
+                ));
+            }
+            raw.clear();
+            raw.reserve_exact(md.len() as usize);
+            // The file may grow meanwhile: never read past the limit.
+            file.take(limit + 1).read_to_end(raw).ctx(path.display())?;
+            if raw.len() as u64 > limit {
+                return Err(too_large(
+                    raw.len() as u64,
+                    "grew past what its format allows",
+                ));
+            }
+            Ok(())
+        };
+        match read() {
+            Ok(()) => Ok(path),
             Err(e) => Err(match e.kind() {
                 Error::NotFound { .. } => Error::ChunkMissing {
                     digest: *digest,
@@ -232,23 +262,41 @@ impl ChunkStore {
 
     /// The only way chunk bytes reach a reader: CRC, decode, SHA-256 equal to `digest`,
     /// and the length the index expects. Every error names the digest and the path.
+    /// (`read_verified_into` with fresh buffers.)
     pub fn read_verified(&self, digest: &Digest, expected_len: Option<u64>) -> Result<Vec<u8>> {
-        let (path, raw) = self.read_raw(digest)?;
+        self.read_verified_into(digest, expected_len, &mut Vec::new(), Vec::new())
+    }
+
+    /// `read_verified` into recycled buffers: the chunk file is read into `raw` and
+    /// decoded into `out` (both cleared first, their capacity reused), which is returned
+    /// once verified. With `expected_len`, `out` needs no more than that many bytes.
+    pub fn read_verified_into(
+        &self,
+        digest: &Digest,
+        expected_len: Option<u64>,
+        raw: &mut Vec<u8>,
+        mut out: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        let path = self.read_raw_into(digest, raw)?;
         let bad = |why| Error::ChunkCorrupt {
             digest: *digest,
             path: path.clone(),
             why,
         };
-        // One byte over the expected length is enough to tell "too long" apart.
         let limit = expected_len
-            .map(|l| (l as usize).saturating_add(1).min(blob::MAX_CHUNK_SIZE))
+            .map(|l| {
+                usize::try_from(l)
+                    .unwrap_or(usize::MAX)
+                    .min(blob::MAX_CHUNK_SIZE)
+            })
             .unwrap_or(blob::MAX_CHUNK_SIZE);
-        let data = blob::decode_limited(&raw, limit).map_err(|e| match e {
+        blob::decode_into(raw, limit, &mut out).map_err(|e| match e {
+            // More than the index says: "at least one byte too long".
             Error::Corrupt {
                 why: CorruptKind::Oversized { .. },
                 ..
             } if expected_len.is_some() => bad(CorruptKind::Length {
-                actual: limit as u64,
+                actual: limit as u64 + 1,
                 expected: expected_len.unwrap_or(0),
             }),
             Error::Corrupt { why, .. } => bad(why),
@@ -258,17 +306,17 @@ impl ChunkStore {
             other => other,
         })?;
         if let Some(len) = expected_len {
-            if data.len() as u64 != len {
+            if out.len() as u64 != len {
                 return Err(bad(CorruptKind::Length {
-                    actual: data.len() as u64,
+                    actual: out.len() as u64,
                     expected: len,
                 }));
             }
         }
-        if Digest::of(&data) != *digest {
+        if Digest::of(&out) != *digest {
             return Err(bad(CorruptKind::DigestMismatch));
         }
-        Ok(data)
+        Ok(out)
     }
 
     /// Verify a chunk as PBS's verify does: an unencrypted chunk fully (as `read_verified`);

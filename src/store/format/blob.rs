@@ -158,6 +158,66 @@ fn zstd_decode(payload: &[u8], limit: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Decode a chunk's blob into `out`, refusing more than `limit` bytes of output. `out`
+/// is cleared and its capacity reused: a buffer of at least `limit` bytes (the index's
+/// chunk length, known before decoding) is decoded into by one zstd call, never grown by
+/// doubling nor zero-filled first, and a recycled one costs no page faults. Accepts
+/// what `decode_limited` accepts (several frames, frames without a content size).
+pub fn decode_into(raw: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<()> {
+    let kind = check_header_and_crc(raw)?;
+    out.clear();
+    let oversized = || {
+        Error::corrupt(
+            BLOB,
+            CorruptKind::Oversized {
+                limit: limit as u64,
+            },
+        )
+    };
+    match kind {
+        BlobKind::Uncompressed => {
+            let payload = &raw[HEADER_LEN..];
+            if payload.len() > limit {
+                return Err(oversized());
+            }
+            out.extend_from_slice(payload);
+            Ok(())
+        }
+        BlobKind::Compressed => {
+            if out.capacity() < limit {
+                out.reserve_exact(limit);
+            }
+            // One decoder context per thread: creating one costs more than a small chunk.
+            thread_local! {
+                static DCTX: std::cell::RefCell<zstd::zstd_safe::DCtx<'static>> =
+                    std::cell::RefCell::new(zstd::zstd_safe::DCtx::create());
+            }
+            // Writes at most `out.capacity()` bytes; more output is an error.
+            let res = DCTX.with(|d| d.borrow_mut().decompress(out, &raw[HEADER_LEN..]));
+            match res {
+                Ok(n) if n > limit => Err(oversized()),
+                Ok(_) => Ok(()),
+                Err(code) => {
+                    out.clear();
+                    if code == DST_SIZE_TOO_SMALL {
+                        Err(oversized())
+                    } else {
+                        let why = zstd::zstd_safe::get_error_name(code).to_string();
+                        Err(Error::corrupt(BLOB, CorruptKind::Decode(why)))
+                    }
+                }
+            }
+        }
+        BlobKind::Encrypted | BlobKind::EncryptedCompressed => Err(Error::Encrypted {
+            what: BLOB.to_string(),
+        }),
+    }
+}
+
+/// zstd's return code for "destination buffer is too small": more output than `limit`.
+const DST_SIZE_TOO_SMALL: usize = 0usize
+    .wrapping_sub(zstd::zstd_safe::zstd_sys::ZSTD_ErrorCode::ZSTD_error_dstSize_tooSmall as usize);
+
 /// Encode plain bytes as an unencrypted blob. With `compress`, zstd level 1 is used and
 /// kept only when the compressed payload is not larger than the input (2024+ rule).
 pub fn encode(data: &[u8], compress: bool) -> Result<Vec<u8>> {
@@ -317,6 +377,66 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn decode_into_equals_decode_and_reuses_the_buffer() {
+        let data: Vec<u8> = (0..300_000u32)
+            .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+            .collect();
+        let mut out = Vec::new();
+        for compress in [true, false] {
+            let enc = encode(&data, compress).unwrap();
+            decode_into(&enc, data.len(), &mut out).unwrap();
+            assert_eq!(out, data);
+            // A recycled, larger buffer holding other bytes: only the decoded bytes remain.
+            let mut big = vec![0xeeu8; data.len() * 2];
+            let ptr = big.as_ptr();
+            decode_into(&enc, data.len(), &mut big).unwrap();
+            assert_eq!(big, data);
+            assert_eq!(big.as_ptr(), ptr, "decoded in place, not reallocated");
+            // One byte short of the content: refused, for both encodings.
+            assert!(matches!(
+                decode_into(&enc, data.len() - 1, &mut out),
+                Err(Error::Corrupt {
+                    why: CorruptKind::Oversized { .. },
+                    ..
+                })
+            ));
+            // Even when the buffer has room for it all.
+            let mut roomy = Vec::with_capacity(data.len() * 2);
+            assert!(matches!(
+                decode_into(&enc, data.len() - 1, &mut roomy),
+                Err(Error::Corrupt {
+                    why: CorruptKind::Oversized { .. },
+                    ..
+                })
+            ));
+        }
+        // Several frames without a content size, as older writers made them.
+        let mut payload = Vec::new();
+        for part in [&b"hello "[..], &b"world"[..]] {
+            let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+            enc.include_contentsize(false).unwrap();
+            std::io::Write::write_all(&mut enc, part).unwrap();
+            payload.extend(enc.finish().unwrap());
+        }
+        let blob = assemble(COMPRESSED_BLOB_MAGIC_1_0, &payload);
+        decode_into(&blob, 11, &mut out).unwrap();
+        assert_eq!(out, b"hello world");
+        assert!(decode_into(&blob, 10, &mut out).is_err());
+        // Corrupt zstd behind a good CRC is a decode error.
+        let blob = assemble(COMPRESSED_BLOB_MAGIC_1_0, &payload[..payload.len() - 3]);
+        assert!(matches!(
+            decode_into(&blob, 100, &mut out),
+            Err(Error::Corrupt {
+                why: CorruptKind::Decode(_),
+                ..
+            })
+        ));
+        let mut raw = encode(b"abc", false).unwrap();
+        raw[0] ^= 1;
+        assert!(decode_into(&raw, 3, &mut out).is_err());
     }
 
     #[test]
