@@ -317,7 +317,8 @@ pub struct MountArgs {
     /// Mount options: ro, allow_other, default_permissions, ... (comma-separated)
     #[arg(short = 'o', value_name = "OPTIONS", value_delimiter = ',')]
     pub options: Vec<String>,
-    /// Serve in the foreground (logs to stderr); SIGINT/SIGTERM unmount
+    /// Serve in the foreground (logs to stderr); SIGINT/SIGTERM unmount, SIGUSR1 logs
+    /// the statistics (requests, bytes served, chunk cache hits and misses)
     #[arg(long)]
     pub foreground: bool,
     /// Size of the verified-chunk cache (default 24M)

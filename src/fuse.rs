@@ -7,6 +7,7 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -16,6 +17,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::store::chunks::cache::ChunkCache;
 use crate::util::error::{Error, IoContext, Result};
 use crate::vfs::memo::Memo;
 use crate::vfs::{Attr, Caller, Inval, Kind, Opened, SetAttr, Vfs};
@@ -45,6 +47,8 @@ pub struct MountSession {
     unmounter: fuser::SessionUnmounter,
     thread: std::thread::JoinHandle<std::io::Result<()>>,
     mountpoint: std::path::PathBuf,
+    /// What the mount has served so far (`kill -USR1` logs it, and unmounting does).
+    pub stats: Arc<Stats>,
 }
 
 impl MountSession {
@@ -119,11 +123,16 @@ pub fn mount(
     // kernel may wait, before it applies one, for the very request that caused it.
     let (tx, rx) = std::sync::mpsc::channel::<Inval>();
     vfs.set_invalidator(tx);
+    let stats = Arc::new(Stats {
+        served: Served::default(),
+        bytes: AtomicU64::new(0),
+        cache: vfs.shared_chunk_cache(),
+    });
     let mut session = fuser::Session::new(
         PbsFs {
             vfs,
             logged: Memo::new(LOGGED_ERRORS),
-            served: Served::default(),
+            stats: Arc::clone(&stats),
         },
         mountpoint,
         &config,
@@ -159,6 +168,7 @@ pub fn mount(
         unmounter,
         thread,
         mountpoint: mountpoint.to_path_buf(),
+        stats,
     })
 }
 
@@ -166,7 +176,32 @@ struct PbsFs {
     vfs: Vfs,
     /// Errors already logged (by their message), so each is logged once.
     logged: Memo<String, ()>,
+    stats: Arc<Stats>,
+}
+
+/// Requests served, bytes of file content served, and the verified-chunk cache's work.
+pub struct Stats {
     served: Served,
+    bytes: AtomicU64,
+    cache: Arc<ChunkCache>,
+}
+
+impl Stats {
+    /// One line for the log: `requests served: N (lookup .., ..); ...`.
+    pub fn summary(&self) -> String {
+        let c = &self.cache;
+        format!(
+            "requests served: {}; content bytes served: {}; chunk cache: {} hits, {} misses, \
+             {} chunks read and verified, {} of {} bytes in use",
+            self.served.summary(),
+            self.bytes.load(Ordering::Relaxed),
+            c.hits(),
+            c.misses(),
+            c.disk_reads(),
+            c.cached_bytes(),
+            c.capacity()
+        )
+    }
 }
 
 /// Requests served, by operation: logged when the mount ends (`requests served: ...`).
@@ -343,11 +378,11 @@ impl Filesystem for PbsFs {
     }
 
     fn destroy(&mut self) {
-        log::info!("requests served: {}", self.served.summary());
+        log::info!("{}", self.stats.summary());
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.served.count("lookup");
+        self.stats.served.count("lookup");
         match self.vfs.lookup(parent.0, name) {
             Ok(e) => reply.entry_with_ttls(&e.ttl, &e.entry_ttl, &attr(&e.attr), Generation(0)),
             Err(e) => reply.error(self.errno("lookup", &e)),
@@ -356,12 +391,12 @@ impl Filesystem for PbsFs {
 
     // fuser's default batch_forget calls this once per node (its ForgetOne is private).
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.served.count("forget");
+        self.stats.served.count("forget");
         self.vfs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.served.count("getattr");
+        self.stats.served.count("getattr");
         match self.vfs.getattr(ino.0) {
             Ok(e) => reply.attr(&e.ttl, &attr(&e.attr)),
             Err(e) => reply.error(self.errno("getattr", &e)),
@@ -386,7 +421,7 @@ impl Filesystem for PbsFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        self.served.count("other");
+        self.stats.served.count("other");
         let set = SetAttr {
             size,
             mode,
@@ -401,7 +436,7 @@ impl Filesystem for PbsFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.served.count("readlink");
+        self.stats.served.count("readlink");
         match self.vfs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(self.errno("readlink", &e)),
@@ -418,7 +453,7 @@ impl Filesystem for PbsFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.served.count("other");
+        self.stats.served.count("other");
         reply.error(self.errno("mknod", &self.vfs.refuse_change("mknod")));
     }
 
@@ -431,12 +466,12 @@ impl Filesystem for PbsFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        self.served.count("other");
+        self.stats.served.count("other");
         reply.error(self.errno("mkdir", &self.vfs.refuse_change("mkdir")));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.served.count("other");
+        self.stats.served.count("other");
         match self.vfs.unlink(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno("unlink", &e)),
@@ -444,7 +479,7 @@ impl Filesystem for PbsFs {
     }
 
     fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        self.served.count("other");
+        self.stats.served.count("other");
         reply.error(self.errno("rmdir", &self.vfs.refuse_change("rmdir")));
     }
 
@@ -456,7 +491,7 @@ impl Filesystem for PbsFs {
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        self.served.count("other");
+        self.stats.served.count("other");
         reply.error(self.errno("symlink", &self.vfs.refuse_change("symlink")));
     }
 
@@ -470,7 +505,7 @@ impl Filesystem for PbsFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.served.count("other");
+        self.stats.served.count("other");
         match self
             .vfs
             .rename(parent.0, name, newparent.0, newname, flags.bits())
@@ -488,12 +523,12 @@ impl Filesystem for PbsFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.served.count("other");
+        self.stats.served.count("other");
         reply.error(self.errno("link", &self.vfs.refuse_change("link")));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.served.count("open");
+        self.stats.served.count("open");
         match self.vfs.open(ino.0, flags.0, caller(req)) {
             Ok(o) => reply.opened(FileHandle(o.fh), open_flags(&o)),
             Err(e) => reply.error(self.errno("open", &e)),
@@ -511,10 +546,16 @@ impl Filesystem for PbsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.served.count("read");
+        self.stats.served.count("read");
         // An archive's READ is written to the kernel straight from the cached chunk.
         match self.vfs.read_shared(fh.0, offset, size) {
-            Ok(d) => reply.data(d.as_ref()),
+            Ok(d) => {
+                let data = d.as_ref();
+                self.stats
+                    .bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                reply.data(data)
+            }
             Err(e) => reply.error(self.errno("read", &e)),
         }
     }
@@ -531,7 +572,7 @@ impl Filesystem for PbsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        self.served.count("write");
+        self.stats.served.count("write");
         match self.vfs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(self.errno("write", &e)),
@@ -546,7 +587,7 @@ impl Filesystem for PbsFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.served.count("other");
+        self.stats.served.count("other");
         match self.vfs.flush(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno("flush", &e)),
@@ -563,7 +604,7 @@ impl Filesystem for PbsFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.served.count("other");
+        self.stats.served.count("other");
         self.vfs.release(fh.0);
         reply.ok();
     }
@@ -576,7 +617,7 @@ impl Filesystem for PbsFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.served.count("other");
+        self.stats.served.count("other");
         match self.vfs.fsync(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno("fsync", &e)),
@@ -584,7 +625,7 @@ impl Filesystem for PbsFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.served.count("opendir");
+        self.stats.served.count("opendir");
         match self.vfs.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(self.errno("opendir", &e)),
@@ -599,7 +640,7 @@ impl Filesystem for PbsFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.served.count("readdir");
+        self.stats.served.count("readdir");
         match self.vfs.readdir(ino.0, fh.0, offset) {
             Ok(entries) => {
                 for e in entries {
@@ -621,7 +662,7 @@ impl Filesystem for PbsFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.served.count("readdirplus");
+        self.stats.served.count("readdirplus");
         let r = self.vfs.readdirplus(ino.0, fh.0, offset, |d, e| {
             let (a, ttl) = match e {
                 Some(e) => (attr(&e.attr), e.ttl.min(e.entry_ttl)),
@@ -651,7 +692,7 @@ impl Filesystem for PbsFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.served.count("other");
+        self.stats.served.count("other");
         self.vfs.releasedir(fh.0);
         reply.ok();
     }
@@ -664,12 +705,12 @@ impl Filesystem for PbsFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.served.count("other");
+        self.stats.served.count("other");
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.served.count("other");
+        self.stats.served.count("other");
         match self.vfs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, 255, s.frsize,
@@ -690,12 +731,12 @@ impl Filesystem for PbsFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.served.count("other");
+        self.stats.served.count("other");
         reply.error(refuse("setxattr", libc::EOPNOTSUPP));
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        self.served.count("getxattr");
+        self.stats.served.count("getxattr");
         match self.vfs.getxattr(ino.0, name) {
             Ok(v) => xattr_reply(reply, &v, size),
             Err(e) => reply.error(self.errno("getxattr", &e)),
@@ -703,7 +744,7 @@ impl Filesystem for PbsFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.served.count("other");
+        self.stats.served.count("other");
         match self.vfs.listxattr(ino.0) {
             Ok(v) => xattr_reply(reply, &v, size),
             Err(e) => reply.error(self.errno("listxattr", &e)),
@@ -711,12 +752,12 @@ impl Filesystem for PbsFs {
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        self.served.count("other");
+        self.stats.served.count("other");
         reply.error(refuse("removexattr", libc::EOPNOTSUPP));
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        self.served.count("other");
+        self.stats.served.count("other");
         // ENOSYS: the kernel stops asking and allows; permissions are checked on open.
         reply.error(refuse("access", libc::ENOSYS));
     }
@@ -731,7 +772,7 @@ impl Filesystem for PbsFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        self.served.count("other");
+        self.stats.served.count("other");
         match self.vfs.create(parent.0, name, mode, flags, caller(req)) {
             Ok((e, o)) => reply.created(
                 &e.ttl,

@@ -264,9 +264,11 @@ pub fn run(args: &MountArgs, pbs: Option<&str>) -> Result<i32> {
     res
 }
 
-/// The foreground mount: serve until unmounted; SIGINT/SIGTERM unmount.
+/// The foreground mount: serve until unmounted; SIGINT/SIGTERM unmount, SIGUSR1 logs
+/// the statistics (as unmounting does).
 fn serve(p: Prepared, ready: Option<fs::File>, ready_fd: Option<i32>) -> Result<i32> {
-    const SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1];
+    // SIGUSR1 logs the statistics; SIGUSR2 is the session thread saying it ended.
+    const SIGNALS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1, libc::SIGUSR2];
     // Before any thread exists, so every thread inherits the mask, and no thread has
     // made an arena of its own yet.
     sys::block_signals(&SIGNALS).ctx("block signals")?;
@@ -277,7 +279,7 @@ fn serve(p: Prepared, ready: Option<fs::File>, ready_fd: Option<i32>) -> Result<
     let store = p.ds.root().display().to_string();
     let vfs = Vfs::new(p.ds, p.vfs)?;
     let mut session = fuse::mount(vfs, &p.mountpoint, &p.mount, || {
-        let _ = sys::signal_self(libc::SIGUSR1);
+        let _ = sys::signal_self(libc::SIGUSR2);
     })?;
     // The mount answers once a stat through it works.
     if let Err(e) = fs::metadata(&p.mountpoint).ctx(format!("mounted {}", p.mountpoint.display())) {
@@ -304,7 +306,8 @@ fn serve(p: Prepared, ready: Option<fs::File>, ready_fd: Option<i32>) -> Result<
     let mut unmounting = false;
     loop {
         match sys::wait_signal(&SIGNALS).ctx("wait for signals")? {
-            libc::SIGUSR1 => break,
+            libc::SIGUSR2 => break,
+            libc::SIGUSR1 => log::info!("{}", session.stats.summary()),
             sig => {
                 log::info!("signal {sig}: unmounting {}", p.mountpoint.display());
                 let res = if unmounting {

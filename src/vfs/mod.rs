@@ -205,6 +205,11 @@ impl Vfs {
         &self.cache
     }
 
+    /// The verified-chunk cache, shared (for the mount's statistics).
+    pub fn shared_chunk_cache(&self) -> Arc<ChunkCache> {
+        Arc::clone(&self.cache)
+    }
+
     pub fn root_ino(&self) -> u64 {
         ROOT_INO
     }

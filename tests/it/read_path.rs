@@ -84,3 +84,86 @@ fn reads_at_any_offset_and_two_sequential_readers_get_the_backed_up_bytes() {
     }
     m.unmount();
 }
+
+/// `kill -USR1` makes the mount log what it served (requests, content bytes, cache
+/// hits and misses, chunks verified) and keep serving; unmounting logs it once more.
+#[test]
+fn sigusr1_logs_the_statistics_and_the_mount_keeps_serving() {
+    let tmp = TempDir::new("read-stats");
+    let store = tmp.join("store");
+    let ds = pbsfs::Datastore::create(&store, false).unwrap();
+    let a = image(6 * MIB, 31);
+    let mut spec = SnapSpec::vm("401", T1);
+    spec.images = vec![("a.img", a.clone(), CHUNK)];
+    make_snapshot(&ds, &spec);
+    let m = Mounted::start(&store, &tmp.join("mnt"), &[]);
+    let pa = m.path("vm/401/2024-05-02T08:11:33Z/a.img");
+    drop_page_cache();
+    assert!(fs::read(&pa).unwrap() == a);
+    let pid = m.child.as_ref().unwrap().id();
+    let stats_lines = |m: &Mounted| {
+        m.log_text()
+            .lines()
+            .filter(|l| l.contains("content bytes served"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        stats_lines(&m).is_empty(),
+        "no statistics before the signal"
+    );
+    let kill = std::process::Command::new("kill")
+        .args(["-USR1", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert!(
+        poll(10, || !stats_lines(&m).is_empty()),
+        "no statistics line after SIGUSR1:\n{}",
+        m.log_text()
+    );
+    let line = stats_lines(&m).remove(0);
+    let number_after = |what: &str| -> u64 {
+        let at = line
+            .find(what)
+            .unwrap_or_else(|| panic!("{what} in {line}"))
+            + what.len();
+        line[at..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        number_after("content bytes served:"),
+        a.len() as u64,
+        "{line}"
+    );
+    let count_before = |what: &str| -> u64 {
+        let at = line
+            .find(what)
+            .unwrap_or_else(|| panic!("{what} in {line}"));
+        line[..at]
+            .trim_end()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // Six distinct 1 MiB chunks, each read and verified (by a reader or readahead).
+    assert!(count_before(" chunks read and verified") >= 6, "{line}");
+    assert!(
+        count_before(" hits") + count_before(" misses") >= 6,
+        "{line}"
+    );
+    assert!(number_after("requests served:") > 6, "{line}");
+    // Still serving, then the final statistics at unmount.
+    assert!(fs::read(&pa).unwrap() == a);
+    let log = m.log.clone();
+    m.unmount();
+    let text = fs::read_to_string(log).unwrap();
+    assert_eq!(text.matches("content bytes served").count(), 2, "{text}");
+}

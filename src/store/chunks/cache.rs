@@ -65,6 +65,9 @@ struct CacheInner {
     retired: Vec<Arc<Vec<u8>>>,
     /// Chunks read from disk (for tests and statistics).
     reads: u64,
+    /// Reads answered from the cache, and reads that had to load their chunk.
+    hits: u64,
+    misses: u64,
     /// Buffers allocated because the pool had none large enough.
     allocated: u64,
 }
@@ -208,6 +211,7 @@ impl ChunkCache {
                         },
                     });
                 }
+                g.hits += 1;
                 return Ok(v);
             }
             if !g.loading.contains(digest) {
@@ -215,6 +219,7 @@ impl ChunkCache {
             }
             self.loaded.wait(&mut g);
         }
+        g.misses += 1;
         // Room for it now, so the evicted chunk's buffer is the one decoded into.
         let reserved = if len <= self.capacity {
             while g.bytes + g.reserved + len > self.capacity && g.evict_oldest(false) {}
@@ -285,9 +290,19 @@ impl ChunkCache {
         self.capacity
     }
 
-    /// Chunks read from disk so far.
+    /// Chunks read from disk (and verified) so far, read ahead or not.
     pub fn disk_reads(&self) -> u64 {
         self.inner.lock().reads
+    }
+
+    /// Reads answered from the cache (a chunk being loaded counts when it arrives).
+    pub fn hits(&self) -> u64 {
+        self.inner.lock().hits
+    }
+
+    /// Reads that had to load their chunk themselves (readahead was not ahead).
+    pub fn misses(&self) -> u64 {
+        self.inner.lock().misses
     }
 
     pub fn cached_bytes(&self) -> u64 {
