@@ -321,7 +321,7 @@ pub struct MountArgs {
     /// the statistics (requests, bytes served, chunk cache hits and misses)
     #[arg(long)]
     pub foreground: bool,
-    /// Size of the verified-chunk cache (default 16M)
+    /// Size of the verified-chunk cache (default 24M)
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub cache_size: Option<u64>,
     /// Show only this namespace (and its children)

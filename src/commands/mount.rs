@@ -26,10 +26,7 @@ use crate::vfs::{Options, Vfs};
 /// is resident memory of the mount. Measured on cold reads of a 1 GiB image, the mount's
 /// peak RSS was 54-55 MiB with 24 MiB and 61-63 MiB with 32 MiB (the target: 64
 /// MiB), at the same read speed; with buffers recycled (below) 43-48 MiB with 24 MiB.
-/// After a listing of a legacy pxar archive (which reads its chunks) and then reads,
-/// 24 MiB with a pool of 4 buffers peaked at 68-87 MiB; 16 MiB (readahead then capped
-/// at 3 chunks ahead) with a pool of 2 at 56-61 MiB, reading as fast (interleaved runs).
-const DEFAULT_CACHE_SIZE: u64 = 16 << 20;
+const DEFAULT_CACHE_SIZE: u64 = 24 << 20;
 /// glibc malloc limits of the serving process (`sys::bound_malloc`), measured on cold
 /// reads of a 1 GiB image: with glibc's defaults (8 arenas per core, dynamic thresholds)
 /// and a 32 MiB cache the peak RSS was 80-140 MiB after one read and grew with each

@@ -28,15 +28,13 @@ pub const READAHEAD_CHUNKS: usize = 5;
 const READAHEAD_THREADS: usize = 4;
 const READAHEAD_QUEUE: usize = 16;
 /// Free buffers kept for reuse (chunk files being read and chunks being decoded take
-/// them; evicted chunks and read chunk files give them back). They are resident memory
-/// outside the cache's budget: 2 (and 1 retired) read as fast as 4 (and 2) in
-/// interleaved cold reads, and keep the mount's peak within 64 MiB after a listing.
-const POOL_BUFFERS: usize = 2;
+/// them; evicted chunks and read chunk files give them back).
+const POOL_BUFFERS: usize = 4;
 /// Evicted chunks kept until their last reader lets go, to be pooled then. Readahead
 /// evicts the chunk a sequential reader just finished, whose last READ may still be
 /// being answered from it: without this, 46 of 256 chunk buffers of a cold 1 GiB read
 /// were freed and allocated (and faulted in) again.
-const RETIRED_BUFFERS: usize = 1;
+const RETIRED_BUFFERS: usize = 2;
 
 /// The verified-chunk cache. Invariants: every cached buffer passed `read_verified_into`;
 /// `bytes` is the sum of cached lengths and stays at most `capacity` (one chunk larger
