@@ -268,6 +268,7 @@ pub(crate) fn copy_snapshot(
         });
     }
     ds.create_manifest(&to, &m, &lock).unwrap();
+    crate::mount_util::release_lock(ds, &to, lock);
     format!("{group}/{}", to.time_string())
 }
 
@@ -355,7 +356,7 @@ fn a_split_archive_is_listed_from_its_metadata_stream_without_its_payload() {
         });
     }
     ds.create_manifest(&d, &m, &lock).unwrap();
-    drop(lock);
+    crate::mount_util::release_lock(&ds, &d, lock);
     let snap = format!("host/split/{}", d.time_string());
 
     let err = fails_with(

@@ -235,7 +235,7 @@ fn encrypted_chunks_are_checked_by_crc_and_reported_as_not_verifiable() {
         csum: idx.csum,
     });
     ds.create_manifest(&d, &m, &lock).unwrap();
-    drop(lock);
+    crate::mount_util::release_lock(&ds, &d, lock);
 
     let text = ok(&pbsfs(&["verify", s(&store)]));
     assert!(

@@ -86,6 +86,7 @@ pub fn make_snapshot(ds: &Datastore, spec: &SnapSpec) -> BackupDir {
         m.unprotected_mut().insert("notes".into(), n.into());
     }
     ds.create_manifest(&d, &m, &lock).unwrap();
+    release_lock(ds, &d, lock);
     d
 }
 
@@ -303,4 +304,20 @@ pub fn corrupt_chunk(f: &Fixture, index: usize) -> Digest {
     raw[n] ^= 0x40;
     fs::write(&path, &raw).unwrap();
     digest
+}
+
+/// Release a snapshot lock the test took and wait until it is free for others. Tests
+/// run on threads of one process that also spawns children: a child forked while the
+/// lock was held keeps a copy of its open file description (and so the lock) until its
+/// exec closes it, so a CLI run right after the drop could still find it locked.
+pub fn release_lock(
+    ds: &Datastore,
+    d: &BackupDir,
+    lock: pbsfs::store::lock::ExclusiveSnapshotLock,
+) {
+    drop(lock);
+    assert!(
+        poll(10, || ds.locker().lock_snapshot_shared(d).is_ok()),
+        "snapshot {d} still locked after its lock was dropped"
+    );
 }

@@ -328,6 +328,7 @@ fn store_stream(ds: &pbsfs::Datastore, time: i64, stream: &[u8]) {
         csum: idx.csum,
     });
     ds.create_manifest(&d, &m, &lock).unwrap();
+    crate::mount_util::release_lock(ds, &d, lock);
 }
 
 fn replace(hay: &[u8], what: &[u8], with: &[u8]) -> Vec<u8> {
