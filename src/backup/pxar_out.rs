@@ -248,7 +248,7 @@ impl<W: Write, P: Inject> Out<W, P> {
         let ops = std::mem::take(&mut self.queue);
         self.queued_files = 0;
         let files = ops.iter().any(|op| matches!(op, Op::File(_)));
-        let reuse = match self.simulate(&ops, final_tail) {
+        let reuse = match self.simulate(&ops, final_tail && files) {
             Some((total, padding, largest)) => {
                 let total = self.injected + total;
                 let padding = self.padding + padding;
@@ -307,9 +307,11 @@ impl<W: Write, P: Inject> Out<W, P> {
 
     /// The chunks to inject for `old`: from its first, or after it when the stream
     /// still ends with that chunk and the file comes after the last one referenced in it.
-    fn first_new_chunk(open: Option<Last>, old: &OldPayload) -> usize {
+    /// `open`: the chunk the stream ends with and where the last file referenced in it
+    /// ends in the previous stream.
+    fn first_new_chunk(open: Option<(usize, u64)>, old: &OldPayload) -> usize {
         match open {
-            Some(l) if l.index == old.first && old.start >= l.old_end => old.first + 1,
+            Some((index, old_end)) if index == old.first && old.start >= old_end => old.first + 1,
             _ => old.first,
         }
     }
@@ -317,22 +319,22 @@ impl<W: Write, P: Inject> Out<W, P> {
     /// What referencing the queued files would inject (bytes, the largest chunk) and
     /// the padding it would make certain: skipped bytes between files inside a chunk,
     /// the head of each chunk run before its first file, and the unused tail of a chunk
-    /// the stream moves past. The tail after the last file counts when `final_tail`
+    /// the stream moves past. The tail after the last queued file counts when `final_tail`
     /// (a file is written or the archive ends next); otherwise it stays pending, as
     /// later files may still use it (`settle_tail` counts it once the stream moves on).
     fn simulate(&self, ops: &[Op], final_tail: bool) -> Option<(u64, u64, u64)> {
         let prev = self.prev.as_ref()?;
-        let mut open = self.open_last();
+        let mut open = self.open_last().map(|l| (l.index, l.old_end));
         let (mut total, mut padding, mut largest) = (0u64, 0u64, 0u64);
         for op in ops {
             let Op::File(q) = op else { continue };
             let old = &q.old;
             let from = Self::first_new_chunk(open, old);
             match open {
-                Some(l) if from == old.first + 1 => padding += old.start - l.old_end,
+                Some((_, old_end)) if from == old.first + 1 => padding += old.start - old_end,
                 _ => {
-                    if let Some(l) = open {
-                        padding += prev.chunk(l.index)?.end.saturating_sub(l.old_end);
+                    if let Some((index, old_end)) = open {
+                        padding += prev.chunk(index)?.end.saturating_sub(old_end);
                     }
                     padding += old.start - prev.chunk(old.first)?.start;
                 }
@@ -342,16 +344,10 @@ impl<W: Write, P: Inject> Out<W, P> {
                 total += c.len();
                 largest = largest.max(c.len());
             }
-            open = Some(Last {
-                index: old.last,
-                new_start: 0,
-                pos_after: 0,
-                old_end: old.end,
-            });
+            open = Some((old.last, old.end));
         }
-        let queued_files = ops.iter().any(|op| matches!(op, Op::File(_)));
-        if let (true, true, Some(l)) = (final_tail, queued_files, open) {
-            padding += prev.chunk(l.index)?.end.saturating_sub(l.old_end);
+        if let (true, Some((index, old_end))) = (final_tail, open) {
+            padding += prev.chunk(index)?.end.saturating_sub(old_end);
         }
         Some((total, padding, largest))
     }
@@ -380,7 +376,8 @@ impl<W: Write, P: Inject> Out<W, P> {
             .prev
             .as_ref()
             .expect("only queued with a previous archive");
-        let from = Self::first_new_chunk(self.open_last(), &old);
+        let open = self.open_last().map(|l| (l.index, l.old_end));
+        let from = Self::first_new_chunk(open, &old);
         if from <= old.last {
             let chunks: Vec<(u64, Digest)> = (from..=old.last)
                 .map(|i| prev.chunk(i).map(|c| (c.len(), c.digest)))

@@ -375,21 +375,22 @@ pub enum XattrSource<'a> {
 /// buffer grown to the size it asks for; a value that grows between the size query and
 /// the read is retried. `Ok(None)` for ENODATA (no such attribute).
 fn read_sized(mut get: impl FnMut(&mut [u8]) -> isize) -> io::Result<Option<Vec<u8>>> {
-    // Most values and name lists are short: one call into a small buffer, and the size
-    // query only when it is too small (a backup makes this call for every file).
-    let mut buf = vec![0u8; 1024];
-    let got = get(&mut buf);
-    if got >= 0 {
-        buf.truncate(got as usize);
-        return Ok(Some(buf));
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::ERANGE) => {}
-        Some(libc::ENODATA) => return Ok(None),
-        _ => return Err(e),
-    }
-    for _ in 0..8 {
+    // Most values and name lists are short: a first call into a small buffer, and the
+    // size query only when it is too small (a backup makes this call for every file).
+    let mut size = 1024;
+    for _ in 0..9 {
+        let mut buf = vec![0u8; size];
+        let got = get(&mut buf);
+        if got >= 0 {
+            buf.truncate(got as usize);
+            return Ok(Some(buf));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ERANGE) => {}
+            Some(libc::ENODATA) => return Ok(None),
+            _ => return Err(e),
+        }
         let want = get(&mut []);
         if want < 0 {
             let e = io::Error::last_os_error();
@@ -398,21 +399,7 @@ fn read_sized(mut get: impl FnMut(&mut [u8]) -> isize) -> io::Result<Option<Vec<
                 _ => Err(e),
             };
         }
-        if want == 0 {
-            return Ok(Some(Vec::new()));
-        }
-        let mut buf = vec![0u8; want as usize];
-        let got = get(&mut buf);
-        if got >= 0 {
-            buf.truncate(got as usize);
-            return Ok(Some(buf));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ERANGE) => continue,
-            Some(libc::ENODATA) => return Ok(None),
-            _ => return Err(e),
-        }
+        size = want as usize;
     }
     Err(io::Error::from_raw_os_error(libc::ERANGE))
 }
