@@ -3,7 +3,7 @@
 # Not part of the test suite: speed is measured here, never asserted in tests.
 #   scripts/bench.sh [SIZE_MIB]     (default 1024)
 # Env: ROUNDS (default 5) rounds of the interleaved comparisons; SECTIONS (default
-# "image tree second mount") picks the sections; PBSFS_MODE (default metadata) is the
+# "image tree second mount scale") picks the sections; PBSFS_MODE (default metadata) is the
 # --change-detection-mode of the "second backup" section. The "mount" section prints
 # issue 11's table (pbsfs against borg and restic) as Markdown rows for docs/benchmarks.md.
 set -euo pipefail
@@ -22,7 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 ROUNDS=${ROUNDS:-5}
-SECTIONS=" ${SECTIONS:-image tree second mount} "
+SECTIONS=" ${SECTIONS:-image tree second mount scale} "
 section() { [[ $SECTIONS == *" $1 "* ]]; }
 cargo build --release --quiet
 P=$PWD/target/release/pbsfs
@@ -34,7 +34,7 @@ MOUNT_PID=
 # mount processes, then remove $W.
 cleanup() {
   local m n
-  for m in $W/mnt $W/mnt-b $W/mnt-pbsfs $W/mnt-borg $W/mnt-restic; do
+  for m in $W/mnt $W/mnt-b $W/mnt-pbsfs $W/mnt-borg $W/mnt-restic $W/mnt-scale; do
     if mountpoint -q $m 2>/dev/null; then
       umount $m 2>/dev/null || fusermount -u $m 2>/dev/null || umount -l $m || true
     fi
@@ -495,4 +495,56 @@ print("Ratios are other tool / pbsfs per round (time, or peak RSS): above 1 mean
       "the RSS (the maximum).")
 PY
 rm -rf $data $W/ps $W/borg $W/restic $W/out-p $W/out-b $W/out-r
+fi
+
+# Scale: does the mount stay flat with what is listed and read? (issue 11)
+#   `ls -lR` of 100 groups x 100 snapshots (SCALE_N) through a fresh mount against the
+#   same folders read directly, both cold, interleaved in ROUNDS rounds; the mount's peak
+#   RSS after each listing. Then a cold read of a 10 GiB (SCALE_GIB) image whose every
+#   32nd chunk is data and the rest zeros, checked against its SHA-256, and the mount's
+#   peak RSS after it. Both stores are written by examples/bench_store.rs.
+if section scale; then
+N=${SCALE_N:-100}
+GIB=${SCALE_GIB:-10}
+cargo build --release --quiet --example bench_store
+B=$PWD/target/release/examples/bench_store
+quiet $B listing $W/listing $N
+want=$($B sparse $W/sparse $GIB 32)
+echo "== scale: ls -lR of $N x $N snapshots (mount vs raw folders), $ROUNDS rounds"
+ls_rows=()
+for r in $(seq $ROUNDS); do
+  mkdir -p $W/mnt-scale
+  drop; mount_wait $W/scale-mount.log $W/mnt-scale/vm $P mount --foreground $W/listing $W/mnt-scale
+  drop; tm=$(secs_to $W/ls-mount.out ls -lR $W/mnt-scale)
+  rss=$(awk '/^VmHWM/ {print $2}' /proc/$MPID/status)
+  kill -USR1 $MPID
+  umount_wait $W/mnt-scale $MPID
+  req=$(grep -h 'requests served' $W/scale-mount.log | tail -1 | sed 's/^.*requests served: \([0-9]*\).*$/\1/')
+  drop; tr=$(secs_to $W/ls-raw.out ls -lR $W/listing)
+  lines=$(wc -l < $W/ls-mount.out)
+  echo "round $r: mount $tm s ($lines lines, $req FUSE requests, peak RSS $((rss / 1024)) MiB), raw $tr s"
+  ls_rows+=("$tm $tr $rss")
+done
+printf '%s\n' "${ls_rows[@]}" | N=$N python3 -c '
+import os, sys, statistics as st
+rows = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
+q = [m / r for m, r, _ in rows]
+rss = [k / 1024 for _, _, k in rows]
+n = os.environ["N"]
+verdict = lambda ok: "met" if ok else "**not met**"
+print(f"| `ls -lR` of {n} x {n} snapshots, mount / raw folders (cold) | {st.median(q):.2f}x ({min(q):.2f}-{max(q):.2f}) | ≤ 3x: {verdict(st.median(q) <= 3)} |")
+print(f"| mount peak RSS after that listing | {st.median(rss):.1f} MiB (max {max(rss):.1f}) | ≤ 64 MiB: {verdict(max(rss) <= 64)} |")'
+echo "== scale: cold read of a $GIB GiB sparse-ish image through the mount"
+for r in $(seq $ROUNDS); do
+  mkdir -p $W/mnt-scale
+  drop; mount_wait $W/scale-mount.log $W/mnt-scale/vm $P mount --foreground $W/sparse $W/mnt-scale
+  img=$(ls -d $W/mnt-scale/vm/100/2*/drive-scsi0.img)
+  drop; t=$(secs_to $W/sum.out sha256sum $img)
+  got=$(cut -d' ' -f1 $W/sum.out)
+  [ "$got" = "$want" ] || { echo "FAILED: sha256 of $img is $got, want $want" >&2; exit 1; }
+  rss=$(awk '/^VmHWM/ {print $2}' /proc/$MPID/status)
+  umount_wait $W/mnt-scale $MPID
+  echo "round $r: $t s ($(echo "$GIB * 1024 / $t" | bc) MiB/s, sha256 matches), mount peak RSS $((rss / 1024)) MiB"
+done
+rm -rf $W/listing $W/sparse
 fi
