@@ -104,13 +104,21 @@ impl Vfs {
         let dir = self.ds.fs().open_dir(&path)?;
         let md = dir.metadata().ctx(path.display())?;
         let stamp = stamp_of(&md);
-        if let Some(l) = kept {
-            if l.stamp == stamp && !l.racy && !self.finished_meanwhile(&dir, &l) {
-                scope::keep_group(self, g, &l);
-                return Ok(l);
+        if let Some(l) = &kept {
+            if l.stamp == stamp && !l.racy && !self.finished_meanwhile(&dir, l) {
+                scope::keep_group(self, g, l);
+                return Ok(l.clone());
             }
         }
         let l = Arc::new(self.scan_group(g, &dir, &path, &md)?);
+        // Snapshots new to this mount: their manifests are about to be read (`warm.rs`).
+        for s in l.snaps.iter().filter(|s| s.finished) {
+            if kept.as_ref().is_none_or(|k| k.at(s.time).is_none()) {
+                if let Some(name) = crate::util::time::format_utc(s.time) {
+                    self.warmer.queue(path.join(name));
+                }
+            }
+        }
         self.groups.insert(g.clone(), l.clone());
         scope::keep_group(self, g, &l);
         Ok(l)

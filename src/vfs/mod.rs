@@ -19,6 +19,7 @@ mod pxar;
 mod scope;
 pub mod scratch;
 mod tree;
+mod warm;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -47,6 +48,11 @@ use scratch::ScratchStore;
 
 /// Archive sizes remembered (a blob's size costs a decode); the oldest go beyond.
 pub const MAX_SIZES: usize = 512;
+/// Listings of folders read without a handle kept at most (one per folder being listed
+/// right now is enough; the oldest go beyond and are read again if continued).
+const MAX_DIR_LISTINGS: usize = 256;
+/// The handle of a folder read without OPENDIR (see `dir_listing`).
+pub const NO_HANDLE: u64 = 0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -162,6 +168,10 @@ pub struct Vfs {
     sizes: Memo<Node, u64>,
     pxars: Memo<node::PxarRef, Arc<pxar::PxarArchive>>,
     pxar_entries: Memo<(node::PxarRef, u64), Arc<crate::pxar::decoder::Entry>>,
+    warmer: warm::Warmer,
+    /// Listings of folders read without a handle, by inode: taken at offset 0, used by
+    /// the reads that continue it, dropped when one reaches the end.
+    dir_listings: Memo<u64, handles::DirListing>,
 }
 
 impl Vfs {
@@ -179,6 +189,8 @@ impl Vfs {
             _ => opts.read_only,
         };
         Ok(Vfs {
+            warmer: warm::Warmer::new(ds.fs().clone()),
+            dir_listings: Memo::new(MAX_DIR_LISTINGS),
             ds: Arc::new(ds),
             read_only,
             inodes: InodeTable::new(Node::Namespace(opts.ns)),
@@ -378,12 +390,28 @@ impl Vfs {
     }
 
     /// The listing of an open folder: read afresh at offset 0, else the one taken then.
+    /// Without a handle (`NO_HANDLE`: the kernel skips OPENDIR and RELEASEDIR, which
+    /// halves the requests of `ls -lR`), the listing taken at offset 0 is kept per folder
+    /// for the reads that continue it; one continued after it was dropped is read again,
+    /// which lists the same entries at the same offsets unless the folder changed
+    /// meanwhile (POSIX leaves entries added or removed during a listing unspecified).
     fn dir_listing(&self, ino: u64, fh: u64, offset: u64) -> Result<handles::DirListing> {
-        let listing = match self.handles.lock().get(&fh) {
-            Some(Handle::Dir(l)) => l.clone(),
-            _ => return Err(bad_handle(fh)),
+        let (listing, fresh) = if fh == NO_HANDLE {
+            match self.dir_listings.get(&ino).filter(|_| offset > 0) {
+                Some(l) => (l, false),
+                None => {
+                    let l = handles::DirListing::default();
+                    self.dir_listings.insert(ino, l.clone());
+                    (l, true)
+                }
+            }
+        } else {
+            match self.handles.lock().get(&fh) {
+                Some(Handle::Dir(l)) => (l.clone(), offset == 0),
+                _ => return Err(bad_handle(fh)),
+            }
         };
-        if offset == 0 {
+        if fresh {
             let node = self.node(ino)?;
             let mut names: Vec<(OsString, u64, Kind, Option<Node>)> = vec![
                 (".".into(), ino, Kind::Dir, None),
@@ -419,10 +447,18 @@ impl Vfs {
     pub fn readdir(&self, ino: u64, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
         let listing = self.dir_listing(ino, fh, offset)?;
         let l = listing.lock();
+        self.listed_to_end(ino, fh, offset, l.len());
         Ok(l.iter()
             .skip(offset as usize)
             .map(|(e, _)| e.clone())
             .collect())
+    }
+
+    /// A read without a handle at or past the end: that listing is done.
+    fn listed_to_end(&self, ino: u64, fh: u64, offset: u64, len: usize) {
+        if fh == NO_HANDLE && offset >= len as u64 {
+            self.dir_listings.remove(&ino);
+        }
     }
 
     /// READDIRPLUS: entries from `offset` on (the listing read afresh at offset 0), each
@@ -440,6 +476,7 @@ impl Vfs {
         let _scope = scope::enter(self);
         let listing = self.dir_listing(ino, fh, offset)?;
         let l = listing.lock();
+        self.listed_to_end(ino, fh, offset, l.len());
         for (e, node) in l.iter().skip(offset as usize) {
             let Some(n) = node else {
                 if add(e, None) {

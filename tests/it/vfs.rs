@@ -610,3 +610,55 @@ fn browsing_many_snapshots_keeps_the_mount_tables_bounded() {
         (pbsfs::vfs::meta::MAX_VIEWS, pbsfs::vfs::MAX_SIZES)
     );
 }
+
+/// A folder read without a handle (the kernel skips OPENDIR once it answers ENOSYS),
+/// in pieces as the kernel continues a listing: the same entries at the same offsets as
+/// with a handle, also when a piece comes after the kept listing was dropped (a read at
+/// the end drops it), and a new listing at offset 0 shows a change.
+#[test]
+fn folders_list_the_same_without_a_handle_in_pieces() {
+    use pbsfs::vfs::NO_HANDLE;
+    let tmp = TempDir::new("vfs-nohandle");
+    let f = fixture(&tmp);
+    let v = vfs(&f, false);
+    let ino = walk(&v, SNAP);
+    let whole = |v: &Vfs| -> Vec<(String, u64)> {
+        let fh = v.opendir(ino).unwrap();
+        let l = v.readdir(ino, fh, 0).unwrap();
+        v.releasedir(fh);
+        l.into_iter()
+            .map(|e| (e.name.to_string_lossy().into_owned(), e.next_offset))
+            .collect()
+    };
+    let want = whole(&v);
+    assert!(want.len() > 4, "{want:?}");
+    let piece = |off: u64| -> Vec<(String, u64)> {
+        v.readdir(ino, NO_HANDLE, off)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name.to_string_lossy().into_owned(), e.next_offset))
+            .collect()
+    };
+    // In pieces: offset 0, then continuing from the last offset each piece returned.
+    let mut got = Vec::new();
+    let mut off = 0;
+    loop {
+        let p = piece(off);
+        if p.is_empty() {
+            break;
+        }
+        let take: Vec<_> = p.into_iter().take(2).collect();
+        off = take.last().unwrap().1;
+        got.extend(take);
+    }
+    assert_eq!(got, want);
+    // The end dropped the kept listing: a continuation reads the folder again.
+    assert_eq!(piece(3), want[3..].to_vec());
+    // A scratch file made meanwhile shows in the next listing from offset 0.
+    let (_, made) = v
+        .create(ino, OsStr::new(".notes.swp"), 0o600, W, caller(7))
+        .unwrap();
+    v.release(made.fh);
+    assert!(piece(0).iter().any(|(n, _)| n == ".notes.swp"));
+    assert_eq!(piece(0), whole(&v));
+}
