@@ -539,12 +539,17 @@ for r in $(seq $ROUNDS); do
   mkdir -p $W/mnt-scale
   drop; mount_wait $W/scale-mount.log $W/mnt-scale/vm $P mount --foreground $W/sparse $W/mnt-scale
   img=$(ls -d $W/mnt-scale/vm/100/2*/drive-scsi0.img)
-  drop; t=$(secs_to $W/sum.out sha256sum $img)
-  got=$(cut -d' ' -f1 $W/sum.out)
-  [ "$got" = "$want" ] || { echo "FAILED: sha256 of $img is $got, want $want" >&2; exit 1; }
+  drop; t=$(secs cat $img)
   rss=$(awk '/^VmHWM/ {print $2}' /proc/$MPID/status)
+  sum=
+  if [ $r = 1 ]; then
+    # sha256sum alone runs at a few hundred MiB/s here: checked once, not timed.
+    got=$(sha256sum $img | cut -d' ' -f1)
+    [ "$got" = "$want" ] || { echo "FAILED: sha256 of $img is $got, want $want" >&2; exit 1; }
+    sum=", sha256 matches"
+  fi
   umount_wait $W/mnt-scale $MPID
-  echo "round $r: $t s ($(echo "$GIB * 1024 / $t" | bc) MiB/s, sha256 matches), mount peak RSS $((rss / 1024)) MiB"
+  echo "round $r: cold cat $t s ($(echo "$GIB * 1024 / $t" | bc) MiB/s$sum), mount peak RSS after it $((rss / 1024)) MiB"
 done
 rm -rf $W/listing $W/sparse
 fi
