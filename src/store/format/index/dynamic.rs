@@ -118,13 +118,32 @@ impl DynamicIndex {
 fn check_ends(entries: &[(u64, Digest)]) -> Result<()> {
     let mut prev = 0u64;
     for (i, (end, _)) in entries.iter().enumerate() {
-        if *end <= prev {
-            return Err(Error::format(
-                DIDX,
-                format!("entry {i}: end offset {end} does not increase (previous {prev})"),
-            ));
-        }
+        check_entry(i as u64, *end, prev)?;
         prev = *end;
+    }
+    Ok(())
+}
+
+/// Entry `i` ending at `end` after one ending at `prev`: the ends increase, and no chunk
+/// is longer than a chunk can be (readers size buffers by it: a huge end offset is
+/// damage, never an allocation).
+pub(crate) fn check_entry(i: u64, end: u64, prev: u64) -> Result<()> {
+    if end <= prev {
+        return Err(Error::format(
+            DIDX,
+            format!("entry {i}: end offset {end} does not increase (previous {prev})"),
+        ));
+    }
+    let max = crate::store::format::blob::MAX_CHUNK_SIZE as u64;
+    if end - prev > max {
+        return Err(Error::format(
+            DIDX,
+            format!(
+                "entry {i}: end offset {end} makes a chunk of {} bytes, over the largest \
+                 chunk ({max} bytes)",
+                end - prev
+            ),
+        ));
     }
     Ok(())
 }

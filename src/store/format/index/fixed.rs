@@ -74,6 +74,17 @@ impl FixedIndex {
                 format!("chunk size {chunk_size} is not a power of two"),
             ));
         }
+        // Readers size buffers by the chunk length: an absurd one is damage, never an
+        // allocation.
+        if chunk_size > crate::store::format::blob::MAX_CHUNK_SIZE as u64 {
+            return Err(Error::format(
+                FIDX,
+                format!(
+                    "chunk size {chunk_size} exceeds the largest chunk ({} bytes)",
+                    crate::store::format::blob::MAX_CHUNK_SIZE
+                ),
+            ));
+        }
         size.div_ceil(chunk_size)
             .checked_mul(32)
             .and_then(|b| b.checked_add(INDEX_HEADER_SIZE as u64))

@@ -50,15 +50,7 @@ impl BodyChecker {
             data = &data[take..];
             if self.pending.len() == 40 {
                 let end = read_u64(&self.pending, 0);
-                if end <= self.prev {
-                    return Err(Error::format(
-                        "dynamic index",
-                        format!(
-                            "entry {}: end offset {end} does not increase (previous {})",
-                            self.entry, self.prev
-                        ),
-                    ));
-                }
+                dynamic::check_entry(self.entry, end, self.prev)?;
                 self.prev = end;
                 self.entry += 1;
                 self.pending.clear();
