@@ -3,6 +3,10 @@
 
 mod common;
 
+mod bad_input;
+mod bad_input_chunks;
+mod bad_input_meta;
+mod bad_input_pxar;
 mod catalog;
 mod cli;
 mod concurrency;
