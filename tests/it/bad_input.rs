@@ -1,7 +1,8 @@
 //! Bad input (issue 12), the harness: each case damages files of a copy of a good store,
 //! then one runner checks the CLI (exit code, the object named), the mount (errno, the
 //! object named in its log, no blocked thread, flat memory over three equal rounds), that
-//! nothing panicked, and that no file of the store changed. The cases are in
+//! nothing panicked, that the mount read no more than a bound, and that no file of the
+//! store changed. The cases are in
 //! `bad_input_chunks`, `bad_input_meta` and `bad_input_pxar`.
 //!
 //! Where each item of the issue's "Bad input" bullet is proven:
@@ -12,8 +13,8 @@
 //! | corrupt / truncated zstd frame, zstd bomb | `bad_input_chunks::chunk_damage_...` |
 //! | other content, same / different length | `bad_input_chunks::chunk_damage_...` |
 //! | encrypted chunk without a key (plain archive) | `bad_input_chunks::chunk_damage_...` (ENOKEY, exit 2) |
-//! | encrypted archive without a key | `corruption::encrypted_chunks_are_checked_by_crc_...` (CLI) + `bad_input_chunks::chunk_damage_...` (mount) |
-//! | FIFO, device node, symlink, 4 GiB sparse file as a chunk | `bad_input_chunks::chunk_damage_...` |
+//! | encrypted archive without a key | `bad_input_chunks::chunk_damage_...`; verify: `corruption::encrypted_chunks_...`, `restricted::verify_fails_chunks_whose_crypt_mode_...` |
+//! | FIFO, device node, symlink, 4 GiB sparse file as a chunk | `bad_input_chunks::chunk_damage_...`; `..::a_4_gib_sparse_chunk_...` (peak RSS) |
 //! | truncated / oversized index, wrong magic, absurd size / chunk size | `bad_input_chunks::index_damage_...` |
 //! | didx with decreasing / huge end offsets, sparse didx | `bad_input_chunks::index_damage_...` |
 //! | FIFO or 4 GiB sparse file as an index | `bad_input_chunks::index_damage_...`; `hostile::giant_sparse_...` (peak RSS) |
@@ -301,6 +302,41 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// Bytes the process `pid` has read through read(2) and friends so far (`rchar`): a
+/// giant planted file read whole would show here whether it has blocks or is sparse.
+fn rchar(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// What the mount may read in three rounds of one case's operations: the store is a few
+/// hundred KiB, a planted giant is 4 GiB.
+const READ_BOUND: u64 = 64 << 20;
+
+/// Peak RSS (KiB) of `pbsfs ARGS` run by a fresh python (RUSAGE_CHILDREN of that one
+/// child only, whatever other tests run meanwhile).
+pub fn peak_rss_kib(args: &[&str]) -> (u64, Output) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import resource, subprocess, sys\n\
+             r = subprocess.run(sys.argv[1:], capture_output=True)\n\
+             sys.stderr.buffer.write(r.stderr)\n\
+             print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+             sys.exit(r.returncode)",
+        )
+        .arg(BIN)
+        .args(args)
+        .env("PBSFS_PBS_CONFIG_DIR", "/nonexistent-pbsfs-test-config")
+        .output()
+        .unwrap();
+    let kib = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    (kib, out)
+}
+
 fn no_panic(case: &str, what: &str, text: &str) {
     assert!(
         !text.contains("panicked"),
@@ -361,6 +397,7 @@ fn run_case(case: &Case, store: &Path, dir: &Path) {
     let m = Mounted::start(store, &dir.join("mnt"), &[]);
     let pid = m.child.as_ref().unwrap().id();
     let mut after_first = 0;
+    let read_before = rchar(pid);
     for round in 1..=3 {
         for (op, rel, want) in &case.mount {
             let got = op_with_deadline(*op, m.path(rel));
@@ -383,6 +420,11 @@ fn run_case(case: &Case, store: &Path, dir: &Path) {
         }
     }
     let after_third = rss_kib(pid);
+    let read = rchar(pid) - read_before;
+    assert!(
+        read < READ_BOUND,
+        "{name}: the mount read {read} bytes in three rounds (bound {READ_BOUND})"
+    );
     let log = m.log_text();
     no_panic(name, "the mount", &log);
     if case

@@ -452,3 +452,32 @@ fn index_damage_is_named_refused_and_changes_nothing() {
     ];
     run_cases(&good, cases);
 }
+
+/// A planted 4 GiB sparse chunk is refused by its size, never read: the CLI's peak
+/// resident size stays far below it (reading it would need 4 GiB); the mount's reads are
+/// bounded by the runner (`rchar`).
+#[test]
+fn a_4_gib_sparse_chunk_is_refused_unread() {
+    let good = good_store("bad-sparse");
+    let (digest, path) = image_chunk(&good.store, false);
+    replace_with(&path, "sparse");
+    let st = s(&good.store);
+    for (args, code) in [
+        (vec!["cat", st, SNAP, "drive-scsi0.img"], 2),
+        (vec!["verify", st, SNAP, "--keep-bad"], 1),
+    ] {
+        let (kib, out) = peak_rss_kib(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            describe(&out)
+        );
+        assert!(
+            stderr(&out).contains(&digest.to_hex()) || stdout(&out).contains(&digest.to_hex()),
+            "{args:?}: {}",
+            describe(&out)
+        );
+        assert!(kib < 64 * 1024, "{args:?} peaked at {kib} KiB");
+    }
+}

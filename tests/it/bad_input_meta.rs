@@ -230,27 +230,6 @@ fn manifest_damage_is_named_refused_and_changes_nothing() {
     run_cases(&good, cases);
 }
 
-/// Peak RSS (KiB) of `pbsfs ARGS` run by a fresh python (RUSAGE_CHILDREN of that one
-/// child only, whatever other tests run meanwhile).
-fn peak_rss_kib(args: &[&str]) -> (u64, std::process::Output) {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import resource, subprocess, sys\n\
-             r = subprocess.run(sys.argv[1:], capture_output=True)\n\
-             sys.stderr.buffer.write(r.stderr)\n\
-             print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
-             sys.exit(r.returncode)",
-        )
-        .arg(BIN)
-        .args(args)
-        .env("PBSFS_PBS_CONFIG_DIR", "/nonexistent-pbsfs-test-config")
-        .output()
-        .unwrap();
-    let kib = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    (kib, out)
-}
-
 /// A manifest bomb costs at most the manifest decode limit (128 MiB, PBS's largest
 /// blob), never the 2 GiB it expands to.
 #[test]

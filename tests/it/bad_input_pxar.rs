@@ -115,8 +115,8 @@ fn filename_at(m: &[u8], name: &[u8]) -> usize {
 }
 
 /// A case: `damage` applied to the metadata stream (single stream unless `split`);
-/// `fails` are paths in the archive whose reads must fail, `reads` neighbours that must
-/// still read back.
+/// `fails` are paths in the snapshot whose reads must fail, `reads` neighbours that
+/// must still read back.
 fn pxar(
     name: &'static str,
     split: bool,
@@ -131,13 +131,11 @@ fn pxar(
     };
     let mut cli = vec![(vec!["restore", "{S}", BAD_SNAP, "root.pxar", "{T}"], 2)];
     let mut mount = Vec::new();
-    for f in fails {
-        let p: &'static str = Box::leak(format!("root.pxar/{f}").into_boxed_str());
+    for p in fails {
         cli.push((vec!["cat", "{S}", BAD_SNAP, p], 2));
         mount.push((Op::Read, format!("{BAD_SNAP}/{p}"), Want::Errno(libc::EIO)));
     }
-    for (f, bytes) in reads {
-        let p: &'static str = Box::leak(format!("root.pxar/{f}").into_boxed_str());
+    for (p, bytes) in reads {
         cli.push((vec!["cat", "{S}", BAD_SNAP, p], 0));
         mount.push((
             Op::Read,
@@ -175,7 +173,7 @@ fn pxar_damage_is_named_refused_and_changes_nothing() {
             "truncated stream",
             false,
             |m, _| m.truncate(m.len() - 40),
-            &["a.txt", "sub/b.txt"],
+            &["root.pxar/a.txt", "root.pxar/sub/b.txt"],
             &[],
         ),
         pxar(
@@ -185,8 +183,8 @@ fn pxar_damage_is_named_refused_and_changes_nothing() {
                 let at = filename_at(m, b"b.txt") + 16;
                 m[at + 1] = b'/';
             },
-            &["sub/b.txt"],
-            &[("a.txt", alpha)],
+            &["root.pxar/sub/b.txt"],
+            &[("root.pxar/a.txt", alpha)],
         ),
         pxar(
             "a name that is ..",
@@ -195,7 +193,7 @@ fn pxar_damage_is_named_refused_and_changes_nothing() {
                 let at = filename_at(m, b"sub") + 16;
                 m[at..at + 4].copy_from_slice(b"..\0\0");
             },
-            &["sub/b.txt"],
+            &["root.pxar/sub/b.txt"],
             &[],
         ),
         pxar(
@@ -205,7 +203,7 @@ fn pxar_damage_is_named_refused_and_changes_nothing() {
                 let at = find(m, &format::PAYLOAD.to_le_bytes());
                 put(m, at + 8, 1 << 40);
             },
-            &["a.txt"],
+            &["root.pxar/a.txt"],
             &[],
         ),
         pxar(
@@ -218,7 +216,7 @@ fn pxar_damage_is_named_refused_and_changes_nothing() {
                     put(m, gb + 16 + 24 * i + 8, gb as u64 + 100);
                 }
             },
-            &["a.txt", "sub/b.txt"],
+            &["root.pxar/a.txt", "root.pxar/sub/b.txt"],
             &[],
         ),
         pxar(
@@ -229,8 +227,8 @@ fn pxar_damage_is_named_refused_and_changes_nothing() {
                 let sub = filename_at(m, b"sub");
                 put(m, gb + 16 + 8, (gb - sub) as u64);
             },
-            &["sub/b.txt"],
-            &[("a.txt", alpha)],
+            &["root.pxar/sub/b.txt"],
+            &[("root.pxar/a.txt", alpha)],
         ),
         pxar(
             "a hardlink pointing forward",
@@ -239,8 +237,8 @@ fn pxar_damage_is_named_refused_and_changes_nothing() {
                 let at = find(m, &format::HARDLINK.to_le_bytes());
                 put(m, at + 16, u64::MAX);
             },
-            &["l"],
-            &[("a.txt", alpha)],
+            &["root.pxar/l"],
+            &[("root.pxar/a.txt", alpha)],
         ),
         pxar(
             "a hardlink pointing before the archive",
@@ -249,8 +247,8 @@ fn pxar_damage_is_named_refused_and_changes_nothing() {
                 let at = find(m, &format::HARDLINK.to_le_bytes());
                 put(m, at + 16, at as u64 + 1000);
             },
-            &["l"],
-            &[("a.txt", alpha)],
+            &["root.pxar/l"],
+            &[("root.pxar/a.txt", alpha)],
         ),
         pxar(
             "a payload reference past the payload stream",
@@ -259,8 +257,8 @@ fn pxar_damage_is_named_refused_and_changes_nothing() {
                 let at = find(m, &format::PAYLOAD_REF.to_le_bytes());
                 put(m, at + 16, p.len() as u64);
             },
-            &["a.txt"],
-            &[("sub/b.txt", b"beta\n")],
+            &["root.pxar/a.txt"],
+            &[("root.pxar/sub/b.txt", b"beta\n")],
         ),
     ];
     run_cases(&good, cases);
