@@ -2,8 +2,8 @@
 //! then one runner checks the CLI (exit code, the object named), the mount (errno, the
 //! object named in its log, no blocked thread, flat memory over three equal rounds), that
 //! nothing panicked, that the mount read no more than a bound, and that no file of the
-//! store changed. The cases are in
-//! `bad_input_chunks`, `bad_input_meta` and `bad_input_pxar`.
+//! store changed. The cases are in `bad_input_chunks`, `bad_input_meta` and
+//! `bad_input_pxar`.
 //!
 //! Where each item of the "Bad input" bullet is proven:
 //!
@@ -18,16 +18,15 @@
 //! | truncated / oversized index, wrong magic, absurd size / chunk size | `bad_input_chunks::index_damage_...` |
 //! | didx with decreasing / huge end offsets, sparse didx | `bad_input_chunks::index_damage_...` |
 //! | FIFO or 4 GiB sparse file as an index | `bad_input_chunks::index_damage_...`; `hostile::giant_sparse_...` (peak RSS) |
-//! | manifest: invalid JSON, bomb, wrong backup-time, missing archive, `unprotected` not an object | `bad_input_meta::manifest_damage_...` |
+//! | manifest: invalid JSON, bomb, wrong backup-time, missing archive, `unprotected` not an object | `bad_input_meta::manifest_damage_...`; `..::a_manifest_bomb_...` (peak RSS) |
 //! | notes not a string, verify_state with a bad UPID | `bad_input_meta::manifest_damage_...` |
 //! | 10 MiB notes | `bad_input_meta::ten_mib_notes_...` |
 //! | names with `..`, newlines, invalid UTF-8 | `bad_input_meta::odd_names_...` |
 //! | snapshot folder without a manifest | `bad_input_meta::manifest_damage_...` |
 //! | symlinks pointing outside (chunk, index, manifest, notes, owner, group, ns) | `hostile::symlinks_planted_...` (outside unchanged); a chunk in `bad_input_chunks` (store unchanged) |
-//! | FIFO in seven places | `hostile::a_fifo_where_...`; chunk, index (`bad_input_chunks`), manifest (`bad_input_meta`) |
+//! | FIFO or device node where a file is expected | `hostile::a_fifo_where_...` (seven places); chunk, index (`bad_input_chunks`), manifest, blob (`bad_input_meta`) |
 //! | pxar: truncated, `/` and `..` names, header past its parent | `pxar_mount::bad_pxar_streams_...`; `bad_input_pxar::pxar_damage_...` (with store and memory checks) |
 //! | pxar: goodbye outside its directory, cycle, hardlink forward / outside, payload ref past the stream | `pxar::decoder::tests::bad` (unit); `bad_input_pxar::pxar_damage_...` |
-#![allow(clippy::type_complexity)]
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
