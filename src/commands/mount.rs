@@ -156,20 +156,27 @@ fn fuse_mounted_on(mountinfo: &str, mp: &Path) -> Option<String> {
 /// takes away the wrong one) or, without `-o nonempty`, when it has content the mount
 /// would hide.
 fn check_mountpoint(given: &Path, store: &Path, nonempty: bool) -> Result<PathBuf> {
+    // A dead server's mount answers ENOTCONN once the kernel's cached attributes of its
+    // root expire, which may happen between any two of the calls below.
+    let ended = |what: String| {
+        Error::invalid(
+            what,
+            "a FUSE file system whose server has ended is still mounted there: unmount it \
+             first (pbsfs umount)",
+        )
+    };
+    let is_ended = |e: &std::io::Error| e.raw_os_error() == Some(libc::ENOTCONN);
     let what = format!("mountpoint {}", given.display());
     let mountpoint = match fs::canonicalize(given) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            return Err(Error::invalid(
-                what,
-                "a FUSE file system whose server has ended is still mounted there: unmount \
-                 it first (pbsfs umount)",
-            ))
-        }
+        Err(e) if is_ended(&e) => return Err(ended(what)),
         r => r.ctx(&what)?,
     };
     let what = format!("mountpoint {}", mountpoint.display());
-    if !mountpoint.is_dir() {
-        return Err(Error::NotADirectory { what });
+    match fs::metadata(&mountpoint) {
+        Ok(md) if md.is_dir() => {}
+        Ok(_) => return Err(Error::NotADirectory { what }),
+        Err(e) if is_ended(&e) => return Err(ended(what)),
+        Err(e) => return Err(Error::io(what, e)),
     }
     // Serving a path through itself would deadlock.
     if mountpoint.starts_with(store) || store.starts_with(&mountpoint) {
