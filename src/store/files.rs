@@ -117,6 +117,15 @@ pub fn create_new(path: &Path, mode: u32, owner: Owner) -> Result<File> {
     Ok(file)
 }
 
+/// Is `name` a temp file of `TempFile::new(_, stem, ..)`: `<stem>.tmp_` and 6 characters
+/// of `random_suffix`'s set (PBS's mkstemp names have the same form)?
+pub fn is_temp_name(name: &std::ffi::OsStr, stem: &str) -> bool {
+    name.to_str()
+        .and_then(|n| n.strip_prefix(stem))
+        .and_then(|n| n.strip_prefix(".tmp_"))
+        .is_some_and(|sfx| sfx.len() == 6 && sfx.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 /// A temp file next to its target: `<stem>.tmp_XXXXXX` (PBS's naming, so its cleanup and
 /// GC recognise it). The file is removed on drop unless it was renamed into place.
 pub struct TempFile {

@@ -86,6 +86,7 @@ impl Datastore {
         self.check_writable()?;
         let snap_lock = self.locker().lock_snapshot_shared(d)?;
         let lock = self.locker().lock_manifest(d, MANIFEST_LOCK_TIMEOUT)?;
+        self.remove_stale_manifest_temps(d);
         let mut m = self.load_manifest(d)?;
         let out = change(m.unprotected_mut())?;
         self.store_manifest(d, &m, &lock)?;
@@ -126,6 +127,32 @@ impl Datastore {
             .map_err(|e| e.context(format!("snapshot {d}")))?;
         drop(lock);
         dir.file().sync_all().ctx(dir.shown().display())
+    }
+
+    /// Remove the `index.json.tmp_XXXXXX` files of writers killed mid-transaction, which
+    /// nothing else would ever remove. Only under the shared snapshot lock and the
+    /// manifest lock, as `update_manifest` holds them: every writer of such a file holds
+    /// one that excludes these (a transaction, here or in PBS, the manifest lock; a
+    /// backup writing its first manifest, the exclusive snapshot lock), so none found
+    /// now is being written. A failure only leaves the file: it is logged.
+    fn remove_stale_manifest_temps(&self, d: &BackupDir) {
+        let removed = self.fs().dir(&self.snapshot_path(d)).and_then(|dir| {
+            let names = crate::util::sys::read_dir_fd(dir.file()).ctx(dir.shown().display())?;
+            let mut n = 0;
+            for (name, _) in names {
+                if files::is_temp_name(&name, "index.json") {
+                    fs::remove_file(dir.join(&name))
+                        .ctx(format!("remove {}", dir.shown().join(&name).display()))?;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        });
+        match removed {
+            Ok(0) => {}
+            Ok(n) => log::info!("removed {n} stale manifest temp file(s) of snapshot {d}"),
+            Err(e) => log::warn!("stale manifest temp files of snapshot {d} stay: {e}"),
+        }
     }
 
     /// Store a manifest: possible only with the `ManifestLock` of that same snapshot.
