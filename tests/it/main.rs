@@ -11,6 +11,7 @@ mod catalog;
 mod cli;
 mod concurrency;
 mod corruption;
+mod crash;
 mod diff;
 mod editors;
 mod format;
