@@ -212,9 +212,9 @@ impl Vfs {
                         why: "cannot be replaced".into(),
                     });
                 };
-                // A save by rename: the scratch content becomes the new value.
+                // A save by rename: the scratch content becomes the new value (it
+                // supersedes pending truncations, as an O_TRUNC open does).
                 let content = src.lock().data().to_vec();
-                self.commit_pending(&f);
                 self.meta_commit(&f, &content)?;
                 self.scratch.unlink(parent, name);
                 Ok(())

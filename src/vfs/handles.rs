@@ -73,13 +73,28 @@ impl Vfs {
             .collect()
     }
 
-    /// Commit the closed-but-not-released saves of `f`, so a newer save can never be
-    /// overtaken by an older one's release.
+    /// Commit the closed-but-not-released saves of `f`, so an open that reads the
+    /// content sees them.
     pub(super) fn commit_pending(&self, f: &MetaFile) {
         for m in self.meta_handles(f) {
             let mut st = m.lock();
             if st.flushed && st.h.dirty && st.h.poisoned.is_none() {
                 let _ = self.meta_commit_handle(&mut st.h);
+            }
+        }
+    }
+
+    /// After a commit of `f`: a closed-but-not-released truncation of another handle
+    /// is older than it, and must not overtake it at its release. (A handle that
+    /// writes again is no longer pending, and commits its write.) Handles locked now
+    /// are left alone: the one committing (its caller holds it) and any another
+    /// request is acting on.
+    pub(super) fn supersede_pending(&self, f: &MetaFile) {
+        for m in self.meta_handles(f) {
+            if let Some(mut st) = m.try_lock() {
+                if st.flushed && st.h.dirty && st.h.poisoned.is_none() {
+                    st.h.dirty = false;
+                }
             }
         }
     }
@@ -131,7 +146,13 @@ impl Vfs {
                 if write {
                     self.check_rw()?;
                 }
-                self.commit_pending(&f);
+                // An open with O_TRUNC reads nothing, so it commits no pending
+                // truncation: that could be a shell's between its open and its write
+                // (`printf x > notes` flushes its dup2'd descriptor before writing),
+                // an empty value no save meant. Its own commit supersedes them.
+                if !(write && trunc) {
+                    self.commit_pending(&f);
+                }
                 if !write {
                     let bytes = self.meta_committed(&f)?;
                     return Ok(direct(self.add_handle(Handle::Bytes(Arc::new(bytes)))));

@@ -446,6 +446,7 @@ impl Vfs {
         match &res {
             Ok(()) => {
                 log::info!("commit: {} ({} bytes)", f.what(), content.len());
+                self.supersede_pending(f);
                 self.after_commit(f);
             }
             Err(e) => log::warn!("commit of {} failed: {e}", f.what()),
