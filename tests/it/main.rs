@@ -30,4 +30,5 @@ mod pxar_reuse;
 mod pxar_split;
 mod read_path;
 mod restricted;
+mod savers;
 mod vfs;
