@@ -25,20 +25,29 @@ impl Datastore {
             .map(drop)
     }
 
-    /// Create a group folder with its `owner` file (O_EXCL) when missing; an existing
-    /// group must belong to `authid`. Returns whether the group was created.
+    /// Create a group folder with its `owner` file when missing; an existing group must
+    /// belong to `authid`. Returns whether the group was created. The owner file is
+    /// written whole and then linked into place (never replacing one): a process killed
+    /// in between leaves a temp file, not an empty `owner` that would make every later
+    /// backup of the group fail ("it belongs to , not ...").
     pub fn create_group(&self, g: &BackupGroup, authid: &str) -> Result<bool> {
         self.check_writable()?;
         self.create_namespace(&g.ns)?;
         let gpath = self.group_path(g);
         let gdir = self.fs().ensure_dir(&gpath, DIR_MODE, self.owner())?;
-        match files::create_new(&gdir.join(GROUP_OWNER), FILE_MODE, self.owner()) {
-            Ok(mut f) => {
-                std::io::Write::write_all(&mut f, format!("{authid}\n").as_bytes())
-                    .and_then(|_| f.sync_all())
-                    .ctx(gpath.join(GROUP_OWNER).display())?;
-                Ok(true)
-            }
+        let target = gdir.join(GROUP_OWNER);
+        let linked = if self.fs().metadata(&target).is_ok() {
+            Err(Error::AlreadyExists {
+                what: target.display().to_string(),
+            })
+        } else {
+            let mut tmp = files::TempFile::new(gdir.shown(), GROUP_OWNER, FILE_MODE, self.owner())?;
+            tmp.write_all(format!("{authid}\n").as_bytes())?;
+            tmp.sync()?;
+            tmp.persist_new(&target)
+        };
+        match linked {
+            Ok(()) => Ok(true),
             Err(Error::AlreadyExists { .. }) => {
                 let owner = self.group_owner(g)?;
                 if owner != authid {
