@@ -4,7 +4,7 @@
 //! `ls -lR` of a store makes a bounded number of FUSE requests.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -27,22 +27,6 @@ fn listing_store(store: &Path, groups: usize, snaps: usize) -> Datastore {
         }
     }
     ds
-}
-
-/// Not a test: writes the 100 x 100 store of the listing benchmark to
-/// `$PBSFS_LISTING_STORE` (`cargo test --release --test it make_listing_bench_store --
-/// --ignored`).
-#[test]
-#[ignore]
-fn make_listing_bench_store() {
-    let Ok(p) = std::env::var("PBSFS_LISTING_STORE") else {
-        return;
-    };
-    let n: usize = std::env::var("PBSFS_LISTING_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
-    listing_store(&PathBuf::from(p), n, n);
 }
 
 /// `ls -lR DIR`, required to succeed; returns stdout.
