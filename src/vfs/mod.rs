@@ -51,6 +51,8 @@ pub const MAX_SIZES: usize = 512;
 /// Listings of folders read without a handle kept at most (one per folder being listed
 /// right now is enough; the oldest go beyond and are read again if continued).
 const MAX_DIR_LISTINGS: usize = 256;
+/// The extended attribute of SELinux labels (see `getxattr`).
+const SELINUX_XATTR: &str = "security.selinux";
 /// The handle of a folder read without OPENDIR (see `dir_listing`).
 pub const NO_HANDLE: u64 = 0;
 
@@ -524,6 +526,14 @@ impl Vfs {
     /// setxattr fails too): EOPNOTSUPP, which `ls -l` takes as "this file system has no
     /// ACLs and no security labels" and stops asking for the rest of the listing (two
     /// requests per file otherwise); `cp -a` and editors then copy modes only.
+    ///
+    /// A pxar entry without an SELinux label answers `security.selinux` with EOPNOTSUPP
+    /// too, not ENODATA: `ls -l` asks every file for its label and its ACL, half of the
+    /// requests of a listing of a tree (10,150 of 20,521 for 10,000 files), and stops
+    /// asking for labels after this answer. An entry that has a label still gives it;
+    /// only `ls`'s `.` mark of later labelled files in the same listing is lost. On an
+    /// SELinux host the kernel answers that name itself (the mount's own label), so the
+    /// mark never showed an archived label there. ACLs keep ENODATA: their `+` matters.
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
         let node = self.node(ino)?;
         if !matches!(node, Node::PxarRoot(_) | Node::PxarEntry { .. }) {
@@ -533,13 +543,20 @@ impl Vfs {
             });
         }
         let all = self.xattrs_of(&node)?;
-        all.into_iter()
-            .find(|(n, _)| n.as_slice() == name.as_bytes())
-            .map(|(_, v)| v)
-            .ok_or_else(|| Error::NoXattr {
+        let found = all
+            .into_iter()
+            .find(|(n, _)| n.as_slice() == name.as_bytes());
+        match found {
+            Some((_, v)) => Ok(v),
+            None if name == SELINUX_XATTR => Err(Error::Unavailable {
+                what: node.describe(),
+                why: "no SELinux label was archived (and labels are not asked for)".into(),
+            }),
+            None => Err(Error::NoXattr {
                 what: node.describe(),
                 name: name.to_string_lossy().into_owned(),
-            })
+            }),
+        }
     }
 
     /// The names of a node's extended attributes, each followed by a NUL.

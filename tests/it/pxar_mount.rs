@@ -419,3 +419,68 @@ fn bad_pxar_streams_are_eio_in_the_mount_and_exit_2_in_the_cli_naming_the_offset
     assert!(!log.contains("panicked"), "{log}");
     m.unmount();
 }
+
+/// `ls -l` asks every file for its SELinux label and its ACL. A pxar entry without a
+/// label answers EOPNOTSUPP (ls stops asking for labels: half the requests of a
+/// listing), one with a label still gives it; a missing ACL stays ENODATA, so the `+`
+/// of a file with an ACL listed after many without one still shows.
+#[test]
+fn labels_are_given_where_archived_and_acls_still_mark_late_files() {
+    let tmp = TempDir::new("pxar-label");
+    let store = sparse_store(&tmp);
+    let src = tmp.join("src");
+    std::fs::create_dir(&src).unwrap();
+    for i in 0..50 {
+        std::fs::write(src.join(format!("a{i:02}")), b"x").unwrap();
+    }
+    std::fs::write(src.join("y-labelled"), b"l").unwrap();
+    std::fs::write(src.join("z-acl"), b"a").unwrap();
+    let label = "system_u:object_r:pbsfs_test_t:s0";
+    sh_ok(&format!(
+        "setfattr -n security.selinux -v {label} {0}/y-labelled && setfacl -m u:65534:r {0}/z-acl",
+        s(&src)
+    ));
+    ok(&backup(
+        &store,
+        "host/label",
+        &[format!("root.pxar:{}", s(&src))],
+        &["--backup-time", "2024-05-02T08:11:33Z"],
+    ));
+    let m = Mounted::start(&store, &tmp.join("mnt"), &[]);
+    let root = m.path("host/label/2024-05-02T08:11:33Z/root.pxar");
+    let getfattr = |name: &str, file: &str| {
+        Command::new("getfattr")
+            .args(["--only-values", "-n", name])
+            .arg(root.join(file))
+            .output()
+            .unwrap()
+    };
+    let none = getfattr("security.selinux", "a00");
+    assert!(!none.status.success());
+    assert!(
+        stderr(&none).contains("Operation not supported"),
+        "{}",
+        describe(&none)
+    );
+    let got = getfattr("security.selinux", "y-labelled");
+    assert_eq!(
+        stdout(&got).trim_end_matches('\0'),
+        label,
+        "{}",
+        describe(&got)
+    );
+    let acl = getfattr("system.posix_acl_access", "a00");
+    assert!(
+        stderr(&acl).contains("No such attribute"),
+        "{}",
+        describe(&acl)
+    );
+    let ls = sh_ok(&format!("ls -l {}", s(&root)));
+    let mode = |name: &str| {
+        let line = ls.lines().find(|l| l.ends_with(name)).unwrap();
+        line.split(' ').next().unwrap().to_string()
+    };
+    assert_eq!(mode("z-acl"), "-rw-r--r--+", "{ls}");
+    assert_eq!(mode("a49"), "-rw-r--r--", "{ls}");
+    m.unmount();
+}
