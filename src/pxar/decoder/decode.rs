@@ -76,7 +76,9 @@ impl<R: ReadAt> Archive<R> {
             _ => return Err(self.bad(pos, "a FILENAME without its closing NUL")),
         };
         if let Some(why) = bad_name(&name) {
-            return Err(self.bad(pos, why));
+            // The name itself, escaped: a crafted archive is told by what it holds.
+            let shown = String::from_utf8_lossy(&name);
+            return Err(self.bad(pos, format!("{why}: {shown:?}")));
         }
         let p = pos + h.full_size;
         let h = cur.header(p)?;
