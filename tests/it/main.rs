@@ -29,6 +29,8 @@ mod pxar_mount;
 mod pxar_reuse;
 mod pxar_split;
 mod read_path;
+mod restore_escapes;
 mod restricted;
 mod savers;
+mod security;
 mod vfs;
