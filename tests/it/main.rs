@@ -20,6 +20,7 @@ mod mount;
 mod mount_listing;
 mod mount_memory;
 mod mount_util;
+mod pbs_alongside;
 mod pbs_store;
 mod pxar_backup;
 mod pxar_decode;
