@@ -16,6 +16,7 @@ mod diff;
 mod editors;
 mod format;
 mod hostile;
+mod load;
 mod mount;
 mod mount_listing;
 mod mount_memory;
