@@ -3,14 +3,15 @@
 //! not even when a second restore brings folders and files under the same names; a
 //! target that is itself a symlink is refused; and archives crafted with entry names
 //! that climb out (`..`, `../x`, `a/b`, which no encoder writes) fail with an error that
-//! names the entry. After each, every file outside the target is as it was.
+//! names the entry, as does one naming a symlink out and then a folder under the same
+//! name. After each, every file outside the target is as it was.
 
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use pbsfs::pxar::encoder::{Encoder, Metadata};
-use pbsfs::pxar::format::{self, Stat, S_IFDIR, S_IFREG};
+use pbsfs::pxar::format::{self, Stat, S_IFDIR, S_IFLNK, S_IFREG};
 use pbsfs::store::files::write_index_file;
 use pbsfs::store::format::index::dynamic::DynamicIndex;
 use pbsfs::store::format::manifest::{CryptMode, FileEntry, Manifest};
@@ -143,22 +144,23 @@ fn symlinks_are_restored_as_links_and_never_followed() {
     assert_eq!(around(&tmp), before, "restore into a link");
 }
 
-/// A pxar stream whose root holds one regular file named `name`: written with a
-/// placeholder of the same length (the encoder refuses such names), then the name and
-/// its goodbye hash patched, so only the name is wrong.
-fn stream_with_name(name: &[u8]) -> Vec<u8> {
-    let placeholder = vec![b'Q'; name.len()];
-    let meta = |mode| Metadata {
+fn meta(mode: u64) -> Metadata {
+    Metadata {
         stat: Stat {
             mode,
             mtime_secs: 1_700_000_000,
             ..Stat::default()
         },
         ..Metadata::default()
-    };
+    }
+}
+
+/// A pxar stream written by `build` with placeholder names (the encoder refuses the
+/// hostile ones), then each `(placeholder, name)` patched in: the FILENAME and the
+/// goodbye hash, so only the names are wrong. Placeholders keep their length.
+fn crafted(build: impl FnOnce(&mut Encoder<Vec<u8>>), patches: &[(&[u8], &[u8])]) -> Vec<u8> {
     let mut enc = Encoder::new(Vec::new(), &meta(S_IFDIR | 0o755)).unwrap();
-    enc.add_file(&placeholder, &meta(S_IFREG | 0o644), b"escaped\n")
-        .unwrap();
+    build(&mut enc);
     let mut raw = enc.finish().unwrap();
     let replace = |raw: &mut Vec<u8>, from: &[u8], to: &[u8]| {
         let at: Vec<usize> = (0..=raw.len() - from.len())
@@ -167,17 +169,27 @@ fn stream_with_name(name: &[u8]) -> Vec<u8> {
         assert_eq!(at.len(), 1, "one placeholder in the stream");
         raw[at[0]..at[0] + to.len()].copy_from_slice(to);
     };
-    let mut from = placeholder.clone();
-    from.push(0);
-    let mut to = name.to_vec();
-    to.push(0);
-    replace(&mut raw, &from, &to);
-    replace(
-        &mut raw,
-        &format::hash(&placeholder).to_le_bytes(),
-        &format::hash(name).to_le_bytes(),
-    );
+    for (placeholder, name) in patches {
+        assert_eq!(placeholder.len(), name.len());
+        let nul = |n: &[u8]| [n, &[0]].concat();
+        replace(&mut raw, &nul(placeholder), &nul(name));
+        replace(
+            &mut raw,
+            &format::hash(placeholder).to_le_bytes(),
+            &format::hash(name).to_le_bytes(),
+        );
+    }
     raw
+}
+
+/// A pxar stream whose root holds one regular file named `name`.
+fn stream_with_name(name: &[u8]) -> Vec<u8> {
+    let placeholder = vec![b'Q'; name.len()];
+    let build = |enc: &mut Encoder<Vec<u8>>| {
+        enc.add_file(&placeholder, &meta(S_IFREG | 0o644), b"escaped\n")
+            .unwrap();
+    };
+    crafted(build, &[(&placeholder, name)])
 }
 
 /// Store `stream` as `root.pxar.didx` (one chunk) of a new snapshot `host/crafted` at
@@ -236,4 +248,41 @@ fn entry_names_that_climb_out_fail_with_a_clear_error_and_write_nothing_outside(
         assert!(left.is_empty(), "{shown}: nothing restored: {left:?}");
         let _ = fs::remove_dir_all(&target);
     }
+}
+
+#[test]
+fn a_folder_under_the_name_of_a_symlink_out_never_writes_through_it() {
+    let tmp = TempDir::new("restore-dup");
+    let store = tmp.join("store");
+    let ds = Datastore::create(&store, false).unwrap();
+    let out = outside(&tmp);
+    // `link -> OUTSIDE`, then a folder `link/` holding `victim`: the folder is written
+    // as `linl` and renamed, so the archive names `link` twice.
+    let build = |enc: &mut Encoder<Vec<u8>>| {
+        let to = out.as_os_str().as_encoded_bytes();
+        enc.add_symlink(b"link", &meta(S_IFLNK | 0o777), to)
+            .unwrap();
+        enc.create_directory(b"linl", &meta(S_IFDIR | 0o755))
+            .unwrap();
+        enc.add_file(b"victim", &meta(S_IFREG | 0o644), b"pwned\n")
+            .unwrap();
+        enc.finish_directory().unwrap();
+    };
+    let d = store_stream(&ds, 1_700_000_000, &crafted(build, &[(b"linl", b"link")]));
+    let before = around(&tmp);
+    let target = tmp.join("target");
+    for extra in [&[][..], &["--overwrite"][..]] {
+        let out = restore(&store, &d.to_string(), &target, extra);
+        assert_eq!(around(&tmp), before, "{extra:?}: {}", describe(&out));
+        // The decoder lists a folder whole before anything is made: the duplicate is
+        // refused first.
+        let err = fails_with(&out, 2);
+        assert!(
+            err.contains("names not strictly sorted"),
+            "{extra:?}: {err}"
+        );
+        let left: Vec<_> = fs::read_dir(&target).map_or(Vec::new(), |r| r.collect());
+        assert!(left.is_empty(), "{extra:?}: nothing restored: {left:?}");
+    }
+    assert_eq!(fs::read(out.join("victim")).unwrap(), b"untouched\n");
 }
