@@ -26,6 +26,8 @@ declare -A NEED=(
   [getfattr]=attr
   [setcap]=libcap2-bin
   [strace]=strace
+  [flock]=util-linux
+  [setpriv]=util-linux
   [chattr]=e2fsprogs
 )
 missing=()
