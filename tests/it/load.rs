@@ -294,8 +294,10 @@ fn eight_readers_and_two_editors_get_every_byte_right_and_leak_nothing() {
     for n in 1..=2 {
         let (counts, bytes) = round(&m, &readers, secs);
         read += bytes;
-        // Releases reach the server after the closes return: poll for them.
-        let back = poll(10, || fd_count(pid) == fds);
+        // Releases reach the server after the closes return: poll for them. At most
+        // as many as before, not exactly: the baseline may hold a listing readahead
+        // thread's folder for a moment (vfs/warm.rs).
+        let back = poll(10, || fd_count(pid) <= fds);
         assert!(
             back,
             "round {n}: {} fds open besides the channels, {fds} before:\n{:#?}\nnow:\n{:#?}",
