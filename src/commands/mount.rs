@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -351,6 +352,9 @@ fn lazy_unmount(mp: &Path) {
 fn background(args: &MountArgs, pbs: Option<&str>, p: &Prepared) -> Result<i32> {
     let exe = std::env::current_exe().ctx("the pbsfs executable")?;
     let mut cmd = Command::new(exe);
+    // argv[0] `pbsfs`, not the path run: a copy installed as /sbin/mount.fuse.pbsfs
+    // would otherwise parse the child's arguments in mount(8)'s convention.
+    cmd.arg0("pbsfs");
     if let Some(name) = pbs {
         cmd.arg("--pbs-store").arg(name);
     }
