@@ -80,6 +80,10 @@ pub enum Command {
         force: bool,
     },
     /// Mount the datastore as a filesystem.
+    #[command(
+        long_about = crate::manual::MOUNT_ABOUT,
+        after_long_help = crate::manual::mount_after_help()
+    )]
     Mount(MountArgs),
     /// Unmount a pbsfs mount.
     Umount { mountpoint: PathBuf },
@@ -98,6 +102,12 @@ pub enum Command {
     /// file content is read (equal size and mtime are taken as equal content). Exit 0
     /// with or without differences, 2 on errors
     Diff(DiffArgs),
+    /// Write the man pages (pbsfs.1, pbsfs-SUBCOMMAND.1) into DIR (for packagers)
+    #[command(hide = true)]
+    GenerateMan { dir: PathBuf },
+    /// Print the completion script of SHELL to stdout (for packagers)
+    #[command(hide = true)]
+    GenerateCompletions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -45,6 +45,7 @@ pub mod cli;
 pub mod commands;
 pub mod fuse;
 pub mod logging;
+pub mod manual;
 pub mod pxar;
 pub mod restore;
 pub mod store;

@@ -6,6 +6,7 @@ pub mod cat;
 pub mod catalog;
 pub mod diff;
 pub mod find;
+pub mod generate;
 pub mod list;
 pub mod manage;
 pub mod mount;
@@ -65,6 +66,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Catalog(args) => catalog::run(&args, pbs),
         Command::Find(args) => find::run(&args, pbs),
         Command::Diff(args) => diff::run(&args, pbs),
+        Command::GenerateMan { dir } => generate::man_pages(&dir),
+        Command::GenerateCompletions { shell } => generate::completions(shell),
     }
 }
 

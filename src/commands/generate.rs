@@ -1,0 +1,113 @@
+//! The hidden `generate-man DIR` and `generate-completions SHELL` subcommands: man pages
+//! (clap_mangen) and shell completions (clap_complete) from the clap grammar itself, for
+//! `scripts/package.sh`. Subcommands rather than a build.rs, so an ordinary build does
+//! not render them (and does not compile the generators as build dependencies).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::CommandFactory;
+
+use crate::cli::Cli;
+use crate::util::error::{exit, IoContext, Result};
+
+/// Write `pbsfs.1` and `pbsfs-SUB.1` for every visible subcommand into `dir` (created
+/// when missing); prints the paths written.
+pub fn man_pages(dir: &Path) -> Result<i32> {
+    fs::create_dir_all(dir).ctx(format!("man page folder {}", dir.display()))?;
+    for path in render_all(dir)? {
+        println!("{}", path.display());
+    }
+    Ok(exit::OK)
+}
+
+/// Render every page; returns the files written.
+fn render_all(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut root = Cli::command();
+    // Building gives each subcommand its display name (`pbsfs-mount`) and the global
+    // options (`--pbs-store`), as `--help` shows them.
+    root.build();
+    let mut written = vec![write_page(dir, root.clone(), None)?];
+    for sub in root.get_subcommands() {
+        if sub.is_hide_set() || sub.get_name() == "help" {
+            continue;
+        }
+        let extra = (sub.get_name() == "mount").then(crate::manual::mount_sections_roff);
+        written.push(write_page(dir, sub.clone(), extra)?);
+    }
+    Ok(written)
+}
+
+/// One page: clap_mangen's sections; `extra` (roff) replaces its plain rendering of
+/// `after_long_help`, which would fill preformatted text into one paragraph.
+fn write_page(dir: &Path, cmd: clap::Command, extra: Option<String>) -> Result<PathBuf> {
+    let man = clap_mangen::Man::new(cmd.clone()).manual("pbsfs manual");
+    let path = dir.join(man.get_filename());
+    let mut buf = Vec::new();
+    let Some(roff) = extra else {
+        man.render(&mut buf)
+            .ctx(format!("render {}", path.display()))?;
+        fs::write(&path, &buf).ctx(format!("man page {}", path.display()))?;
+        return Ok(path);
+    };
+    let render = |buf: &mut Vec<u8>| -> std::io::Result<()> {
+        man.render_title(buf)?;
+        man.render_name_section(buf)?;
+        man.render_synopsis_section(buf)?;
+        man.render_description_section(buf)?;
+        man.render_options_section(buf)?;
+        buf.write_all(roff.as_bytes())
+    };
+    render(&mut buf).ctx(format!("render {}", path.display()))?;
+    fs::write(&path, &buf).ctx(format!("man page {}", path.display()))?;
+    Ok(path)
+}
+
+/// Print the completion script of `shell` (subcommands, options, value names).
+pub fn completions(shell: clap_complete::Shell) -> Result<i32> {
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout().lock();
+    clap_complete::generate(shell, &mut cmd, "pbsfs", &mut out);
+    out.flush().ctx("write the completion script")?;
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_page_per_visible_subcommand_and_the_mount_page_has_its_sections() {
+        let dir = std::env::temp_dir().join(format!(
+            "pbsfs-man-{}-{}",
+            std::process::id(),
+            crate::store::files::random_suffix(6)
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        let written = render_all(&dir).unwrap();
+        let names: Vec<String> = written
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        for want in ["pbsfs.1", "pbsfs-mount.1", "pbsfs-verify.1", "pbsfs-gc.1"] {
+            assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+        }
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains("generate") || n == "pbsfs-help.1"),
+            "hidden ones left out: {names:?}"
+        );
+        let mount = fs::read_to_string(dir.join("pbsfs-mount.1")).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        for want in [
+            ".SH \"LAYOUT\"",
+            ".SH \"ERRORS\"",
+            "EROFS",
+            "\\-\\-cache\\-size",
+        ] {
+            assert!(mount.contains(want), "{want} in:\n{mount}");
+        }
+    }
+}
