@@ -10,6 +10,7 @@ pub mod generate;
 pub mod list;
 pub mod manage;
 pub mod mount;
+pub mod mount_helper;
 pub mod notes;
 pub mod restore;
 pub mod verify;

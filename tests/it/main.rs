@@ -35,4 +35,5 @@ mod restore_escapes;
 mod restricted;
 mod savers;
 mod security;
+mod system;
 mod vfs;
