@@ -29,6 +29,13 @@ declare -A NEED=(
   [flock]=util-linux
   [setpriv]=util-linux
   [chattr]=e2fsprogs
+  # tests/it/package.rs builds and inspects the .deb; system.rs mounts through mount(8).
+  [dpkg-deb]=dpkg
+  [gzip]=gzip
+  [strip]=binutils
+  [man]=man-db
+  [mount]=mount
+  [mount.fuse3]=fuse3
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

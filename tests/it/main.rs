@@ -21,6 +21,7 @@ mod mount;
 mod mount_listing;
 mod mount_memory;
 mod mount_util;
+mod package;
 mod pbs_alongside;
 mod pbs_store;
 mod pxar_backup;

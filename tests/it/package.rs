@@ -1,0 +1,228 @@
+//! The Debian package: `scripts/package.sh` run on the debug binary (no release build),
+//! its control data and file list, then installed into a scratch root (`dpkg -x`) and
+//! used from there: `--version`, every man page through `man -l`, the completion
+//! scripts (bash's checked with `bash -n` and run to complete subcommands and options).
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use clap::CommandFactory;
+
+use crate::common::{ok, stdout, TempDir, BIN};
+
+/// Run `prog ARGS`, requiring success; returns stdout.
+#[track_caller]
+fn run_ok(prog: &str, args: &[&str]) -> String {
+    ok(&Command::new(prog).args(args).output().unwrap())
+}
+
+/// The visible subcommands of the grammar (what has a man page).
+fn subcommands() -> Vec<String> {
+    pbsfs::cli::Cli::command()
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| c.get_name().to_string())
+        .collect()
+}
+
+/// `man -l PAGE` rendered as plain text, 100 columns.
+fn man(page: &Path) -> String {
+    let out: Output = Command::new("man")
+        .arg("-l")
+        .arg(page)
+        .env("MANWIDTH", "100")
+        .env("MAN_KEEP_FORMATTING", "")
+        .env("PAGER", "cat")
+        .output()
+        .unwrap();
+    ok(&out)
+}
+
+#[test]
+fn the_package_installs_binary_helper_man_pages_and_completions() {
+    let tmp = TempDir::new("package");
+    let out_dir = tmp.join("out");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/package.sh");
+    let built = run_ok(
+        script.to_str().unwrap(),
+        &[
+            "--binary",
+            BIN,
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--compress",
+            "gzip",
+        ],
+    );
+    let deb = built.trim();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        deb.ends_with(&format!(
+            "/pbsfs_{version}_{}.deb",
+            run_ok("dpkg", &["--print-architecture"]).trim()
+        )),
+        "{deb}"
+    );
+
+    let info = run_ok("dpkg-deb", &["-I", deb]);
+    for want in ["Package: pbsfs\n", &format!("Version: {version}\n")] {
+        assert!(info.contains(want), "{want} in:\n{info}");
+    }
+    let depends = info
+        .lines()
+        .find(|l| l.trim_start().starts_with("Depends:"))
+        .unwrap();
+    assert!(
+        depends.contains("fuse3"),
+        "fusermount3 comes with fuse3: {depends}"
+    );
+
+    let list = run_ok("dpkg-deb", &["-c", deb]);
+    let mut want: Vec<String> = [
+        "./usr/bin/pbsfs",
+        "./sbin/mount.fuse.pbsfs -> /usr/bin/pbsfs",
+        "./usr/share/man/man1/pbsfs.1.gz",
+        "./usr/share/bash-completion/completions/pbsfs",
+        "./usr/share/zsh/vendor-completions/_pbsfs",
+        "./usr/share/fish/vendor_completions.d/pbsfs.fish",
+        "./usr/share/doc/pbsfs/README.md.gz",
+        "./usr/share/doc/pbsfs/copyright",
+    ]
+    .map(String::from)
+    .to_vec();
+    let subs = subcommands();
+    assert!(
+        subs.len() >= 15 && subs.contains(&"mount".to_string()),
+        "{subs:?}"
+    );
+    want.extend(
+        subs.iter()
+            .map(|s| format!("./usr/share/man/man1/pbsfs-{s}.1.gz")),
+    );
+    for w in &want {
+        assert!(
+            list.lines().any(|l| l.ends_with(&format!(" {w}"))),
+            "{w} in:\n{list}"
+        );
+    }
+    assert!(
+        !list.contains("generate"),
+        "hidden subcommands get no page:\n{list}"
+    );
+    assert!(
+        list.lines().all(|l| l.contains(" root/root ")),
+        "owned by root:\n{list}"
+    );
+
+    // Installed into a scratch root.
+    let root = tmp.join("root");
+    run_ok("dpkg", &["-x", deb, root.to_str().unwrap()]);
+    let bin = root.join("usr/bin/pbsfs");
+    let v = run_ok(bin.to_str().unwrap(), &["--version"]);
+    assert_eq!(v.trim(), format!("pbsfs {version}"));
+    assert_eq!(
+        fs::read_link(root.join("sbin/mount.fuse.pbsfs")).unwrap(),
+        Path::new("/usr/bin/pbsfs")
+    );
+
+    let man1 = root.join("usr/share/man/man1");
+    let mount = man(&man1.join("pbsfs-mount.1.gz"));
+    for want in [
+        "pbsfs-mount - Mount the datastore",
+        "LAYOUT",
+        "latest -> 2024-05-02T08:11:33Z",
+        "EDITING",
+        "Truncating",
+        "ERRORS",
+        "EROFS",
+        "EILSEQ",
+        "EAGAIN",
+        "fuse.pbsfs  ro,allow_other,nofail",
+        "--cache-size",
+    ] {
+        assert!(mount.contains(want), "{want} in pbsfs-mount(1):\n{mount}");
+    }
+    // Preformatted blocks stay line by line.
+    assert!(
+        mount
+            .lines()
+            .any(|l| l.trim_start().starts_with("EIO ") && l.contains("corrupt")),
+        "{mount}"
+    );
+    for sub in &subs {
+        let page = man(&man1.join(format!("pbsfs-{sub}.1.gz")));
+        let name = page
+            .lines()
+            .skip_while(|l| l != &"NAME")
+            .nth(1)
+            .unwrap_or("");
+        let words: Vec<&str> = name.split_whitespace().take(2).collect();
+        assert_eq!(
+            words,
+            [&format!("pbsfs-{sub}"), "-"],
+            "NAME of {sub}:\n{page}"
+        );
+    }
+    let top = man(&man1.join("pbsfs.1.gz"));
+    assert!(
+        top.contains("pbsfs-mount(1)") || top.contains("mount"),
+        "{top}"
+    );
+
+    let bash = root.join("usr/share/bash-completion/completions/pbsfs");
+    run_ok("bash", &["-n", bash.to_str().unwrap()]);
+    // Completing `pbsfs mou` and `pbsfs mount --cac` with the installed script.
+    let complete = |words: &str| -> String {
+        let script = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}; \
+             _pbsfs pbsfs \"${{COMP_WORDS[-1]}}\" \"${{COMP_WORDS[-2]}}\"; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            bash.display()
+        );
+        stdout(&Command::new("bash").arg("-c").arg(script).output().unwrap())
+    };
+    let c = complete("pbsfs mou");
+    assert_eq!(c.trim(), "mount", "subcommands complete");
+    let c = complete("pbsfs mount --ca");
+    assert_eq!(c.trim(), "--cache-size", "options complete");
+    // (clap_complete's bash script also offers the hidden generate-* subcommands.)
+    let c = complete("pbsfs snapshots --output-format ''");
+    let values: Vec<&str> = c.split_whitespace().collect();
+    assert!(
+        values.contains(&"json") && values.contains(&"text"),
+        "values complete: {c}"
+    );
+
+    let zsh = fs::read_to_string(root.join("usr/share/zsh/vendor-completions/_pbsfs")).unwrap();
+    assert!(zsh.starts_with("#compdef pbsfs\n"), "{}", &zsh[..80]);
+    assert!(zsh.contains("'--cache-size=["), "zsh: mount options");
+    let fish =
+        fs::read_to_string(root.join("usr/share/fish/vendor_completions.d/pbsfs.fish")).unwrap();
+    assert!(
+        fish.contains("complete -c pbsfs") && fish.contains("-l cache-size"),
+        "fish"
+    );
+}
+
+#[test]
+fn mount_help_shows_the_layout_editing_rules_and_errnos() {
+    let help = run_ok(BIN, &["mount", "--help"]);
+    for want in [
+        "LAYOUT:",
+        "EDITING:",
+        "ERRORS:",
+        "EROFS",
+        "FSTAB AND MOUNT(8):",
+    ] {
+        assert!(help.contains(want), "{want} in:\n{help}");
+    }
+    let short = run_ok(BIN, &["mount", "-h"]);
+    assert!(!short.contains("ERRORS:"), "-h stays short:\n{short}");
+    let top = run_ok(BIN, &["--help"]);
+    assert!(
+        !top.contains("generate"),
+        "packagers' subcommands are hidden:\n{top}"
+    );
+}
