@@ -8,7 +8,8 @@
 //! of `pbsfs mount` or a global one, with `_` for `-` (`ns=a/b`, `cache_size=64M`,
 //! `pbs_store=NAME`: looked up in the clap grammar, so a new option works here at once);
 //! or a FUSE mount option, passed on in `-o` (`ro`, `allow_other`, ...), where
-//! `pbsfs mount` rejects an unknown one by name before anything is mounted.
+//! `pbsfs mount` rejects an unknown one by name before anything is mounted. The source
+//! shown in /proc/self/mountinfo is SOURCE as given (`fsname=`), as fstab has it.
 
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
@@ -161,6 +162,13 @@ pub fn translate(argv: &[OsString]) -> Result<Translated> {
             }
         }
     }
+    // The mount's source as fstab names it (as sshfs does), so `mount -a` finds the
+    // line mounted and skips it instead of failing on a busy mountpoint. A comma
+    // cannot be written in -o: such a source keeps the default (`pbsfs:STORE`).
+    let named = fuse.iter().any(|o| o.starts_with("fsname="));
+    if let (false, Some(src)) = (named, source.to_str().filter(|s| !s.contains(','))) {
+        fuse.push(format!("fsname={src}"));
+    }
     let mut args: Vec<OsString> = vec!["pbsfs".into()];
     args.extend(global);
     args.extend(["mount".into(), source.clone(), mountpoint.clone()]);
@@ -243,7 +251,7 @@ mod tests {
             "/srv/st",
             "/mnt/b",
             "-o",
-            "rw,ro,allow_other,nosuid,nodev",
+            "rw,ro,allow_other,nosuid,nodev,fsname=/srv/st",
             "--ns",
             "a/b",
             "--cache-size",
@@ -259,7 +267,21 @@ mod tests {
     fn flags_clusters_and_bare_o_values() {
         let t = tr(&["pbsfs", "/s", "/m", "-fv", "-oro", "-s"]).unwrap();
         assert!(t.fake && t.verbose);
-        assert_eq!(t.args, args(&["pbsfs", "mount", "/s", "/m", "-o", "ro"]));
+        assert_eq!(
+            t.args,
+            args(&["pbsfs", "mount", "/s", "/m", "-o", "ro,fsname=/s"])
+        );
+    }
+
+    #[test]
+    fn the_source_is_the_fsname_unless_given_or_unwritable() {
+        let t = tr(&["m", "/s", "/m", "-o", "fsname=mine"]).unwrap();
+        assert_eq!(
+            t.args,
+            args(&["pbsfs", "mount", "/s", "/m", "-o", "fsname=mine"])
+        );
+        let t = tr(&["m", "/a,b", "/m"]).unwrap();
+        assert_eq!(t.args, args(&["pbsfs", "mount", "/a,b", "/m"]));
     }
 
     #[test]
@@ -276,7 +298,7 @@ mod tests {
         let t = tr(&["m", "/s", "/m", "-o", "foreground"]).unwrap();
         assert_eq!(
             t.args,
-            args(&["pbsfs", "mount", "/s", "/m", "-o", "foreground"])
+            args(&["pbsfs", "mount", "/s", "/m", "-o", "foreground,fsname=/s"])
         );
         // Unknown options reach `pbsfs mount -o`, which names them (tests/it/system.rs).
     }

@@ -149,7 +149,8 @@ fn mount_t_fuse_pbsfs_mounts_read_only_and_umount_ends_it() {
         .find(|l| l.split(' ').nth(4) == Some(m))
         .unwrap();
     // Type `fuse`: fuser's mount(2) as root passes no subtype (fusermount3 would).
-    let source = format!(" pbsfs:{}", f.store.display());
+    // The source as fstab names it (fsname=SOURCE, as sshfs does).
+    let source = format!(" {st}");
     assert!(
         line.contains(&format!(" - fuse{source} ")),
         "type, source: {line}"
@@ -174,12 +175,13 @@ fn an_fstab_line_mounts_with_mount_t_fstab_file() {
         ),
     )
     .unwrap();
-    ok(&run(
-        "mount",
-        &["-T", fstab.to_str().unwrap(), mp.to_str().unwrap()],
-        &[],
-    ));
+    let fstab = fstab.to_str().unwrap();
+    ok(&run("mount", &["-T", fstab, mp.to_str().unwrap()], &[]));
     serves_read_only(&f, &mp);
+    // `mount -a` again finds the line mounted (source and target match) and skips it.
+    let again = ok(&run("mount", &["-a", "-v", "-T", fstab], &[]));
+    assert!(again.contains("already mounted"), "{again}");
+    assert_eq!(servers_of(&mp).len(), 1);
     umount_ends_it(&mp);
 }
 
