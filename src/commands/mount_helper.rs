@@ -56,6 +56,29 @@ pub struct Translated {
 /// Is this a mount-helper call? argv[0] named `mount.fuse.pbsfs`, or `pbsfs SOURCE
 /// MOUNTPOINT ...` whose SOURCE is no subcommand and looks like a path (has a `/`, or
 /// is a folder): a mistyped subcommand still gets clap's error.
+/// The command line of this process as a `Cli`: translated first when mount(8) (as
+/// /sbin/mount.fuse.pbsfs) or mount.fuse3 (as `pbsfs SOURCE MOUNTPOINT -o ...`) runs
+/// it. A bad helper call, `--help` and friends exit here, as clap's parse does.
+pub fn parse_command_line(argv: Vec<OsString>) -> crate::cli::Cli {
+    use clap::Parser;
+    if !is_helper_call(&argv) {
+        return crate::cli::Cli::parse_from(argv);
+    }
+    let t = translate(&argv).unwrap_or_else(|e| {
+        eprintln!("{HELPER_NAME}: error: {e}");
+        std::process::exit(e.exit_code());
+    });
+    if t.verbose {
+        let line: Vec<_> = t.args.iter().map(|a| a.to_string_lossy()).collect();
+        eprintln!("{HELPER_NAME}: running: {}", line.join(" "));
+    }
+    let cli = crate::cli::Cli::parse_from(&t.args);
+    if t.fake {
+        std::process::exit(0);
+    }
+    cli
+}
+
 pub fn is_helper_call(argv: &[OsString]) -> bool {
     let Some(argv0) = argv.first() else {
         return false;
