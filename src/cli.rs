@@ -24,26 +24,34 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a datastore (all 65536 chunk folders, .lock).
-    Init { store: PathBuf },
+    Init {
+        /// The folder to create it in (new or empty).
+        store: PathBuf,
+    },
     /// Back up files and directories into a new snapshot.
     Backup(BackupArgs),
     /// List snapshots.
     Snapshots(SnapshotsArgs),
     /// List backup groups.
     Groups {
+        /// The datastore folder (a PBS datastore opens as-is).
         store: PathBuf,
+        /// The namespace, as a/b (default: the root namespace).
         #[arg(long, value_name = "NS")]
         ns: Option<String>,
+        /// Output format: text, json or json-pretty.
         #[arg(long, value_enum, default_value = "text")]
         output_format: OutputFormat,
     },
     /// Write an archive's content to stdout, every chunk verified.
     Cat {
+        /// The datastore folder (a PBS datastore opens as-is).
         store: PathBuf,
         /// TYPE/ID/TIME or TYPE/ID/latest
         snapshot: String,
         /// e.g. drive-scsi0.img or drive-scsi0.img.fidx, qemu-server.conf
         archive: String,
+        /// The namespace, as a/b (default: the root namespace).
         #[arg(long, value_name = "NS")]
         ns: Option<String>,
     },
@@ -53,16 +61,23 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Remove one snapshot.
     Forget {
+        /// The datastore folder (a PBS datastore opens as-is).
         store: PathBuf,
+        /// The snapshot, as TYPE/ID/TIME (e.g. vm/100/2024-05-02T08:11:33Z).
         snapshot: String,
+        /// The namespace, as a/b (default: the root namespace).
         #[arg(long, value_name = "NS")]
         ns: Option<String>,
     },
     /// Show or set a snapshot's protection.
     Protected {
+        /// The datastore folder (a PBS datastore opens as-is).
         store: PathBuf,
+        /// The snapshot, as TYPE/ID/TIME (e.g. vm/100/2024-05-02T08:11:33Z).
         snapshot: String,
+        /// on or off (without it: show the current state).
         state: Option<OnOff>,
+        /// The namespace, as a/b (default: the root namespace).
         #[arg(long, value_name = "NS")]
         ns: Option<String>,
     },
@@ -70,6 +85,7 @@ pub enum Command {
     Prune(PruneArgs),
     /// Garbage collection: remove chunks no index references.
     Gc {
+        /// The datastore folder (a PBS datastore opens as-is).
         store: PathBuf,
         /// Keep unreferenced chunks whose atime is newer than this (default 24h5m).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -86,7 +102,10 @@ pub enum Command {
     )]
     Mount(MountArgs),
     /// Unmount a pbsfs mount.
-    Umount { mountpoint: PathBuf },
+    Umount {
+        /// Where it is mounted (also a mount whose server has ended).
+        mountpoint: PathBuf,
+    },
     /// Restore an archive: an image to a file (sparse), a blob to a file, a pxar archive
     /// to a folder.
     Restore(RestoreArgs),
@@ -104,10 +123,16 @@ pub enum Command {
     Diff(DiffArgs),
     /// Write the man pages (pbsfs.1, pbsfs-SUBCOMMAND.1) into DIR (for packagers)
     #[command(hide = true)]
-    GenerateMan { dir: PathBuf },
+    GenerateMan {
+        /// The folder to write the pages into.
+        dir: PathBuf,
+    },
     /// Print the completion script of SHELL to stdout (for packagers)
     #[command(hide = true)]
-    GenerateCompletions { shell: clap_complete::Shell },
+    GenerateCompletions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -124,6 +149,7 @@ pub enum OnOff {
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
+    /// The datastore folder (a PBS datastore opens as-is).
     pub store: PathBuf,
     /// TYPE/ID
     pub group: String,
@@ -140,6 +166,7 @@ pub struct BackupArgs {
     /// RFC 3339 time or epoch seconds (default: now)
     #[arg(long, value_name = "TIME")]
     pub backup_time: Option<String>,
+    /// Notes of the new snapshot (its manifest's unprotected notes).
     #[arg(long)]
     pub notes: Option<String>,
     /// Chunk size of fixed indexes, average chunk size of pxar archives (a power of
@@ -167,23 +194,28 @@ pub struct BackupArgs {
 
 #[derive(Debug, Args)]
 pub struct SnapshotsArgs {
+    /// The datastore folder (a PBS datastore opens as-is).
     pub store: PathBuf,
     /// TYPE/ID: only this group
     pub group: Option<String>,
+    /// The namespace, as a/b (default: the root namespace).
     #[arg(long, value_name = "NS")]
     pub ns: Option<String>,
     /// Include unfinished snapshots
     #[arg(long)]
     pub all: bool,
+    /// Output format: text, json or json-pretty.
     #[arg(long, value_enum, default_value = "text")]
     pub output_format: OutputFormat,
 }
 
 #[derive(Debug, Args)]
 pub struct NotesArgs {
+    /// The datastore folder (a PBS datastore opens as-is).
     pub store: PathBuf,
     /// TYPE/ID/TIME, TYPE/ID/latest or TYPE/ID (group notes)
     pub target: String,
+    /// The namespace, as a/b (default: the root namespace).
     #[arg(long, value_name = "NS")]
     pub ns: Option<String>,
     /// New notes ("" clears them)
@@ -196,16 +228,19 @@ pub struct NotesArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
+    /// The datastore folder (a PBS datastore opens as-is).
     pub store: PathBuf,
     /// TYPE/ID/TIME or TYPE/ID; default: the whole store
     pub target: Option<String>,
+    /// The namespace, as a/b (default: the root namespace).
     #[arg(long, value_name = "NS")]
     pub ns: Option<String>,
     /// Skip snapshots that already have a verify_state
     #[arg(long)]
     pub ignore_verified: bool,
-    /// With --ignore-verified: re-verify states older than DAYS
-    #[arg(long, value_name = "DAYS")]
+    /// With --ignore-verified: re-verify states older than DAYS (PBS's outdated-after;
+    /// without --ignore-verified every snapshot is verified anyway, so it is refused)
+    #[arg(long, value_name = "DAYS", requires = "ignore_verified")]
     pub outdated_after: Option<u64>,
     /// Rename corrupt chunks to <digest>.<n>.bad (the default, as PBS does: the next
     /// backup then writes them again)
@@ -218,21 +253,29 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
+    /// The datastore folder (a PBS datastore opens as-is).
     pub store: PathBuf,
     /// TYPE/ID
     pub group: String,
+    /// The namespace, as a/b (default: the root namespace).
     #[arg(long, value_name = "NS")]
     pub ns: Option<String>,
+    /// Keep the N newest snapshots.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub keep_last: Option<u64>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub keep_hourly: Option<u64>,
+    /// Keep the newest snapshot of each of the last N days that have one.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub keep_daily: Option<u64>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub keep_weekly: Option<u64>,
+    /// Keep the newest snapshot of each of the last N months that have one.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub keep_monthly: Option<u64>,
+    /// Keep the newest snapshot of each of the last N years that have one.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub keep_yearly: Option<u64>,
     /// Only print what would be removed
@@ -242,6 +285,7 @@ pub struct PruneArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
+    /// The datastore folder (a PBS datastore opens as-is).
     pub store: PathBuf,
     /// TYPE/ID/TIME or TYPE/ID/latest
     pub snapshot: String,
@@ -255,25 +299,30 @@ pub struct RestoreArgs {
     /// Replace an existing target file, or restore into a non-empty folder
     #[arg(long)]
     pub overwrite: bool,
+    /// The namespace, as a/b (default: the root namespace).
     #[arg(long, value_name = "NS")]
     pub ns: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct CatalogArgs {
+    /// The datastore folder (a PBS datastore opens as-is).
     pub store: PathBuf,
     /// TYPE/ID/TIME or TYPE/ID/latest
     pub snapshot: String,
     /// Only this pxar archive (e.g. root.pxar or root.pxar.didx)
     pub archive: Option<String>,
+    /// The namespace, as a/b (default: the root namespace).
     #[arg(long, value_name = "NS")]
     pub ns: Option<String>,
+    /// Output format: text, json or json-pretty.
     #[arg(long, value_enum, default_value = "text")]
     pub output_format: OutputFormat,
 }
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
+    /// The datastore folder (a PBS datastore opens as-is).
     pub store: PathBuf,
     /// TYPE/ID/TIME or TYPE/ID/latest: the older side
     pub snapshot_a: String,
@@ -281,8 +330,10 @@ pub struct DiffArgs {
     pub snapshot_b: String,
     /// Only this pxar archive (e.g. root.pxar); default: every pxar archive of either
     pub archive: Option<String>,
+    /// The namespace, as a/b (default: the root namespace).
     #[arg(long, value_name = "NS")]
     pub ns: Option<String>,
+    /// Output format: text, json or json-pretty.
     #[arg(long, value_enum, default_value = "text")]
     pub output_format: OutputFormat,
 }
@@ -290,6 +341,7 @@ pub struct DiffArgs {
 #[derive(Debug, Args)]
 #[command(override_usage = "pbsfs find [OPTIONS] <STORE> [GROUP] <PATTERN>")]
 pub struct FindArgs {
+    /// The datastore folder (a PBS datastore opens as-is).
     pub store: PathBuf,
     // One list: clap allows no optional positional before a required one.
     /// GROUP (TYPE/ID): only this group's snapshots (default: every group of the
@@ -299,11 +351,13 @@ pub struct FindArgs {
     /// only)
     #[arg(required = true, num_args = 1..=2, value_name = "[GROUP] PATTERN")]
     pub operands: Vec<std::ffi::OsString>,
+    /// The namespace, as a/b (default: the root namespace).
     #[arg(long, value_name = "NS")]
     pub ns: Option<String>,
     /// Match letters regardless of case
     #[arg(long, short = 'i')]
     pub ignore_case: bool,
+    /// Output format: text, json or json-pretty.
     #[arg(long, value_enum, default_value = "text")]
     pub output_format: OutputFormat,
 }
@@ -322,7 +376,9 @@ impl FindArgs {
 
 #[derive(Debug, Args)]
 pub struct MountArgs {
+    /// The datastore folder (a PBS datastore opens as-is).
     pub store: PathBuf,
+    /// The empty folder to mount on.
     pub mountpoint: PathBuf,
     /// Mount options: ro, allow_other, default_permissions, ... (comma-separated)
     #[arg(short = 'o', value_name = "OPTIONS", value_delimiter = ',')]
@@ -397,6 +453,29 @@ fn parse_duration(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--help` and the man pages describe every argument and option of every command.
+    #[test]
+    fn every_argument_and_option_has_a_description() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id != "help" && id != "version" && !a.is_hide_set() && a.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(
+            &<Cli as clap::CommandFactory>::command(),
+            "pbsfs",
+            &mut missing,
+        );
+        assert!(missing.is_empty(), "without a description: {missing:?}");
+    }
 
     #[test]
     fn sizes_and_durations() {

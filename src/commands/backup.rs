@@ -1,5 +1,6 @@
 //! `pbsfs init` and `pbsfs backup`.
 
+use crate::util::count;
 use std::path::Path;
 
 use crate::backup::{run_backup, ArchiveSource, BackupOptions, DEFAULT_CHUNK_SIZE};
@@ -53,13 +54,13 @@ pub fn run(args: &BackupArgs, pbs: Option<&str>) -> Result<i32> {
     };
     let warnings = match r.warnings {
         0 => String::new(),
-        n => format!(", {n} warnings"),
+        n => format!(", {}", count(n, "warning")),
     };
     println!(
-        "{snap}: {} bytes ({mib:.1} MiB) in {} chunks, {} new, {} reused, {} new bytes, dedup \
+        "{snap}: {} ({mib:.1} MiB) in {}, {} new, {} reused, {} new bytes, dedup \
          {dedup}, {:.1} MiB/s{warnings}",
-        r.bytes,
-        r.chunks,
+        count(r.bytes, "byte"),
+        count(r.chunks as u64, "chunk"),
         r.new_chunks,
         r.reused_chunks,
         r.new_bytes,

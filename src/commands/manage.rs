@@ -5,6 +5,7 @@ use crate::cli::{OnOff, PruneArgs};
 use crate::store::format::names::BackupGroup;
 use crate::store::ops::gc::{run_gc, DEFAULT_ATIME_CUTOFF};
 use crate::store::ops::prune::{compute_prune, KeepOptions, PruneMark};
+use crate::util::count;
 use crate::util::error::{exit, Result};
 
 pub fn forget(
@@ -63,6 +64,12 @@ pub fn prune(args: &PruneArgs, pbs: Option<&str>) -> Result<i32> {
         ds.check_writable()?;
     }
     let plan = compute_prune(ds.list_snapshots(&g)?, &opts)?;
+    if opts.keeps_all() {
+        // PBS's rule: no keep option keeps everything. Said, since it is rarely meant.
+        eprintln!(
+            "pbsfs: no --keep-* option given: every snapshot is kept, nothing can be removed"
+        );
+    }
     for (s, mark) in &plan {
         println!("{} {mark}", s.dir.name());
     }
@@ -97,21 +104,25 @@ pub fn gc(
     }
     let r = run_gc(&ds, cutoff.unwrap_or(DEFAULT_ATIME_CUTOFF), force)?;
     println!(
-        "index files: {} ({} bytes of data)",
-        r.index_file_count, r.index_data_bytes
+        "index files: {} ({} of data)",
+        r.index_file_count,
+        count(r.index_data_bytes, "byte")
     );
     println!(
-        "removed: {} chunks, {} bytes ({} bad)",
-        r.removed_chunks, r.removed_bytes, r.removed_bad
+        "removed: {}, {} ({} bad)",
+        count(r.removed_chunks, "chunk"),
+        count(r.removed_bytes, "byte"),
+        r.removed_bad
     );
     println!(
-        "pending: {} chunks, {} bytes",
-        r.pending_chunks, r.pending_bytes
+        "pending: {}, {}",
+        count(r.pending_chunks, "chunk"),
+        count(r.pending_bytes, "byte")
     );
     println!(
-        "on disk: {} chunks, {} bytes; dedup factor {:.2}",
-        r.disk_chunks,
-        r.disk_bytes,
+        "on disk: {}, {}; dedup factor {:.2}",
+        count(r.disk_chunks, "chunk"),
+        count(r.disk_bytes, "byte"),
         r.dedup_factor()
     );
     if r.still_bad > 0 {

@@ -1,6 +1,7 @@
 //! `pbsfs restore`: an image to a file (sparse, verified), a blob to a file, a pxar
 //! archive (or one subtree) to a folder; a progress bar on a terminal and a summary.
 
+use crate::util::count;
 use std::sync::Arc;
 
 use crate::cli::RestoreArgs;
@@ -56,10 +57,10 @@ pub fn run(args: &RestoreArgs, pbs: Option<&str>) -> Result<i32> {
     super::finish_progress();
     let mib = report.bytes as f64 / (1024.0 * 1024.0);
     println!(
-        "restored {d}/{name} to {}: {} files, {} bytes ({mib:.1} MiB, {} in holes) in {:.1} s",
+        "restored {d}/{name} to {}: {}, {} ({mib:.1} MiB, {} in holes) in {:.1} s",
         args.target.display(),
-        report.files,
-        report.bytes,
+        count(report.files, "file"),
+        count(report.bytes, "byte"),
         report.sparse_bytes,
         report.seconds
     );

@@ -4,6 +4,7 @@
 use crate::cli::VerifyArgs;
 use crate::store::format::names::{BackupDir, BackupGroup};
 use crate::store::ops::verify::{verify_snapshots, SnapshotOutcome, VerifyOptions};
+use crate::util::count;
 use crate::util::error::{Error, Result};
 
 pub fn run(args: &VerifyArgs, pbs: Option<&str>) -> Result<i32> {
@@ -90,12 +91,15 @@ pub fn run(args: &VerifyArgs, pbs: Option<&str>) -> Result<i32> {
         eprintln!("pbsfs: note: verify_state not recorded and no chunk renamed: {why}");
     }
     println!(
-        "verified {} snapshots: {ok} ok, {failed} failed, {skipped} skipped; {} chunks checked, {} bad{}",
-        report.snapshots.len(),
-        report.chunks_checked,
+        "verified {}: {ok} ok, {failed} failed, {skipped} skipped; {} checked, {} bad{}",
+        count(report.snapshots.len() as u64, "snapshot"),
+        count(report.chunks_checked, "chunk"),
         report.bad_chunks.len(),
         if report.encrypted_chunks > 0 {
-            format!(", {} encrypted (CRC and size only, not verifiable by content)", report.encrypted_chunks)
+            format!(
+                ", {} encrypted (CRC and size only, not verifiable by content)",
+                report.encrypted_chunks
+            )
         } else {
             String::new()
         }

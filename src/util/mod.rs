@@ -43,3 +43,13 @@ impl ReadAt for Vec<u8> {
         self[..].read_at(offset, buf)
     }
 }
+
+/// `n` and the noun, plural unless `n` is 1: "1 snapshot", "2 snapshots", "0 chunks".
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}

@@ -512,7 +512,7 @@ fn gc_removes_exactly_the_unreferenced_chunks_older_than_the_cutoff() {
 
     let out = pbsfs_ok(&["gc", s(&store)]);
     assert!(out.contains("removed: 4 chunks"), "{out}");
-    assert!(out.contains("pending: 1 chunks"), "{out}");
+    assert!(out.contains("pending: 1 chunk,"), "{out}");
     let left = chunk_files(&store);
     let mut expect: Vec<_> = referenced.clone();
     expect.push(unreferenced[0].clone());
@@ -533,7 +533,7 @@ fn gc_removes_exactly_the_unreferenced_chunks_older_than_the_cutoff() {
 
     // With no cutoff the last unreferenced chunk goes too; referenced ones stay.
     let out = pbsfs_ok(&["gc", s(&store), "--atime-cutoff", "0"]);
-    assert!(out.contains("removed: 1 chunks"), "{out}");
+    assert!(out.contains("removed: 1 chunk,"), "{out}");
     assert_eq!(chunk_files(&store), referenced);
     pbsfs_ok(&["verify", s(&store)]);
 }
@@ -1070,7 +1070,10 @@ fn restore_writes_an_image_back_sparse_and_refuses_to_overwrite_without_asking()
         "drive-scsi0.img",
         s(&target),
     ]));
-    assert!(out.contains("restored") && out.contains("1 files"), "{out}");
+    assert!(
+        out.contains("restored") && out.contains(": 1 file,"),
+        "{out}"
+    );
     assert_eq!(std::fs::read(&target).unwrap(), data);
     let md = std::fs::metadata(&target).unwrap();
     assert!(
@@ -1105,4 +1108,65 @@ fn restore_writes_an_image_back_sparse_and_refuses_to_overwrite_without_asking()
     std::fs::write(&chunk, &raw).unwrap();
     let err = fails_with(&pbsfs(&with), 2);
     assert!(err.contains(&digest.to_hex()), "{err}");
+}
+
+/// The messages issue 13 names: a prune without keep options says it can remove
+/// nothing, `--outdated-after` without `--ignore-verified` is refused naming both, and
+/// counts of one are singular.
+#[test]
+fn messages_say_what_happens_in_the_singular_where_one() {
+    let dir = TempDir::new("cli-messages");
+    let store = sparse_store(&dir);
+    ok(&backup_image(
+        &store,
+        &dir,
+        "vm/100",
+        &[7u8; 4096],
+        "2024-05-02T08:11:33Z",
+    ));
+    ok(&backup_image(
+        &store,
+        &dir,
+        "vm/100",
+        &[8u8; 4096],
+        "2024-05-03T08:11:33Z",
+    ));
+    let out = pbsfs(&["prune", s(&store), "vm/100"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        err.contains("no --keep-* option") && err.contains("nothing can be removed"),
+        "{err}"
+    );
+    assert_eq!(snapshots_json(&store).len(), 2);
+    let out = pbsfs(&["prune", s(&store), "vm/100", "--keep-last", "1"]);
+    assert!(
+        !stderr(&out).contains("no --keep-* option"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(snapshots_json(&store).len(), 1);
+
+    let err = fails_with(&pbsfs(&["verify", s(&store), "--outdated-after", "30"]), 2);
+    assert!(
+        err.contains("--ignore-verified") && err.contains("--outdated-after"),
+        "{err}"
+    );
+    let out = ok(&pbsfs(&[
+        "verify",
+        s(&store),
+        "--ignore-verified",
+        "--outdated-after",
+        "30",
+    ]));
+    assert!(out.contains("verified 1 snapshot: 1 ok"), "{out}");
+    assert!(out.contains("; 1 chunk checked, 0 bad"), "{out}");
+    let gc = ok(&pbsfs(&["gc", s(&store), "--atime-cutoff", "0"]));
+    // The forgotten snapshot's chunk is removed, or pending when touched within the
+    // cutoff's second: one chunk either way.
+    assert!(
+        gc.contains("removed: 1 chunk, ") || gc.contains("pending: 1 chunk, "),
+        "{gc}"
+    );
+    assert!(gc.contains("index files: 1 ("), "{gc}");
 }

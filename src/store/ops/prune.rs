@@ -21,7 +21,8 @@ pub struct KeepOptions {
 }
 
 impl KeepOptions {
-    fn keeps_all(&self) -> bool {
+    /// No keep option: PBS keeps every snapshot.
+    pub fn keeps_all(&self) -> bool {
         *self == KeepOptions::default()
     }
 }

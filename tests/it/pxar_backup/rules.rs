@@ -188,7 +188,7 @@ fn an_unreadable_file_is_reported_and_skipped() {
         err.contains("secret") && err.contains("not stored"),
         "{err}"
     );
-    assert!(report.contains("1 warnings"), "{report}");
+    assert!(report.contains("1 warning"), "{report}");
     let got = paths(&store, "host/u/latest");
     assert_eq!(got, ["root.pxar.didx", "before", "zafter"]);
     let v = ok(&pbsfs(&["verify", s(&store)]));
@@ -223,7 +223,7 @@ fn a_file_growing_while_read_is_stored_as_read_with_a_warning() {
         err.contains("growing.log") && err.contains("changed while being read"),
         "{err}"
     );
-    assert!(report.contains("warnings"), "{report}");
+    assert!(report.contains(" warning"), "{report}");
     let entries = catalog(&cat(&store, "host/g/latest", "catalog.pcat1"));
     let (_, attr) = entries
         .iter()
