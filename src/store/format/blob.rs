@@ -184,6 +184,15 @@ pub fn decode_into(raw: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<()> {
             Ok(())
         }
         BlobKind::Compressed => {
+            // zstd's one-shot call decodes an empty input to 0 bytes, where the streaming
+            // decoder (`decode_limited`) finds no frame: no frame is no zstd stream
+            // (spec §2.2), so both paths refuse it.
+            if raw.len() == HEADER_LEN {
+                return Err(Error::corrupt(
+                    BLOB,
+                    CorruptKind::Decode("no zstd frame".into()),
+                ));
+            }
             if out.capacity() < limit {
                 out.reserve_exact(limit);
             }
