@@ -15,6 +15,8 @@ mod crash;
 mod diff;
 mod editors;
 mod format;
+mod fuzz_regressions;
+mod fuzz_seeds;
 mod hostile;
 mod load;
 mod mount;

@@ -1,0 +1,7 @@
+//! Fuzz target `pxar_split`: feeds each input to `pbsfs_fuzz::pxar_split` (see `fuzz/src/lib.rs`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    // An error is a correct answer to bad bytes; a panic or an abort is the finding.
+    let _ = pbsfs_fuzz::pxar_split(data);
+});
