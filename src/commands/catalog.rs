@@ -196,32 +196,31 @@ fn walk_pxar(
         ty,
         file,
     })?;
-    // An explicit stack: depth is bounded by the archive, not the thread's stack.
     // Children lie strictly inside their parent, so the walk cannot cycle.
-    let mut stack = vec![(Vec::new(), ar.list(&root)?.into_iter())];
-    while let Some((prefix, iter)) = stack.last_mut() {
-        let Some(e) = iter.next() else {
-            stack.pop();
-            continue;
-        };
-        let mut path = prefix.clone();
-        if !path.is_empty() {
-            path.push(b'/');
-        }
-        path.extend_from_slice(&e.name);
-        let (ty, file) = entry_type(&e);
-        f(&Item {
-            archive,
-            path: &path,
-            ty,
-            file,
-        })?;
-        if e.is_dir() {
-            let children = ar.list(&e)?.into_iter();
-            stack.push((path, children));
-        }
-    }
-    Ok(())
+    crate::util::walk::walk_tree(
+        ar.list(&root)?.into_iter(),
+        entry_name,
+        |e| {
+            Ok(if e.is_dir() {
+                Some(ar.list(e)?.into_iter())
+            } else {
+                None
+            })
+        },
+        |path, e| {
+            let (ty, file) = entry_type(e);
+            f(&Item {
+                archive,
+                path,
+                ty,
+                file,
+            })
+        },
+    )
+}
+
+fn entry_name(e: &crate::pxar::decoder::Entry) -> &[u8] {
+    &e.name
 }
 
 /// One line of upstream's dump (`CatalogReader::dump_dir` in pbs-datastore): the type

@@ -389,32 +389,29 @@ impl<'a, R: ReadAt + ?Sized> CatalogReader<'a, R> {
     /// Every entry below the block at `start`, depth first, with its path relative to
     /// that block (components joined by `/`), in catalog order.
     pub fn walk(&self, start: u64, f: &mut dyn FnMut(&[u8], &CatalogEntry)) -> Result<()> {
-        // Explicit stack: depth is bounded by the file, not by the thread's stack. A
-        // block listed twice is refused: shared blocks would let a small file expand
+        // A block listed twice is refused: shared blocks would let a small file expand
         // into an exponential walk.
         let mut seen = std::collections::HashSet::from([start]);
-        let mut stack = vec![(Vec::new(), self.read_dir(start)?.into_iter())];
-        while let Some((prefix, iter)) = stack.last_mut() {
-            let Some(e) = iter.next() else {
-                stack.pop();
-                continue;
-            };
-            let mut path = prefix.clone();
-            if !path.is_empty() {
-                path.push(b'/');
-            }
-            path.extend_from_slice(&e.name);
-            f(&path, &e);
-            if let CatalogAttr::Dir { start } = e.attr {
-                if !seen.insert(start) {
-                    return Err(bad(start, "directory block listed twice"));
+        crate::util::walk::walk_tree(
+            self.read_dir(start)?.into_iter(),
+            entry_name,
+            |e| match e.attr {
+                CatalogAttr::Dir { start } if !seen.insert(start) => {
+                    Err(bad(start, "directory block listed twice"))
                 }
-                let children = self.read_dir(start)?.into_iter();
-                stack.push((path, children));
-            }
-        }
-        Ok(())
+                CatalogAttr::Dir { start } => Ok(Some(self.read_dir(start)?.into_iter())),
+                _ => Ok(None),
+            },
+            |path, e| {
+                f(path, e);
+                Ok(())
+            },
+        )
     }
+}
+
+fn entry_name(e: &CatalogEntry) -> &[u8] {
+    &e.name
 }
 
 fn read_exact<R: ReadAt + ?Sized>(src: &R, at: u64, buf: &mut [u8]) -> Result<()> {

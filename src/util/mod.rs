@@ -7,6 +7,7 @@ pub mod glob;
 pub mod sys;
 pub mod time;
 pub mod upid;
+pub mod walk;
 
 use error::Result;
 
