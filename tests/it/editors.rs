@@ -156,7 +156,38 @@ fn edit(tag: &str, cmd: &str, ready: &str, script: &[&[&str]], want: &str) {
             "qemu-server.conf.blob"
         ]
     );
+    // The tmux server (started in the snapshot folder) and the editor may still be
+    // exiting after the session ended: the mount is busy until they are gone.
+    drop(t);
+    let mp = s.m.mp.clone();
+    assert!(
+        poll(30, || processes_inside(&mp).is_empty()),
+        "still inside the mount: {:?}",
+        processes_inside(&mp)
+    );
     s.m.unmount();
+}
+
+/// Processes whose working folder or an open file lies below `mp`.
+fn processes_inside(mp: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for p in fs::read_dir("/proc").unwrap().flatten() {
+        let pid = p.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let mut links = vec![p.path().join("cwd")];
+        if let Ok(fds) = fs::read_dir(p.path().join("fd")) {
+            links.extend(fds.flatten().map(|f| f.path()));
+        }
+        if links
+            .iter()
+            .any(|l| fs::read_link(l).is_ok_and(|t| t.starts_with(mp)))
+        {
+            found.push(pid);
+        }
+    }
+    found
 }
 
 #[test]
