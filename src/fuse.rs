@@ -147,7 +147,6 @@ pub fn mount(
             for i in rx {
                 let r = match &i {
                     Inval::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
-                    Inval::Entry(parent, name) => notifier.inval_entry(INodeNo(*parent), name),
                 };
                 match r {
                     Ok(()) => log::trace!("invalidated {i:?}"),

@@ -126,12 +126,16 @@ pub struct SetAttr {
 /// What the kernel must forget after a change made through the mount, sent by the
 /// FUSE adapter from a thread of its own (never from inside a request handler: the
 /// kernel may wait for that very request to finish).
+///
+/// Only inodes, never names: a commit changes the content and attributes of files
+/// whose names keep their inodes. A name's invalidation takes its folder's lock in the
+/// kernel, which a writer creating a file there holds while it waits for the mount's
+/// answer; with the mount killed at that moment, neither could go on, and the killed
+/// mount never exited (found by `savers.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inval {
     /// Attributes (and cached pages) of an inode.
     Inode(u64),
-    /// The binding of a name in a folder.
-    Entry(u64, OsString),
 }
 
 /// Who sent a request.
@@ -246,35 +250,28 @@ impl Vfs {
     }
 
     /// After a commit of `f` through the mount: drop what is kept of the old value and
-    /// make the kernel forget the attributes and names of every file it changed (a
-    /// snapshot's `notes`, `verify_state` and `manifest.json` share its manifest).
+    /// make the kernel forget the attributes of every file it changed (a snapshot's
+    /// `notes`, `verify_state` and `manifest.json` share its manifest). Their names
+    /// keep their inodes, so the kernel's cached names stay right (see `Inval`); a
+    /// file the kernel holds no inode of has nothing cached.
     pub(crate) fn after_commit(&self, f: &MetaFile) {
-        let (parent, files) = match f {
+        let files = match f {
             MetaFile::SnapNotes(d) | MetaFile::VerifyState(d) => {
                 self.forget_snapshot_manifest(d);
-                let parent = self.group_listing(&d.group).ok().and_then(|l| {
-                    l.at(d.time)
-                        .and_then(|s| self.inodes.live(&Node::Snapshot(d.clone(), s.ino)))
-                });
-                let files = vec![
-                    (node::NOTES, Node::SnapNotes(d.clone())),
-                    (node::VERIFY_STATE, Node::VerifyState(d.clone())),
-                    (node::MANIFEST_JSON, Node::ManifestJson(d.clone())),
-                ];
-                (parent, files)
+                vec![
+                    Node::SnapNotes(d.clone()),
+                    Node::VerifyState(d.clone()),
+                    Node::ManifestJson(d.clone()),
+                ]
             }
             MetaFile::GroupNotes(g) => {
                 self.forget_group_listing(g);
-                let parent = self.inodes.live(&Node::Group(g.clone()));
-                (parent, vec![(node::NOTES, Node::GroupNotes(g.clone()))])
+                vec![Node::GroupNotes(g.clone())]
             }
         };
-        for (name, n) in files {
+        for n in files {
             if let Some(ino) = self.inodes.live(&n) {
                 self.invalidate(Inval::Inode(ino));
-            }
-            if let Some(p) = parent {
-                self.invalidate(Inval::Entry(p, name.into()));
             }
         }
     }
