@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -414,6 +415,21 @@ fn backups_killed_at_random_moments_never_finish_with_a_missing_chunk_and_gc_cle
     for snap in &listed {
         ok(&pbsfs(&["forget", s(&store), snap]));
     }
+    // gc keeps chunks written in the second it starts (atimes compare in seconds, as
+    // PBS's): wait for the clock to leave the second of the newest chunk.
+    let newest = chunk_files(&store)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.atime())
+        .max()
+        .unwrap_or(0);
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    assert!(crate::mount_util::poll(5, || now() > newest));
     ok(&pbsfs(&["gc", s(&store), "--atime-cutoff", "0"]));
     let referenced = referenced_chunks(&ds, "after gc");
     let (mut present, mut temps) = (BTreeSet::new(), Vec::new());
