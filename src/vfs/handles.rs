@@ -273,10 +273,14 @@ impl Vfs {
             _ => Err(bad_handle(fh)),
         });
         match h.ok_or_else(|| bad_handle(fh))?? {
-            Handle::Meta(_, m) => {
+            Handle::Meta(f, m) => {
                 let mut st = m.lock();
                 st.flushed = false;
-                st.h.write(offset, data)
+                let res = st.h.write(offset, data);
+                if res.is_err() {
+                    self.forget_kernel_size(&f);
+                }
+                res
             }
             Handle::Scratch {
                 file,
@@ -310,9 +314,26 @@ impl Vfs {
             let mut st = m.lock();
             let res = self.meta_flush(&mut st.h);
             st.flushed = true;
+            if res.is_err() {
+                self.forget_kernel_size(&st.h.file);
+            }
             return res;
         }
         Ok(())
+    }
+
+    /// A refused edit: the kernel sized the file by the writes it let through (and by
+    /// `O_TRUNC`), and clamps reads to that size until its attributes expire, so a
+    /// reader right after would see a cut copy of the committed content. Make it ask.
+    fn forget_kernel_size(&self, f: &MetaFile) {
+        let node = match f {
+            MetaFile::SnapNotes(d) => Node::SnapNotes(d.clone()),
+            MetaFile::VerifyState(d) => Node::VerifyState(d.clone()),
+            MetaFile::GroupNotes(g) => Node::GroupNotes(g.clone()),
+        };
+        if let Some(ino) = self.inodes.live(&node) {
+            self.invalidate(super::Inval::Inode(ino));
+        }
     }
 
     pub fn fsync(&self, fh: u64) -> Result<()> {
