@@ -87,9 +87,9 @@ cargo test 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary. Ignored tests are skips, except the entry
-# points of child processes that tests start (`#[ignore = "child process of ..."]`),
-# which are not tests of their own.
-children=$(grep -c '\.\.\. ignored, child process of' "$log" || true)
+# points of child processes that tests start (`#[ignore = "child process of ..."]`) and
+# of tools (`#[ignore = "run by scripts/..."]`), which are not tests of their own.
+children=$(grep -c '\.\.\. ignored, \(child process of\|run by scripts/\)' "$log" || true)
 awk -v k="$(wc -l <"$skips")" -v c="$children" '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1); if ($(i) ~ /^ignored/) s += $(i-1) } }
-     END { printf "total: %d passed, %d failed, %d skipped (%d child-process entry points not counted)\n", p - k, f, s + k - c, c }' "$log"
+     END { printf "total: %d passed, %d failed, %d skipped (%d child-process and tool entry points not counted)\n", p - k, f, s + k - c, c }' "$log"
 exit "$rc"
