@@ -7,7 +7,7 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -128,10 +128,12 @@ pub fn mount(
         bytes: AtomicU64::new(0),
         cache: vfs.shared_chunk_cache(),
     });
+    let notifier_slot = Arc::new(OnceLock::new());
     let mut session = fuser::Session::new(
         PbsFs {
             vfs,
             no_opendir: false,
+            notifier: Arc::clone(&notifier_slot),
             logged: Memo::new(LOGGED_ERRORS),
             stats: Arc::clone(&stats),
         },
@@ -140,6 +142,7 @@ pub fn mount(
     )
     .ctx(format!("mount on {}", mountpoint.display()))?;
     let notifier = session.notifier();
+    let _ = notifier_slot.set(notifier.clone());
     std::thread::Builder::new()
         .name("pbsfs-inval".into())
         .spawn(move || {
@@ -177,6 +180,9 @@ struct PbsFs {
     /// The kernel reads folders without OPENDIR and RELEASEDIR once OPENDIR answers
     /// ENOSYS (`FUSE_NO_OPENDIR_SUPPORT`): two requests fewer per folder listed.
     no_opendir: bool,
+    /// For the one invalidation sent from a request (a refused save's FLUSH); set
+    /// once the session exists.
+    notifier: Arc<OnceLock<fuser::Notifier>>,
     /// Errors already logged (by their message), so each is logged once.
     logged: Memo<String, ()>,
     stats: Arc<Stats>,
@@ -588,7 +594,7 @@ impl Filesystem for PbsFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
@@ -596,7 +602,18 @@ impl Filesystem for PbsFs {
         self.stats.served.count("other");
         match self.vfs.flush(fh.0) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.errno("flush", &e)),
+            Err(e) => {
+                // A refused save: the kernel sized the file by the writes it let
+                // through and clamps reads to that until told otherwise. Told before
+                // close() returns, so the next reader sees the committed size. (An
+                // inode invalidation takes no lock FLUSH's caller holds.)
+                if let Some(n) = self.notifier.get() {
+                    if let Err(err) = n.inval_inode(ino, 0, 0) {
+                        log::debug!("invalidation of inode {} at flush: {err}", ino.0);
+                    }
+                }
+                reply.error(self.errno("flush", &e))
+            }
         }
     }
 

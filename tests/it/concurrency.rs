@@ -119,7 +119,14 @@ fn gc_refuses_to_run_while_a_backup_holds_the_datastore_lock() {
     assert!(!store.join(".gc-status").exists());
     // And a backup refuses while gc runs.
     drop(held);
-    let gc = ds.locker().lock_process(true).unwrap();
+    // A child another test forked while `held` was open keeps its lock until the
+    // child's exec closes it: wait for that.
+    let mut gc = None;
+    assert!(crate::mount_util::poll(10, || {
+        gc = ds.locker().lock_process(true).ok();
+        gc.is_some()
+    }));
+    let gc = gc.unwrap();
     let out = backup_image(&store, &tmp, "vm/1", b"data2", "2024-01-02T00:00:00Z");
     let err = fails_with(&out, 2);
     assert!(err.contains("garbage collection"), "{err}");
