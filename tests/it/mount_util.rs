@@ -177,8 +177,23 @@ pub struct Mounted {
 }
 
 impl Mounted {
-    /// `pbsfs mount STORE MP --foreground EXTRA...`, returned once mounted.
+    /// `pbsfs mount STORE MP --foreground EXTRA...`, returned once mounted; no PBS
+    /// configuration is found.
     pub fn start(store: &Path, mp: &Path, extra: &[&str]) -> Mounted {
+        let no_pbs = [(
+            "PBSFS_PBS_CONFIG_DIR",
+            "/nonexistent-pbsfs-test-config".as_ref(),
+        )];
+        Mounted::start_with(store, mp, extra, &no_pbs)
+    }
+
+    /// `start` with the environment `env` (e.g. a test's own PBS configuration).
+    pub fn start_with(
+        store: &Path,
+        mp: &Path,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Mounted {
         fs::create_dir_all(mp).unwrap();
         let mp = fs::canonicalize(mp).unwrap();
         let log = mp.with_extension("log");
@@ -188,7 +203,7 @@ impl Mounted {
             .arg(&mp)
             .arg("--foreground")
             .args(extra)
-            .env("PBSFS_PBS_CONFIG_DIR", "/nonexistent-pbsfs-test-config")
+            .envs(env.iter().copied())
             .env("RUST_LOG", "pbsfs=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

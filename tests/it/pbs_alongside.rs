@@ -10,7 +10,7 @@
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use crate::common::*;
 use crate::mount_util::*;
@@ -45,33 +45,15 @@ impl Pbs {
 
     /// `pbsfs mount` with PBS's configuration: it takes PBS's locks.
     fn mount(&self, mp: &Path) -> Mounted {
-        fs::create_dir_all(mp).unwrap();
-        let mp = fs::canonicalize(mp).unwrap();
-        let log = mp.with_extension("log");
-        let child = Command::new(BIN)
-            .arg("mount")
-            .arg(&self.f.store)
-            .arg(&mp)
-            .arg("--foreground")
-            .env("PBSFS_PBS_CONFIG_DIR", &self.etc)
-            .env("PBSFS_PBS_RUN_DIR", &self.run)
-            .env("PBSFS_DPKG_STATUS", "/nonexistent-pbsfs-test-dpkg-status")
-            .env("RUST_LOG", "pbsfs=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut m = Mounted {
-            mp,
-            log,
-            child: Some(child),
-        };
-        let up = poll(30, || {
-            is_mounted(&m.mp) || m.child.as_mut().unwrap().try_wait().unwrap().is_some()
-        });
-        assert!(up && is_mounted(&m.mp), "mount: {}", m.log_text());
-        m
+        let env = [
+            ("PBSFS_PBS_CONFIG_DIR", self.etc.as_os_str()),
+            ("PBSFS_PBS_RUN_DIR", self.run.as_os_str()),
+            (
+                "PBSFS_DPKG_STATUS",
+                "/nonexistent-pbsfs-test-dpkg-status".as_ref(),
+            ),
+        ];
+        Mounted::start_with(&self.f.store, mp, &[], &env)
     }
 
     fn manifest(&self) -> Vec<u8> {
