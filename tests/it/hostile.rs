@@ -327,30 +327,11 @@ fn a_fifo_where_a_file_is_expected_is_an_error_never_a_hang() {
     m.unmount();
 }
 
-/// Peak RSS (KiB) of `cmd` as a child of a fresh python (RUSAGE_CHILDREN).
-fn peak_rss_kib(cmd: &[&str]) -> (u64, std::process::Output) {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import resource, subprocess, sys\n\
-             r = subprocess.run(sys.argv[1:], capture_output=True)\n\
-             sys.stderr.buffer.write(r.stderr)\n\
-             print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
-             sys.exit(r.returncode)",
-        )
-        .args(cmd)
-        .output()
-        .unwrap();
-    let kib = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    (kib, out)
-}
-
 #[test]
 fn giant_sparse_manifests_and_indexes_are_refused_without_reading_them() {
     let p = planted();
     let st = s(&p.store).to_string();
     let snap_dir = p.store.join(SNAP);
-    let bin = BIN.to_string();
     let sparse = |f: &Path| {
         let _ = std::fs::remove_file(f);
         let out = Command::new("truncate")
@@ -363,7 +344,7 @@ fn giant_sparse_manifests_and_indexes_are_refused_without_reading_them() {
     let fidx = snap_dir.join("drive-scsi0.img.fidx");
     let saved = std::fs::read(&fidx).unwrap();
     sparse(&fidx);
-    let (kib, out) = peak_rss_kib(&[&bin, "cat", &st, SNAP, "drive-scsi0.img"]);
+    let (kib, out) = crate::bad_input::peak_rss_kib(&["cat", &st, SNAP, "drive-scsi0.img"]);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(kib < 64 * 1024, "cat of a 4 GiB index peaked at {kib} KiB");
     // A dynamic index with a valid header and gigabytes of zeros is refused unread
@@ -389,13 +370,13 @@ fn giant_sparse_manifests_and_indexes_are_refused_without_reading_them() {
 
     let manifest = snap_dir.join("index.json.blob");
     sparse(&manifest);
-    let (kib, out) = peak_rss_kib(&[&bin, "cat", &st, SNAP, "drive-scsi0.img"]);
+    let (kib, out) = crate::bad_input::peak_rss_kib(&["cat", &st, SNAP, "drive-scsi0.img"]);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(
         kib < 64 * 1024,
         "cat of a 4 GiB manifest peaked at {kib} KiB"
     );
-    let (kib, out) = peak_rss_kib(&[&bin, "verify", &st]);
+    let (kib, out) = crate::bad_input::peak_rss_kib(&["verify", &st]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(kib < 64 * 1024, "verify peaked at {kib} KiB");
 
