@@ -340,8 +340,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn several_zstd_frames_without_content_size_decode() {
+    /// "hello world" as two zstd frames without a content size, as older writers made
+    /// compressed blobs.
+    fn hello_world_in_two_frames() -> Vec<u8> {
         let mut payload = Vec::new();
         for part in [&b"hello "[..], &b"world"[..]] {
             let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
@@ -349,6 +350,12 @@ mod tests {
             std::io::Write::write_all(&mut enc, part).unwrap();
             payload.extend(enc.finish().unwrap());
         }
+        payload
+    }
+
+    #[test]
+    fn several_zstd_frames_without_content_size_decode() {
+        let payload = hello_world_in_two_frames();
         let blob = assemble(COMPRESSED_BLOB_MAGIC_1_0, &payload);
         assert_eq!(decode(&blob).unwrap(), b"hello world");
     }
@@ -423,13 +430,7 @@ mod tests {
             ));
         }
         // Several frames without a content size, as older writers made them.
-        let mut payload = Vec::new();
-        for part in [&b"hello "[..], &b"world"[..]] {
-            let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
-            enc.include_contentsize(false).unwrap();
-            std::io::Write::write_all(&mut enc, part).unwrap();
-            payload.extend(enc.finish().unwrap());
-        }
+        let payload = hello_world_in_two_frames();
         let blob = assemble(COMPRESSED_BLOB_MAGIC_1_0, &payload);
         decode_into(&blob, 11, &mut out).unwrap();
         assert_eq!(out, b"hello world");
