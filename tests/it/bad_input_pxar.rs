@@ -20,7 +20,8 @@ use crate::bad_input::*;
 const BAD_SNAP: &str = "host/bad/2024-05-02T08:11:33Z";
 const BAD_TIME: i64 = 1_714_637_493;
 
-fn meta(mode: u64) -> Metadata {
+/// Metadata of an entry of mode `mode` (type bits included), mtime fixed.
+pub(crate) fn meta(mode: u64) -> Metadata {
     Metadata {
         stat: Stat {
             mode,

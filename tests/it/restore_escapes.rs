@@ -10,14 +10,15 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use pbsfs::pxar::encoder::{Encoder, Metadata};
-use pbsfs::pxar::format::{self, Stat, S_IFDIR, S_IFLNK, S_IFREG};
+use pbsfs::pxar::encoder::Encoder;
+use pbsfs::pxar::format::{self, S_IFDIR, S_IFLNK, S_IFREG};
 use pbsfs::store::files::write_index_file;
 use pbsfs::store::format::index::dynamic::DynamicIndex;
 use pbsfs::store::format::manifest::{CryptMode, FileEntry, Manifest};
 use pbsfs::store::format::names::{BackupDir, BackupGroup, BackupNamespace, BackupType};
 use pbsfs::Datastore;
 
+use crate::bad_input_pxar::meta;
 use crate::common::*;
 use crate::mount_util::release_lock;
 use crate::security::checksums;
@@ -142,17 +143,6 @@ fn symlinks_are_restored_as_links_and_never_followed() {
     ]));
     assert!(err.contains("into-outside"), "names the target: {err}");
     assert_eq!(around(&tmp), before, "restore into a link");
-}
-
-fn meta(mode: u64) -> Metadata {
-    Metadata {
-        stat: Stat {
-            mode,
-            mtime_secs: 1_700_000_000,
-            ..Stat::default()
-        },
-        ..Metadata::default()
-    }
 }
 
 /// A pxar stream written by `build` with placeholder names (the encoder refuses the
