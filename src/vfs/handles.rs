@@ -313,10 +313,9 @@ impl Vfs {
         if let Some(m) = self.meta_of(fh)? {
             let mut st = m.lock();
             let res = self.meta_flush(&mut st.h);
+            // A refused save's FLUSH: the FUSE adapter invalidates the inode itself
+            // before replying (`fuse.rs`), so close() returns with the size dropped.
             st.flushed = true;
-            if res.is_err() {
-                self.forget_kernel_size(&st.h.file);
-            }
             return res;
         }
         Ok(())
