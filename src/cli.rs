@@ -135,10 +135,20 @@ pub enum Command {
     },
 }
 
+/// `--output-format`, as PBS's: `json` is compact (one line, or one object per line
+/// for streamed lists), `json-pretty` indented; field names are PBS's where PBS has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,
     Json,
+    JsonPretty,
+}
+
+impl OutputFormat {
+    /// Either JSON form.
+    pub fn is_json(self) -> bool {
+        self != OutputFormat::Text
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

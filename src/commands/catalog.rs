@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::cli::{CatalogArgs, OutputFormat};
+use crate::cli::CatalogArgs;
 use crate::pxar::catalog::{CatalogAttr, CatalogReader};
 use crate::pxar::decoder::{Archive, Entry, EntryKind};
 use crate::pxar::format::{S_IFBLK, S_IFMT};
@@ -297,7 +297,7 @@ pub fn run(args: &CatalogArgs, pbs: Option<&str>) -> Result<i32> {
     let cache = Arc::new(ChunkCache::new(16 << 20));
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let json = args.output_format == OutputFormat::Json;
+    let json = args.output_format.is_json();
     let mut count = 0u64;
     if json {
         out.write_all(b"[").ctx("stdout")?;

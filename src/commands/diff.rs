@@ -21,7 +21,7 @@ use std::vec::IntoIter;
 use serde_json::json;
 
 use super::find::shown_path;
-use crate::cli::{DiffArgs, OutputFormat};
+use crate::cli::DiffArgs;
 use crate::pxar::decoder::{Archive, Entry, EntryKind};
 use crate::pxar::format::{S_IFBLK, S_IFMT};
 use crate::store::chunks::cache::ChunkCache;
@@ -364,7 +364,7 @@ fn diff(args: &DiffArgs, pbs: Option<&str>, p: &mut Printer) -> Result<()> {
 }
 
 pub fn run(args: &DiffArgs, pbs: Option<&str>) -> Result<i32> {
-    let json = args.output_format == OutputFormat::Json;
+    let json = args.output_format.is_json();
     let mut p = Printer {
         json,
         count: 0,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::catalog::{item_json, walk_snapshot, Item};
-use crate::cli::{FindArgs, OutputFormat};
+use crate::cli::FindArgs;
 use crate::store::chunks::cache::ChunkCache;
 use crate::store::format::names::{BackupDir, BackupGroup};
 use crate::store::Datastore;
@@ -147,7 +147,7 @@ pub fn run(args: &FindArgs, pbs: Option<&str>) -> Result<i32> {
         }
         None => ds.list_groups(&ns)?,
     };
-    let json = args.output_format == OutputFormat::Json;
+    let json = args.output_format.is_json();
     let mut s = Search {
         ds: &ds,
         matcher,

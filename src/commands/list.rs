@@ -92,8 +92,8 @@ pub fn snapshots(args: &SnapshotsArgs, pbs: Option<&str>) -> Result<i32> {
             }
         }
     }
-    if args.output_format == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+    if args.output_format.is_json() {
+        super::output::print_json(&rows, args.output_format)?;
         return Ok(exit::OK);
     }
     println!(
@@ -176,8 +176,8 @@ pub fn groups(
         }
         rows.push(v);
     }
-    if format == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+    if format.is_json() {
+        super::output::print_json(&rows, format)?;
         return Ok(exit::OK);
     }
     println!(

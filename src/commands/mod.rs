@@ -12,6 +12,7 @@ pub mod manage;
 pub mod mount;
 pub mod mount_helper;
 pub mod notes;
+pub mod output;
 pub mod restore;
 pub mod verify;
 
