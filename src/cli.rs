@@ -403,6 +403,11 @@ pub struct MountArgs {
     /// Show only this namespace (and its children)
     #[arg(long, value_name = "NS")]
     pub ns: Option<String>,
+    /// Append log lines to PATH. Without it a foreground mount logs to stderr and a
+    /// background one to syslog, or, when no log daemon listens on /dev/log, to a file
+    /// it names when it starts (/var/log/pbsfs/MOUNTPOINT.log for root)
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
     /// Internal: fd of the readiness pipe of a background mount
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,

@@ -4,12 +4,8 @@ fn main() {
     pbsfs::util::sys::default_sigpipe();
     // Also run by mount(8) as /sbin/mount.fuse.pbsfs, in its calling convention.
     let cli = pbsfs::commands::mount_helper::parse_command_line(std::env::args_os().collect());
-    let (serving, background) = match &cli.command {
-        pbsfs::cli::Command::Mount(m) => (m.foreground, m.ready_fd.is_some()),
-        _ => (false, false),
-    };
-    pbsfs::logging::init(if serving { "info" } else { "warn" }, background);
-    match pbsfs::commands::run(cli) {
+    let (level, target) = pbsfs::logging::target_of(&cli.command);
+    match pbsfs::logging::init(level, &target).and_then(|()| pbsfs::commands::run(cli)) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("pbsfs: error: {e}");

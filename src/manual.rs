@@ -14,7 +14,8 @@ Groups and snapshots are folders; images and config blobs are files whose every 
 comes from a chunk whose SHA-256 was checked; pxar archives are folders; `notes` and \
 `verify_state` are editable files, each save one locked transaction on the snapshot's \
 manifest. Without --foreground the command returns once the mount answers and the \
-mount serves in the background (logging to syslog); `umount MOUNTPOINT`, \
+mount serves in the background, logging to syslog when a log daemon listens on \
+/dev/log, else to a file it names when it starts (--log-file chooses one); `umount MOUNTPOINT`, \
 `fusermount3 -u` or `pbsfs umount` end it.";
 
 /// The sections after the options, in order.

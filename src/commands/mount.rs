@@ -368,6 +368,26 @@ fn background(args: &MountArgs, pbs: Option<&str>, p: &Prepared) -> Result<i32> 
     if let Some(ns) = &args.ns {
         cmd.arg("--ns").arg(ns);
     }
+    // The server's stderr is detached: its lines go to syslog when a daemon listens,
+    // else to a file named here, where the user still sees it.
+    let log_file = match &args.log_file {
+        Some(f) => Some(std::path::absolute(f).ctx(f.display())?),
+        None if crate::logging::syslog_available() => None,
+        None => {
+            let f = crate::logging::default_log_file(&p.mountpoint);
+            eprintln!(
+                "pbsfs: no log daemon listens on {}: the mount logs to {}",
+                crate::logging::socket_path().display(),
+                f.display()
+            );
+            Some(f)
+        }
+    };
+    if let Some(f) = log_file {
+        // Opened here first, so a file that cannot be written fails the mount, named.
+        crate::logging::open_log_file(&f)?;
+        cmd.arg("--log-file").arg(f);
+    }
     cmd.args(["--foreground", "--ready-fd", "1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -260,7 +260,7 @@ mod tests {
             "/mnt/b",
             "-o",
             "rw,ro,allow_other,nofail,_netdev,noauto,x-systemd.automount,comment=x,ns=a/b,\
-             cache_size=64M,pbs_store=main,nosuid,nodev,defaults,user",
+             cache_size=64M,pbs_store=main,nosuid,nodev,defaults,user,log_file=/var/log/b.log",
             "-t",
             "fuse.pbsfs",
             "-n",
@@ -279,6 +279,8 @@ mod tests {
             "a/b",
             "--cache-size",
             "64M",
+            "--log-file",
+            "/var/log/b.log",
         ]);
         assert_eq!(t.args, want);
         assert!(!t.fake && !t.verbose);

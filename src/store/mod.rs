@@ -96,6 +96,17 @@ impl Datastore {
             Some(r) => chunks.refusing_reads(r.to_string()),
             None => chunks,
         };
+        match &pbs {
+            Some(cfg) => log::debug!(
+                "opened datastore {}: PBS datastore '{}', PBS's lock files",
+                root.display(),
+                cfg.name
+            ),
+            None => log::debug!(
+                "opened datastore {}: not in a PBS configuration",
+                root.display()
+            ),
+        }
         Ok(Datastore {
             fs: store_fs,
             root,

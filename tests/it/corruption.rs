@@ -2,12 +2,11 @@
 //! `failed`; a clean store exits 0 and records `ok`; `cat` and reads through a mount
 //! never return bad bytes (EIO for exactly the reads that touch a bad chunk, logged).
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::*;
-use crate::mount_util::{corrupt_chunk, fixture, force_unmount, sh, Mounted};
+use crate::mount_util::{corrupt_chunk, fixture, sh, Mounted};
 
 struct Case {
     _tmp: TempDir,
@@ -308,61 +307,4 @@ fn a_flipped_byte_in_one_chunk_fails_exactly_the_reads_that_touch_it() {
     assert_eq!(errors.len(), 1, "logged once:\n{log}");
     assert!(errors[0].contains("vm/100/2024-05-02T08:11:33Z"), "{log}");
     m.unmount();
-}
-
-/// Unmounts on drop (the background mount has no child handle to reap).
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        force_unmount(&self.0);
-    }
-}
-
-#[test]
-fn a_background_mount_logs_bad_chunks_to_syslog() {
-    use std::os::unix::net::UnixDatagram;
-    let tmp = TempDir::new("mount-syslog");
-    let f = fixture(&tmp);
-    let digest = corrupt_chunk(&f, 5);
-
-    let sock = tmp.join("syslog.sock");
-    let server = UnixDatagram::bind(&sock).unwrap();
-    server
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    let mp = tmp.join("mnt");
-    fs::create_dir(&mp).unwrap();
-    let mp = fs::canonicalize(&mp).unwrap();
-    let out = Command::new(BIN)
-        .args(["mount", f.store.to_str().unwrap(), mp.to_str().unwrap()])
-        .env("PBSFS_PBS_CONFIG_DIR", "/nonexistent-pbsfs-test-config")
-        .env("PBSFS_SYSLOG_SOCKET", &sock)
-        .output()
-        .unwrap();
-    ok(&out);
-    let _guard = Unmount(mp.clone());
-    let err = fs::read(mp.join("vm/100/2024-05-02T08:11:33Z/drive-scsi0.img")).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::EIO));
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 8192];
-    let found = loop {
-        let Ok(n) = server.recv(&mut buf) else {
-            break None;
-        };
-        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if line.contains(&digest.to_hex()) {
-            break Some(line);
-        }
-        seen.push(line);
-    };
-    let line = found.unwrap_or_else(|| panic!("no syslog line names {digest}; got {seen:?}"));
-    assert!(
-        line.starts_with("<27>pbsfs[") || line.starts_with("<28>pbsfs["),
-        "{line}"
-    );
-    assert!(
-        line.contains("vm/100/2024-05-02T08:11:33Z"),
-        "names the snapshot: {line}"
-    );
 }

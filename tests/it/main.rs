@@ -19,6 +19,7 @@ mod fuzz_regressions;
 mod fuzz_seeds;
 mod hostile;
 mod load;
+mod logs;
 mod mount;
 mod mount_listing;
 mod mount_memory;

@@ -290,6 +290,15 @@ pub fn notes_of(f: &Fixture, d: &BackupDir) -> String {
         .to_string()
 }
 
+/// Unmounts on drop, for background mounts (which leave no child handle to reap).
+pub struct Unmount(pub PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        force_unmount(&self.0);
+    }
+}
+
 /// Detach `mp` if it is mounted, lazily, whatever state its server is in.
 pub fn force_unmount(mp: &Path) {
     if !is_mounted(mp) {

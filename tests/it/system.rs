@@ -52,15 +52,6 @@ impl Drop for Helper {
     }
 }
 
-/// Detaches `.0` on drop, whatever happened (a mount(8) mount has no `Mounted`).
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        force_unmount(&self.0);
-    }
-}
-
 /// A fixture store and an empty, canonical mountpoint.
 fn setup(tag: &str) -> (TempDir, Fixture, PathBuf) {
     let tmp = TempDir::new(tag);
