@@ -82,9 +82,16 @@ pub fn mount(
 ) -> Result<MountSession> {
     use fuser::MountOption as M;
     let mut o = vec![M::FSName(opts.fsname.clone())];
-    o.push(M::Subtype(
-        opts.subtype.clone().unwrap_or_else(|| "pbsfs".into()),
-    ));
+    let subtype = opts.subtype.clone().unwrap_or_else(|| "pbsfs".into());
+    // The type findmnt and mount(8) show is fuse.SUBTYPE. fuser passes its Subtype
+    // option to fusermount3 only, not to the mount(2) it makes itself as root; the
+    // kernel takes `subtype=` there too, so root hands it over as a kernel option. (Never
+    // both: two subtypes are refused.)
+    o.push(if crate::util::sys::geteuid() == 0 {
+        M::CUSTOM(format!("subtype={subtype}"))
+    } else {
+        M::Subtype(subtype)
+    });
     o.push(if opts.read_only { M::RO } else { M::RW });
     if opts.default_permissions {
         o.push(M::DefaultPermissions);

@@ -139,11 +139,11 @@ fn mount_t_fuse_pbsfs_mounts_read_only_and_umount_ends_it() {
         .lines()
         .find(|l| l.split(' ').nth(4) == Some(m))
         .unwrap();
-    // Type `fuse`: fuser's mount(2) as root passes no subtype (fusermount3 would).
-    // The source as fstab names it (fsname=SOURCE, as sshfs does).
+    // Type `fuse.pbsfs`, as findmnt and `mount -t` show it, and the source as fstab
+    // names it (fsname=SOURCE, as sshfs does).
     let source = format!(" {st}");
     assert!(
-        line.contains(&format!(" - fuse{source} ")),
+        line.contains(&format!(" - fuse.pbsfs{source} ")),
         "type, source: {line}"
     );
     assert!(line.split(' ').nth(5).unwrap().starts_with("ro"), "{line}");
