@@ -133,6 +133,16 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Print the group and snapshot names of STORE, one per line (for the bash
+    /// completion script)
+    #[command(hide = true)]
+    CompleteNames {
+        /// The datastore folder.
+        store: PathBuf,
+        /// The namespace, as a/b (default: the root namespace).
+        #[arg(long, value_name = "NS")]
+        ns: Option<String>,
+    },
 }
 
 /// `--output-format`, as PBS's: `json` is compact (one line, or one object per line

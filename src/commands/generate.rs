@@ -64,12 +64,42 @@ fn write_page(dir: &Path, cmd: clap::Command, extra: Option<String>) -> Result<P
     Ok(path)
 }
 
-/// Print the completion script of `shell` (subcommands, options, value names).
+/// Print the completion script of `shell` (subcommands, options, value names; for bash
+/// also the group and snapshot names of the store on the command line).
 pub fn completions(shell: clap_complete::Shell) -> Result<i32> {
     let mut cmd = Cli::command();
     let mut out = std::io::stdout().lock();
     clap_complete::generate(shell, &mut cmd, "pbsfs", &mut out);
+    if shell == clap_complete::Shell::Bash {
+        out.write_all(include_str!("completion_names.bash").as_bytes())
+            .ctx("write the completion script")?;
+    }
     out.flush().ctx("write the completion script")?;
+    Ok(exit::OK)
+}
+
+/// `complete-names`: `TYPE/ID`, `TYPE/ID/latest` and `TYPE/ID/TIME` of every finished
+/// snapshot of the namespace, from folder names and manifest presence only (no manifest
+/// is decoded), so completing in a large store stays quick.
+pub fn names(store: &Path, ns: Option<&str>, pbs: Option<&str>) -> Result<i32> {
+    let ds = super::open_store(store, pbs)?;
+    let ns = super::parse_ns(ns)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for g in ds.list_groups(&ns)? {
+        let snaps: Vec<_> = ds
+            .list_snapshots(&g)?
+            .into_iter()
+            .filter(|s| s.finished)
+            .collect();
+        writeln!(out, "{}", g.name()).ctx("stdout")?;
+        if !snaps.is_empty() {
+            writeln!(out, "{}/latest", g.name()).ctx("stdout")?;
+        }
+        for s in snaps {
+            writeln!(out, "{}", s.dir.name()).ctx("stdout")?;
+        }
+    }
+    out.flush().ctx("stdout")?;
     Ok(exit::OK)
 }
 

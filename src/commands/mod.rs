@@ -70,6 +70,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Diff(args) => diff::run(&args, pbs),
         Command::GenerateMan { dir } => generate::man_pages(&dir),
         Command::GenerateCompletions { shell } => generate::completions(shell),
+        Command::CompleteNames { store, ns } => generate::names(&store, ns.as_deref(), pbs),
     }
 }
 

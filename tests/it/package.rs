@@ -1,7 +1,8 @@
 //! The Debian package: `scripts/package.sh` run on the debug binary (no release build),
 //! its control data and file list, then installed into a scratch root (`dpkg -x`) and
 //! used from there: `--version`, every man page through `man -l`, the completion
-//! scripts (bash's checked with `bash -n` and run to complete subcommands and options).
+//! scripts (bash's checked with `bash -n` and run to complete subcommands, options and
+//! the group and snapshot names of a store).
 
 use std::fs;
 use std::path::Path;
@@ -225,4 +226,72 @@ fn mount_help_shows_the_layout_editing_rules_and_errnos() {
         !top.contains("generate"),
         "packagers' subcommands are hidden:\n{top}"
     );
+}
+
+/// The bash script completes GROUP and SNAPSHOT operands with the names of the store
+/// given before them (colons of snapshot times included), honours `--ns`, and leaves
+/// other words to clap's completion.
+#[test]
+fn bash_completes_group_and_snapshot_names_of_the_store() {
+    let tmp = TempDir::new("complete-names");
+    let f = crate::mount_util::fixture(&tmp);
+    let script = tmp.join("pbsfs.bash");
+    fs::write(&script, run_ok(BIN, &["generate-completions", "bash"])).unwrap();
+    run_ok("bash", &["-n", script.to_str().unwrap()]);
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let store = f.store.to_str().unwrap();
+    // COMP_WORDS as bash splits them (at colons too); COMP_LINE as typed.
+    let complete = |line: &str| -> Vec<String> {
+        let script = format!(
+            "source {}; COMP_LINE='{line}'; COMP_POINT=${{#COMP_LINE}}; \
+             COMP_WORDBREAKS=$' \\t\\n\"'\"'\"'@><=;|&(:'; \
+             read -ra COMP_WORDS <<< \"$COMP_LINE\"; \
+             [[ $COMP_LINE == *' ' ]] && COMP_WORDS+=(''); \
+             COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             _pbsfs_with_names pbsfs \"${{COMP_WORDS[-1]}}\" \"${{COMP_WORDS[-2]}}\"; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display()
+        );
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .env(
+                "PATH",
+                format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("PBSFS_PBS_CONFIG_DIR", "/nonexistent-pbsfs-test-config")
+            .output()
+            .unwrap();
+        let mut v: Vec<String> = stdout(&out).lines().map(String::from).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        complete(&format!("pbsfs cat {store} vm/1")),
+        [
+            "vm/100",
+            "vm/100/2024-05-02T08:11:33Z",
+            "vm/100/2024-05-03T08:11:33Z",
+            "vm/100/latest"
+        ]
+    );
+    // Past a colon bash replaces only what follows it.
+    assert_eq!(
+        complete(&format!("pbsfs notes {store} vm/100/2024-05-02T08:1")),
+        ["11:33Z"]
+    );
+    // An option with a value before the operand; a namespace.
+    let prod = complete(&format!("pbsfs snapshots --ns prod {store} "));
+    assert!(prod.contains(&"host/web/latest".to_string()), "{prod:?}");
+    assert!(!prod.iter().any(|n| n.starts_with("vm/100")), "{prod:?}");
+    // Both operands of diff; not the store operand, nor a third operand of cat.
+    assert!(
+        complete(&format!("pbsfs diff {store} vm/100/latest vm/100/l"))
+            .contains(&"vm/100/latest".to_string())
+    );
+    assert!(!complete(&format!("pbsfs cat {store} vm/100/latest vm/"))
+        .iter()
+        .any(|n| n.starts_with("vm/100")));
+    // Subcommands are still clap's.
+    assert_eq!(complete("pbsfs snaps"), ["snapshots"]);
 }
