@@ -140,13 +140,47 @@ pub fn decode(raw: &[u8]) -> Result<Vec<u8>> {
 /// Streaming zstd decode: accepts several frames and frames without a content size
 /// (older PBS writers), and never allocates past `limit`.
 fn zstd_decode(payload: &[u8], limit: usize) -> Result<Vec<u8>> {
-    let decoder = zstd::stream::read::Decoder::with_buffer(payload)
-        .map_err(|e| Error::corrupt(BLOB, CorruptKind::Decode(e.to_string())))?;
-    let mut out = Vec::new();
-    let mut limited = decoder.take(limit as u64 + 1);
-    limited
-        .read_to_end(&mut out)
-        .map_err(|e| Error::corrupt(BLOB, CorruptKind::Decode(e.to_string())))?;
+    // A decoder context per thread for blobs that say they are small (manifests,
+    // configs: a listing decodes thousands, and creating a context cost more than
+    // decoding one); larger or unsized ones get their own, so no thread keeps a large
+    // window allocated.
+    const REUSE_UP_TO: u64 = 1 << 20;
+    thread_local! {
+        static DCTX: std::cell::RefCell<zstd::zstd_safe::DCtx<'static>> =
+            std::cell::RefCell::new(zstd::zstd_safe::DCtx::create());
+    }
+    let decode = |decoder: &mut dyn Read| -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        decoder
+            .take(limit as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| Error::corrupt(BLOB, CorruptKind::Decode(e.to_string())))?;
+        Ok(out)
+    };
+    let small = matches!(
+        zstd::zstd_safe::get_frame_content_size(payload),
+        Ok(Some(n)) if n <= REUSE_UP_TO
+    );
+    let out = if small {
+        DCTX.with(|c| {
+            let mut ctx = c.borrow_mut();
+            // A decode that failed midway leaves the context inside a frame.
+            let _ = ctx.reset(zstd::zstd_safe::ResetDirective::SessionOnly);
+            let mut decoder = zstd::stream::read::Decoder::with_context(payload, &mut ctx);
+            let out = decode(&mut decoder);
+            drop(decoder);
+            // Later frames may have been large (the size check reads the first only).
+            if out.as_ref().map_or(true, |o| o.len() as u64 > REUSE_UP_TO) {
+                *ctx = zstd::zstd_safe::DCtx::create();
+            }
+            out
+        })?
+    } else {
+        decode(
+            &mut zstd::stream::read::Decoder::with_buffer(payload)
+                .map_err(|e| Error::corrupt(BLOB, CorruptKind::Decode(e.to_string())))?,
+        )?
+    };
     if out.len() > limit {
         return Err(Error::corrupt(
             BLOB,
@@ -358,6 +392,29 @@ mod tests {
         let payload = hello_world_in_two_frames();
         let blob = assemble(COMPRESSED_BLOB_MAGIC_1_0, &payload);
         assert_eq!(decode(&blob).unwrap(), b"hello world");
+    }
+
+    /// The thread's reused decoder context: a decode that fails inside a frame (a payload
+    /// cut short, with a valid CRC over what is left) leaves nothing behind for the next.
+    #[test]
+    fn a_failed_decode_does_not_spoil_the_next_on_the_same_thread() {
+        let text = b"manifest text, small enough to reuse the context ".repeat(40);
+        let good = encode(&text, true).unwrap();
+        assert_eq!(&good[..8], &COMPRESSED_BLOB_MAGIC_1_0);
+        let cut = assemble(COMPRESSED_BLOB_MAGIC_1_0, &good[HEADER_LEN..good.len() - 7]);
+        for _ in 0..3 {
+            assert!(matches!(
+                decode(&cut),
+                Err(Error::Corrupt {
+                    why: CorruptKind::Decode(_),
+                    ..
+                })
+            ));
+            assert_eq!(decode(&good).unwrap(), text);
+        }
+        // An oversized result (limit smaller than the content) neither.
+        assert!(decode_limited(&good, 10).is_err());
+        assert_eq!(decode(&good).unwrap(), text);
     }
 
     #[test]
