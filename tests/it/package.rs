@@ -223,9 +223,34 @@ fn mount_help_shows_the_layout_editing_rules_and_errnos() {
     assert!(!short.contains("ERRORS:"), "-h stays short:\n{short}");
     let top = run_ok(BIN, &["--help"]);
     assert!(
-        !top.contains("generate"),
+        !top.contains("generate") && !top.contains("complete-names"),
         "packagers' subcommands are hidden:\n{top}"
     );
+}
+
+/// `pbsfs help SUBCOMMAND` is `pbsfs SUBCOMMAND --help`, and the operands and options
+/// a newcomer first meets are described there.
+#[test]
+fn help_subcommand_describes_every_operand_and_option() {
+    for (sub, wants) in [
+        (
+            "snapshots",
+            &[
+                "<STORE>",
+                "The datastore folder",
+                "--ns <NS>",
+                "The namespace",
+            ][..],
+        ),
+        ("backup", &["--notes <NOTES>", "Notes of the new snapshot"]),
+        ("cat", &["<SNAPSHOT>", "TYPE/ID/TIME or TYPE/ID/latest"]),
+    ] {
+        let help = run_ok(BIN, &["help", sub]);
+        assert_eq!(help, run_ok(BIN, &[sub, "--help"]), "help {sub}");
+        for want in wants {
+            assert!(help.contains(want), "{want} in `pbsfs help {sub}`:\n{help}");
+        }
+    }
 }
 
 /// The bash script completes GROUP and SNAPSHOT operands with the names of the store
