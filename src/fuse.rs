@@ -430,7 +430,7 @@ impl Filesystem for PbsFs {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -446,6 +446,7 @@ impl Filesystem for PbsFs {
             mode,
             uid,
             gid,
+            atime: atime.map(time),
             mtime: mtime.map(time),
         };
         match self.vfs.setattr(ino.0, fh.map(|f| f.0), set, caller(req)) {

@@ -1,7 +1,8 @@
 //! Changing the view: setattr (truncation of metadata files, attributes of scratch
-//! files), create, unlink and rename. Only scratch files come and go; `notes` and
-//! `verify_state` change content only (a rename of a scratch file over one is a save),
-//! and are never removed or renamed away (EPERM, so editors save in place).
+//! files; every other mode, owner and time is fixed), create, unlink and rename. Only
+//! scratch files come and go; `notes` and `verify_state` change content only (a rename
+//! of a scratch file over one is a save), and are never removed or renamed away (EPERM,
+//! so editors save in place).
 
 use std::ffi::OsStr;
 
@@ -24,6 +25,7 @@ impl Vfs {
             || set.mode.is_some()
             || set.uid.is_some()
             || set.gid.is_some()
+            || set.atime.is_some()
             || set.mtime.is_some();
         if changes {
             self.check_rw()?;
@@ -31,7 +33,8 @@ impl Vfs {
         match &node {
             Node::SnapNotes(_) | Node::VerifyState(_) | Node::GroupNotes(_) => {
                 let f = MetaFile::from_node(&node).expect("a metadata node");
-                // Mode, owner and times of a metadata file are fixed: accepted as no-ops.
+                // Checked first: a refused setattr truncates nothing either.
+                self.check_fixed_attrs(&node, &set)?;
                 if let Some(size) = set.size {
                     self.truncate_meta(&f, fh, size, caller)?;
                 }
@@ -62,15 +65,59 @@ impl Vfs {
                 if set.size.is_some() {
                     return Err(self.not_writable("this file"));
                 }
-                if changes {
-                    return Err(Error::NotPermitted {
-                        what: node.describe(),
-                        why: "modes, owners and times of this view are fixed".into(),
-                    });
-                }
+                self.check_fixed_attrs(&node, &set)?;
             }
         }
         self.entry(&node)
+    }
+
+    /// Modes, owners and times of everything but scratch files are fixed: they come
+    /// from the datastore (a metadata file's mtime is its last save's) or are made up
+    /// by the view. A setattr asking for the mode or owner `stat` already shows
+    /// changes nothing and succeeds (vim's fchmod and emacs' chmod after a save, mg's
+    /// fchown: editor-saves.md); another value, or any time (`touch`, `touch -d`,
+    /// futimens), fails with EPERM, logged with the file and the reason, so chmod,
+    /// chown and touch never report a change that did not happen. Every editor
+    /// carries on after that EPERM (editor-saves.md, policy pF).
+    fn check_fixed_attrs(&self, node: &Node, set: &SetAttr) -> Result<()> {
+        let why = if set.atime.is_some() || set.mtime.is_some() {
+            Some(match node {
+                Node::SnapNotes(_) | Node::VerifyState(_) | Node::GroupNotes(_) => {
+                    "its times cannot be set: they are those of its last save".to_string()
+                }
+                _ => "its times cannot be set: they come from the datastore".to_string(),
+            })
+        } else if set.mode.is_none() && set.uid.is_none() && set.gid.is_none() {
+            None
+        } else {
+            let cur = self.attr_of(node)?;
+            let perm = u32::from(cur.perm);
+            match (set.mode.map(|m| m & 0o7777), set.uid, set.gid) {
+                (Some(m), _, _) if m != perm => Some(format!(
+                    "its mode cannot become {m:04o}: it stays {perm:04o}"
+                )),
+                (_, Some(u), _) if u != cur.uid => Some(format!(
+                    "its owner cannot become uid {u}: it stays uid {} (from the datastore)",
+                    cur.uid
+                )),
+                (_, _, Some(g)) if g != cur.gid => Some(format!(
+                    "its group cannot become gid {g}: it stays gid {} (from the datastore)",
+                    cur.gid
+                )),
+                _ => None,
+            }
+        };
+        match why {
+            None => Ok(()),
+            Some(why) => {
+                let e = Error::NotPermitted {
+                    what: node.describe(),
+                    why,
+                };
+                log::info!("setattr refused: {e}");
+                Err(e)
+            }
+        }
     }
 
     /// Truncation of a metadata file: through its handle; without one, on the caller's

@@ -120,6 +120,8 @@ pub struct SetAttr {
     pub mode: Option<u32>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// Set by `touch` and `touch -a`; no file keeps one (scratch files ignore it).
+    pub atime: Option<SystemTime>,
     pub mtime: Option<SystemTime>,
 }
 
