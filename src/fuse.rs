@@ -746,12 +746,10 @@ impl Filesystem for PbsFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         self.stats.served.count("other");
-        match self.vfs.statfs() {
-            Ok(s) => reply.statfs(
-                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, 255, s.frsize,
-            ),
-            Err(e) => reply.error(self.errno("statfs", &e)),
-        }
+        let s = self.vfs.statfs();
+        reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+        );
     }
 
     /// Extended attributes are not offered: ACL writes must fail so `sed -i` and `mv`

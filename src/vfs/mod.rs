@@ -34,7 +34,7 @@ use parking_lot::Mutex;
 use crate::store::chunks::cache::{ChunkCache, Prefetcher};
 use crate::store::format::names::{BackupDir, BackupGroup, BackupNamespace};
 use crate::store::Datastore;
-use crate::util::error::{Error, IoContext, ReadOnlyWhy, Result};
+use crate::util::error::{Error, ReadOnlyWhy, Result};
 use crate::util::sys::FsStats;
 
 use archive::ArchiveHandle;
@@ -53,6 +53,8 @@ pub const MAX_SIZES: usize = 512;
 const MAX_DIR_LISTINGS: usize = 256;
 /// The extended attribute of SELinux labels (see `getxattr`).
 const SELINUX_XATTR: &str = "security.selinux";
+/// The block size `statfs` counts scratch space in.
+const STATFS_BLOCK: u32 = 4096;
 /// The handle of a folder read without OPENDIR (see `dir_listing`).
 pub const NO_HANDLE: u64 = 0;
 
@@ -581,8 +583,26 @@ impl Vfs {
         }
     }
 
-    /// Sizes of the filesystem holding the datastore.
-    pub fn statfs(&self) -> Result<FsStats> {
-        crate::util::sys::statvfs(self.ds.root()).ctx(self.ds.root().display())
+    /// The space a user can fill through the mount: the scratch files' (editors' swap
+    /// and temp files, at most `scratch::MAX_FILES` names and `scratch::MAX_BYTES` bytes
+    /// per mount), not the datastore's file system, which no write through the mount
+    /// fills (a save rewrites a manifest of a few KiB). Total is that capacity, free is
+    /// what is left now; on a read-only mount nothing is available. FUSE carries no
+    /// "available" count of file slots: the read-only flag of the mount says it.
+    pub fn statfs(&self) -> FsStats {
+        let used = self.scratch.usage();
+        let bsize = STATFS_BLOCK;
+        let bfree = scratch::MAX_BYTES.saturating_sub(used.bytes) / u64::from(bsize);
+        FsStats {
+            blocks: scratch::MAX_BYTES / u64::from(bsize),
+            bfree,
+            bavail: if self.read_only { 0 } else { bfree },
+            files: scratch::MAX_FILES as u64,
+            ffree: (scratch::MAX_FILES as u64).saturating_sub(used.files as u64),
+            bsize,
+            namelen: 255,
+            frsize: bsize,
+            read_only: self.read_only,
+        }
     }
 }

@@ -16,7 +16,7 @@ use crate::util::error::{Error, Result};
 use super::{Attr, Kind};
 
 pub const MAX_FILES: usize = 64;
-const MAX_BYTES: u64 = 16 * 1024 * 1024;
+pub const MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 fn no_space() -> Error {
     Error::NoSpace {
@@ -105,6 +105,15 @@ impl Drop for ScratchFile {
 }
 
 pub type Shared = Arc<Mutex<ScratchFile>>;
+
+/// What the scratch files of a mount take of its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Content of every live file, unlinked ones still open included.
+    pub bytes: u64,
+    /// Names (an unlinked file frees its name at once, its bytes when closed).
+    pub files: usize,
+}
 
 /// The scratch namespace of a mount: (directory inode, name) -> file.
 #[derive(Debug, Default)]
@@ -222,9 +231,11 @@ impl ScratchStore {
         v
     }
 
-    #[cfg(test)]
-    fn used_bytes(&self) -> u64 {
-        self.used.load(Ordering::SeqCst)
+    pub fn usage(&self) -> Usage {
+        Usage {
+            bytes: self.used.load(Ordering::SeqCst),
+            files: self.inner.lock().names.len(),
+        }
     }
 }
 
@@ -244,7 +255,7 @@ mod tests {
         );
         a.lock().write(3, b"xyz").unwrap();
         assert_eq!(a.lock().data(), b"\0\0\0xyz");
-        assert_eq!(s.used_bytes(), 6);
+        assert_eq!(s.usage(), Usage { bytes: 6, files: 1 });
         s.rename(5, OsStr::new("a"), 5, OsStr::new("b"), false)
             .unwrap();
         assert!(s.lookup(5, OsStr::new("a")).is_none());
@@ -254,7 +265,7 @@ mod tests {
         assert!(s.get(id).is_some(), "still open");
         drop(a);
         assert!(s.get(id).is_none());
-        assert_eq!(s.used_bytes(), 0);
+        assert_eq!(s.usage(), Usage { bytes: 0, files: 0 });
         for i in 0..MAX_FILES {
             s.create(1, OsStr::new(&i.to_string()), 0o600, 0, 0, true)
                 .unwrap();
