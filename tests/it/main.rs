@@ -21,6 +21,7 @@ mod hostile;
 mod load;
 mod logs;
 mod mount;
+mod mount_attrs;
 mod mount_listing;
 mod mount_memory;
 mod mount_util;
