@@ -118,7 +118,8 @@ fn chmod_chown_and_touch_succeed_for_the_values_stat_shows_and_fail_with_eperm_e
             // What vim, joe and mg do on their write handle after a save.
             accepted.push(format!(
                 "python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_WRONLY); \
-                 os.fchmod(fd, 0o100644); os.fchown(fd, {}, {}); os.close(fd)' {}",
+                 os.fchmod(fd, {:#o}); os.fchown(fd, {}, {}); os.close(fd)' {}",
+                st.mode,
                 st.uid,
                 st.gid,
                 q(&p)
