@@ -45,9 +45,19 @@ next listing.",
         "EDITING",
         "\
 Only `notes` (group and snapshot) and `verify_state` can be written. Any editor or tool \
-works (vim, nano, emacs, sed -i, cp, tee, echo >, echo >>, mv FILE notes): each save \
-becomes one locked transaction on the manifest, committed when the tool closes the file. \
-Truncating notes clears them; `rm notes` and renaming notes away are refused.
+works (vim, nano, emacs, sed -i, cp, tee, echo >, echo >>, mv within the folder): each \
+save becomes one locked transaction on the manifest, committed when the tool closes the \
+file. Truncating notes clears them; `rm notes` and renaming notes away are refused, so \
+`mv` of a file from another file system (which must remove notes first) fails: use \
+`cp FILE notes` or `cat FILE > notes`.
+
+Modes, owners and times are fixed: chmod and chown to the values `ls -l` shows succeed; \
+any other value and any touch fail with EPERM (logged with the reason). `cp -p` onto \
+notes saves the content but reports that the times could not be kept.
+
+`df` on the mount shows the scratch space for editors' temporary files (16 MiB and 64 \
+files per mount, none available on a read-only mount), not the datastore's disk: saves \
+go to the datastore and take none of it.
 
 `verify_state` takes `ok`, `failed`, JSON {\"state\": \"ok\"|\"failed\", \"upid\": \"UPID:...\"} \
 or nothing (which removes it). A bad edit changes nothing. Editors' swap and backup files \
@@ -67,7 +77,8 @@ does not show it).",
   EINVAL   a verify_state that can never be valid
   EILSEQ   notes that are not UTF-8
   EFBIG    notes or verify_state over 1 MiB
-  EPERM    rename or unlink of notes / verify_state
+  EPERM    rename or unlink of notes / verify_state; chmod, chown or touch to
+           another value than the file has
   EROFS    any write on a read-only mount (-o ro, or a store that may not be
            written: read-only medium, maintenance mode)
   EACCES   a write to a read-only file of a writable mount
