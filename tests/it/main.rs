@@ -9,6 +9,8 @@ mod bad_input_meta;
 mod bad_input_pxar;
 mod catalog;
 mod cli;
+mod cli_manage;
+mod cli_refusals;
 mod concurrency;
 mod corruption;
 mod crash;
