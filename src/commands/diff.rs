@@ -20,6 +20,7 @@ use std::vec::IntoIter;
 
 use serde_json::json;
 
+use super::catalog::JsonArray;
 use super::find::shown_path;
 use crate::cli::DiffArgs;
 use crate::pxar::decoder::{Archive, Entry, EntryKind};
@@ -152,28 +153,25 @@ pub fn compare(a: &Entry, b: &Entry) -> Option<(Change, Vec<&'static str>)> {
     }
 }
 
-/// The printer: text lines or a JSON array streamed one object per line.
+/// The printer: text lines or a streamed JSON array.
 struct Printer {
-    json: bool,
-    count: u64,
+    array: Option<JsonArray>,
     out: std::io::BufWriter<std::io::StdoutLock<'static>>,
 }
 
 impl Printer {
     fn emit(&mut self, path: &[u8], change: Change, what: &[&str]) -> Result<()> {
-        if self.json {
-            let v = json!({
-                "path": String::from_utf8_lossy(path),
-                "change": change.word(),
-                "what": what,
-            });
-            let sep = if self.count == 0 { "\n" } else { ",\n" };
-            write!(self.out, "{sep}{v}").ctx("stdout")?;
-        } else {
-            writeln!(self.out, "{}    {}", change.marker(), shown_path(path)).ctx("stdout")?;
+        match &mut self.array {
+            Some(a) => {
+                let v = json!({
+                    "path": String::from_utf8_lossy(path),
+                    "change": change.word(),
+                    "what": what,
+                });
+                a.push(&mut self.out, &v)
+            }
+            None => writeln!(self.out, "{}    {}", change.marker(), shown_path(path)).ctx("stdout"),
         }
-        self.count += 1;
-        Ok(())
     }
 }
 
@@ -364,23 +362,21 @@ fn diff(args: &DiffArgs, pbs: Option<&str>, p: &mut Printer) -> Result<()> {
 }
 
 pub fn run(args: &DiffArgs, pbs: Option<&str>) -> Result<i32> {
-    let json = args.output_format.is_json();
-    let mut p = Printer {
-        json,
-        count: 0,
-        out: std::io::BufWriter::new(std::io::stdout().lock()),
-    };
-    if json {
-        p.out.write_all(b"[").ctx("stdout")?;
-    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let array = args
+        .output_format
+        .is_json()
+        .then(|| JsonArray::begin(&mut out, args.output_format))
+        .transpose()?;
+    let mut p = Printer { array, out };
     if let Err(e) = diff(args, pbs, &mut p) {
         // What was printed before goes out first; the error's kind picks the exit code
         // (util::error's one mapping), like every other command's.
         let _ = p.out.flush();
         return Err(e);
     }
-    if json {
-        p.out.write_all(b"\n]\n").ctx("stdout")?;
+    if let Some(a) = p.array.take() {
+        a.finish(&mut p.out)?;
     }
     p.out.flush().ctx("stdout")?;
     Ok(exit::OK)

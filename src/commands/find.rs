@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::catalog::{item_json, walk_snapshot, Item};
+use super::catalog::{item_json, walk_snapshot, Item, JsonArray};
 use crate::cli::FindArgs;
 use crate::store::chunks::cache::ChunkCache;
 use crate::store::format::names::{BackupDir, BackupGroup};
@@ -88,7 +88,8 @@ struct Search<'a> {
     ds: &'a Datastore,
     matcher: Matcher,
     cache: Arc<ChunkCache>,
-    json: bool,
+    /// The JSON list being streamed; `None`: text lines.
+    array: Option<JsonArray>,
     matches: u64,
     errors: u64,
     out: std::io::BufWriter<std::io::StdoutLock<'static>>,
@@ -99,15 +100,19 @@ impl Search<'_> {
         let _lock = self.ds.locker().lock_snapshot_shared(d)?;
         let m = self.ds.load_manifest(d)?;
         let name = snapshot_name(d);
-        let (matcher, json, out, count) =
-            (&self.matcher, self.json, &mut self.out, &mut self.matches);
+        let (matcher, array, out, count) = (
+            &self.matcher,
+            &mut self.array,
+            &mut self.out,
+            &mut self.matches,
+        );
         walk_snapshot(self.ds, d, &m, None, &self.cache, &mut |item| {
             if !matcher.matches(item) {
                 return Ok(());
             }
             let mut path = b"/".to_vec();
             path.extend_from_slice(item.path);
-            if json {
+            if let Some(array) = array {
                 let mut v = item_json(item);
                 v["path"] = Value::from(String::from_utf8_lossy(&path));
                 v["archive"] = Value::from(item.archive);
@@ -115,8 +120,7 @@ impl Search<'_> {
                 if !d.group.ns.is_root() {
                     v["ns"] = Value::from(d.group.ns.to_string());
                 }
-                let sep = if *count == 0 { "\n" } else { ",\n" };
-                write!(out, "{sep}{v}").ctx("stdout")?;
+                array.push(out, &v)?;
             } else {
                 writeln!(out, "{name} {} {}", item.archive, shown_path(&path)).ctx("stdout")?;
             }
@@ -147,19 +151,21 @@ pub fn run(args: &FindArgs, pbs: Option<&str>) -> Result<i32> {
         }
         None => ds.list_groups(&ns)?,
     };
-    let json = args.output_format.is_json();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let array = args
+        .output_format
+        .is_json()
+        .then(|| JsonArray::begin(&mut out, args.output_format))
+        .transpose()?;
     let mut s = Search {
         ds: &ds,
         matcher,
         cache: Arc::new(ChunkCache::new(16 << 20)),
-        json,
+        array,
         matches: 0,
         errors: 0,
-        out: std::io::BufWriter::new(std::io::stdout().lock()),
+        out,
     };
-    if json {
-        s.out.write_all(b"[").ctx("stdout")?;
-    }
     for g in &groups {
         let snaps = match ds.list_snapshots(g) {
             Ok(v) => v,
@@ -175,8 +181,8 @@ pub fn run(args: &FindArgs, pbs: Option<&str>) -> Result<i32> {
             }
         }
     }
-    if json {
-        s.out.write_all(b"\n]\n").ctx("stdout")?;
+    if let Some(a) = s.array.take() {
+        a.finish(&mut s.out)?;
     }
     s.out.flush().ctx("stdout")?;
     Ok(if s.errors > 0 {
