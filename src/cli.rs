@@ -244,6 +244,10 @@ pub struct NotesArgs {
     /// Read new notes from FILE, or stdin with -
     #[arg(long, value_name = "FILE")]
     pub set_file: Option<PathBuf>,
+    /// Output format: text (the notes byte-exact), json or json-pretty ({"notes": ...}
+    /// and the snapshot or group they belong to; after --set, the notes as stored).
+    #[arg(long, value_enum, default_value = "text")]
+    pub output_format: OutputFormat,
 }
 
 #[derive(Debug, Args)]
