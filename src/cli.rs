@@ -36,13 +36,16 @@ pub enum Command {
     Groups {
         /// The datastore folder (a PBS datastore opens as-is).
         store: PathBuf,
-        /// The namespace, as a/b (default: the root namespace).
+        /// The namespace, as a/b (default: the root namespace; without --ns a note on
+        /// stderr says when other namespaces hold snapshots).
         #[arg(long, value_name = "NS")]
         ns: Option<String>,
         /// Output format: text, json or json-pretty.
         #[arg(long, value_enum, default_value = "text")]
         output_format: OutputFormat,
     },
+    /// List namespaces as a tree, with their groups and snapshots counted.
+    Namespaces(NamespacesArgs),
     /// Write an archive's content to stdout, every chunk verified.
     Cat {
         /// The datastore folder (a PBS datastore opens as-is).
@@ -218,12 +221,28 @@ pub struct SnapshotsArgs {
     pub store: PathBuf,
     /// TYPE/ID: only this group
     pub group: Option<String>,
-    /// The namespace, as a/b (default: the root namespace).
+    /// The namespace, as a/b (default: the root namespace; without --ns a note on
+    /// stderr says when other namespaces hold snapshots).
     #[arg(long, value_name = "NS")]
     pub ns: Option<String>,
     /// Include unfinished snapshots
     #[arg(long)]
     pub all: bool,
+    /// Output format: text, json or json-pretty.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output_format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct NamespacesArgs {
+    /// The datastore folder (a PBS datastore opens as-is).
+    pub store: PathBuf,
+    /// Only this namespace and those below it, as a/b (default: the root, so all).
+    #[arg(long, value_name = "NS")]
+    pub ns: Option<String>,
+    /// List at most DEPTH levels below --ns (0: --ns alone), as PBS's max-depth.
+    #[arg(long, value_name = "DEPTH")]
+    pub max_depth: Option<usize>,
     /// Output format: text, json or json-pretty.
     #[arg(long, value_enum, default_value = "text")]
     pub output_format: OutputFormat,

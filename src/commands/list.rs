@@ -1,7 +1,11 @@
-//! `pbsfs snapshots` and `pbsfs groups`: text tables or JSON with PBS's API field names.
+//! `pbsfs snapshots` and `pbsfs groups`: text tables or JSON with PBS's API field names,
+//! and, without `--ns`, a note on stderr when other namespaces hold snapshots.
+
+use std::path::Path;
 
 use serde_json::{json, Value};
 
+use super::namespaces::other_namespaces_note;
 use crate::cli::{OutputFormat, SnapshotsArgs};
 use crate::store::format::names::BackupGroup;
 use crate::store::{Datastore, SnapshotInfo};
@@ -11,14 +15,17 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").to_string()
 }
 
-/// One snapshot as PBS's API lists it.
-fn snapshot_json(ds: &Datastore, s: &SnapshotInfo) -> Value {
+/// One snapshot as PBS's API lists it; `owner`: its group's, when readable.
+fn snapshot_json(ds: &Datastore, s: &SnapshotInfo, owner: Option<&str>) -> Value {
     let mut v = json!({
         "backup-type": s.dir.group.ty.as_str(),
         "backup-id": s.dir.group.id,
         "backup-time": s.dir.time,
         "protected": s.protected,
     });
+    if let Some(o) = owner {
+        v["owner"] = Value::from(o);
+    }
     if !s.dir.group.ns.is_root() {
         v["ns"] = Value::from(s.dir.group.ns.to_string());
     }
@@ -77,8 +84,30 @@ fn human(bytes: u64) -> String {
     }
 }
 
-pub fn snapshots(args: &SnapshotsArgs, pbs: Option<&str>) -> Result<i32> {
-    let ds = super::open_store(&args.store, pbs)?;
+/// Without `--ns` only the root namespace is listed: the note on other namespaces'
+/// snapshots (see `namespaces::other_namespaces_note`), or `None`.
+fn note_for(
+    ds: &Datastore,
+    store: &Path,
+    ns: Option<&str>,
+    unfinished: bool,
+    root_empty: bool,
+) -> Option<String> {
+    ns.is_none()
+        .then(|| other_namespaces_note(ds, store, unfinished, root_empty))
+        .flatten()
+}
+
+/// The note goes to stderr, never stdout (where it would break JSON): after the
+/// listing, so it is the last line a user sees, or before the error it explains (a
+/// group only another namespace has is "not found" in the root).
+fn print_note(note: Option<String>) {
+    if let Some(n) = note {
+        eprintln!("pbsfs: note: {n}");
+    }
+}
+
+fn snapshot_rows(ds: &Datastore, args: &SnapshotsArgs) -> Result<Vec<Value>> {
     let ns = super::parse_ns(args.ns.as_deref())?;
     let groups = match &args.group {
         Some(g) => vec![BackupGroup::parse(&ns, g)?],
@@ -86,14 +115,32 @@ pub fn snapshots(args: &SnapshotsArgs, pbs: Option<&str>) -> Result<i32> {
     };
     let mut rows = Vec::new();
     for g in &groups {
-        for s in ds.list_snapshots(g)? {
+        let snaps = ds.list_snapshots(g)?;
+        let owner = ds.group_owner(g).ok();
+        for s in snaps {
             if s.finished || args.all {
-                rows.push(snapshot_json(&ds, &s));
+                rows.push(snapshot_json(ds, &s, owner.as_deref()));
             }
         }
     }
+    Ok(rows)
+}
+
+pub fn snapshots(args: &SnapshotsArgs, pbs: Option<&str>) -> Result<i32> {
+    let ds = super::open_store(&args.store, pbs)?;
+    let rows = snapshot_rows(&ds, args);
+    let root_empty = args.group.is_none() && rows.as_ref().is_ok_and(Vec::is_empty);
+    let note = note_for(&ds, &args.store, args.ns.as_deref(), args.all, root_empty);
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) => {
+            print_note(note);
+            return Err(e);
+        }
+    };
     if args.output_format.is_json() {
         super::output::print_json(&rows, args.output_format)?;
+        print_note(note);
         return Ok(exit::OK);
     }
     println!(
@@ -138,16 +185,11 @@ pub fn snapshots(args: &SnapshotsArgs, pbs: Option<&str>) -> Result<i32> {
         };
         println!("{name:<40} {size:>10} {files:>5} {verify:<8} {prot:<9} {comment}");
     }
+    print_note(note);
     Ok(exit::OK)
 }
 
-pub fn groups(
-    store: &std::path::Path,
-    ns: Option<&str>,
-    format: OutputFormat,
-    pbs: Option<&str>,
-) -> Result<i32> {
-    let ds = super::open_store(store, pbs)?;
+fn group_rows(ds: &Datastore, ns: Option<&str>) -> Result<Vec<Value>> {
     let ns = super::parse_ns(ns)?;
     let mut rows = Vec::new();
     for g in ds.list_groups(&ns)? {
@@ -176,8 +218,32 @@ pub fn groups(
         }
         rows.push(v);
     }
+    Ok(rows)
+}
+
+pub fn groups(
+    store: &Path,
+    ns: Option<&str>,
+    format: OutputFormat,
+    pbs: Option<&str>,
+) -> Result<i32> {
+    let ds = super::open_store(store, pbs)?;
+    let rows = group_rows(&ds, ns);
+    // Groups whose every snapshot was forgotten are listed, yet hold none.
+    let root_empty = rows
+        .as_ref()
+        .is_ok_and(|r| r.iter().all(|g| g["backup-count"] == 0));
+    let note = note_for(&ds, store, ns, false, root_empty);
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) => {
+            print_note(note);
+            return Err(e);
+        }
+    };
     if format.is_json() {
         super::output::print_json(&rows, format)?;
+        print_note(note);
         return Ok(exit::OK);
     }
     println!(
@@ -202,5 +268,6 @@ pub fn groups(
             r["comment"].as_str().unwrap_or("")
         );
     }
+    print_note(note);
     Ok(exit::OK)
 }

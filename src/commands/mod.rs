@@ -11,6 +11,7 @@ pub mod list;
 pub mod manage;
 pub mod mount;
 pub mod mount_helper;
+pub mod namespaces;
 pub mod notes;
 pub mod output;
 pub mod restore;
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             ns,
             output_format,
         } => list::groups(&store, ns.as_deref(), output_format, pbs),
+        Command::Namespaces(args) => namespaces::run(&args, pbs),
         Command::Cat {
             store,
             snapshot,
