@@ -30,13 +30,14 @@ fn snapshot_json(ds: &Datastore, s: &SnapshotInfo, owner: Option<&str>) -> Value
         v["ns"] = Value::from(s.dir.group.ns.to_string());
     }
     if !s.finished {
-        let files: Vec<String> = ds
+        // As PBS lists a snapshot without manifest: the folder's files, by name alone.
+        let files: Vec<Value> = ds
             .snapshot_files(&s.dir)
             .unwrap_or_default()
             .iter()
-            .map(|a| a.file().to_string())
+            .map(|a| json!({"filename": a.file()}))
             .collect();
-        v["files"] = json!(files);
+        v["files"] = Value::Array(files);
         v["unfinished"] = Value::Bool(true);
         return v;
     }
