@@ -27,6 +27,7 @@ mod mount_attrs;
 mod mount_listing;
 mod mount_memory;
 mod mount_util;
+mod output;
 mod package;
 mod pbs_alongside;
 mod pbs_store;
