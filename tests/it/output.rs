@@ -134,6 +134,8 @@ fn namespaces_are_a_tree_in_text_and_a_flat_list_in_json() {
     let st = s(&store);
     // A running backup (no manifest yet) is not counted, as `snapshots` does not list it.
     std::fs::create_dir(store.join(format!("ns/a/host/web/{T2S}"))).unwrap();
+    // A namespace folder that is a symlink (planted, as in hostile.rs) is none.
+    std::os::unix::fs::symlink(store.join("ns/a"), store.join("ns/evil")).unwrap();
     assert_eq!(
         ok(&pbsfs(&["namespaces", st])),
         "/      1 group, 2 snapshots\n\
@@ -170,6 +172,8 @@ fn namespaces_are_a_tree_in_text_and_a_flat_list_in_json() {
         err.contains("namespace 'a/zz'") && err.contains("not exist"),
         "{err}"
     );
+    let err = fails_with(&pbsfs(&["namespaces", st, "--ns", "evil"]), 2);
+    assert!(err.contains("namespace 'evil'"), "{err}");
     let err = fails_with(&pbsfs(&["namespaces", st, "--ns", "a/../b"]), 2);
     assert!(err.contains("'..'") && err.contains("namespace"), "{err}");
 
