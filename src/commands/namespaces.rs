@@ -27,15 +27,6 @@ pub struct Counted {
     pub snapshots: usize,
 }
 
-/// `n noun` or `n nouns`.
-fn counted(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}
-
 /// Count the groups and snapshots of `ns` alone. A group or namespace that vanishes
 /// meanwhile (a concurrent prune or forget) counts as empty, not as an error: the count
 /// is a moment's, like any listing.
@@ -62,8 +53,7 @@ pub fn count(ds: &Datastore, ns: &BackupNamespace, unfinished: bool) -> Result<C
 }
 
 /// `parent` and the namespaces below it, at most `max_depth` levels down, each right
-/// before its children (the components' order). Depth is bounded by the names
-/// themselves (`BackupNamespace::child` refuses more than 7 levels), so this ends.
+/// before its children (the components' order).
 fn subtree(
     ds: &Datastore,
     parent: &BackupNamespace,
@@ -72,16 +62,7 @@ fn subtree(
     if !parent.is_root() && !ds.fs().is_dir(&ds.ns_path(parent)) {
         return Err(Error::not_found(format!("namespace '{parent}'")));
     }
-    let mut out = vec![parent.clone()];
-    let mut i = 0;
-    while i < out.len() {
-        let below = out[i].depth() - parent.depth();
-        if max_depth.is_none_or(|m| below < m) {
-            let children = ds.list_child_namespaces(&out[i])?;
-            out.extend(children);
-        }
-        i += 1;
-    }
+    let mut out = ds.list_namespaces_below(parent, max_depth)?;
     out.sort();
     Ok(out)
 }
@@ -121,8 +102,8 @@ fn tree_lines(rows: &[Counted], top: &BackupNamespace) -> Vec<String> {
         .map(|(c, label)| {
             format!(
                 "{label:<width$}  {}, {}",
-                counted(c.groups, "group"),
-                counted(c.snapshots, "snapshot")
+                crate::util::count(c.groups as u64, "group"),
+                crate::util::count(c.snapshots as u64, "snapshot")
             )
         })
         .collect()
@@ -189,8 +170,11 @@ pub fn other_namespaces_note(
     if found.len() > NOTE_NAMES {
         names.push(format!("and {} more", found.len() - NOTE_NAMES));
     }
-    let spaces = counted(found.len(), "other namespace");
-    let (snaps, names) = (counted(total, "snapshot"), names.join(", "));
+    let spaces = crate::util::count(found.len() as u64, "other namespace");
+    let (snaps, names) = (
+        crate::util::count(total as u64, "snapshot"),
+        names.join(", "),
+    );
     let what = if root_empty {
         let hold = if found.len() == 1 { "holds" } else { "hold" };
         format!("the root namespace has no snapshots, but {spaces} {hold} {snaps} ({names})")
@@ -213,13 +197,6 @@ mod tests {
             groups,
             snapshots,
         }
-    }
-
-    #[test]
-    fn plural_forms() {
-        assert_eq!(counted(0, "group"), "0 groups");
-        assert_eq!(counted(1, "snapshot"), "1 snapshot");
-        assert_eq!(counted(2, "other namespace"), "2 other namespaces");
     }
 
     #[test]

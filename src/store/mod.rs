@@ -267,13 +267,25 @@ impl Datastore {
         Ok(out)
     }
 
-    /// Every namespace, the root first, depth first.
+    /// Every namespace, the root first, then level by level (breadth first).
     pub fn list_all_namespaces(&self) -> Result<Vec<BackupNamespace>> {
-        let mut out = vec![BackupNamespace::root()];
+        self.list_namespaces_below(&BackupNamespace::root(), None)
+    }
+
+    /// `parent` and the namespaces below it, at most `max_depth` levels down, level by
+    /// level. Depth is bounded by the names themselves (at most 7 levels), so this ends.
+    pub fn list_namespaces_below(
+        &self,
+        parent: &BackupNamespace,
+        max_depth: Option<usize>,
+    ) -> Result<Vec<BackupNamespace>> {
+        let mut out = vec![parent.clone()];
         let mut i = 0;
         while i < out.len() {
-            let children = self.list_child_namespaces(&out[i])?;
-            out.extend(children);
+            if max_depth.is_none_or(|m| out[i].depth() - parent.depth() < m) {
+                let children = self.list_child_namespaces(&out[i])?;
+                out.extend(children);
+            }
             i += 1;
         }
         Ok(out)
