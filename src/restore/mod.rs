@@ -34,7 +34,8 @@ const HOLE_MIN: usize = 4096;
 pub struct RestoreOptions {
     /// Replace an existing target (a file) or write into a non-empty folder.
     pub overwrite: bool,
-    /// Called with bytes done and total (a progress bar on a terminal).
+    /// Called with bytes done and total (a progress bar on a terminal); a total of 0
+    /// is unknown (a pxar archive's file bytes).
     pub progress: Option<fn(u64, u64)>,
 }
 

@@ -262,7 +262,8 @@ impl<R: ReadAt> Restorer<'_, R> {
             self.report.bytes += n as u64;
             self.total += n as u64;
             if let Some(p) = self.opts.progress {
-                p(self.total, self.total);
+                // The total is unknown (it would take a pass over the metadata).
+                p(self.total, 0);
             }
         }
         out.set_len(c.len()).ctx(shown.display())

@@ -122,6 +122,15 @@ impl Datastore {
     /// Create a datastore at `root` (missing or empty). With `full`, all 65536 chunk
     /// prefix folders are made, as PBS does; a sparse store creates them on demand.
     pub fn create(root: &Path, full: bool) -> Result<Datastore> {
+        Self::create_with_progress(root, full, None)
+    }
+
+    /// `create`, reporting the chunk prefix folders made (`ops::Progress::ChunkFolders`).
+    pub fn create_with_progress(
+        root: &Path,
+        full: bool,
+        progress: Option<ops::ProgressFn>,
+    ) -> Result<Datastore> {
         match fs::read_dir(root) {
             Ok(mut rd) => {
                 if rd.any(|e| e.map(|e| e.file_name() != "lost+found").unwrap_or(true)) {
@@ -152,7 +161,7 @@ impl Datastore {
             std::os::unix::fs::PermissionsExt::from_mode(ROOT_DIR_MODE),
         )
         .ctx(canon.display())?;
-        ChunkStore::create(&canon, owner, full)?;
+        ChunkStore::create_with_progress(&canon, owner, full, progress)?;
         let lock = files::create_new(&canon.join(".lock"), FILE_MODE, owner)?;
         drop(lock);
         Datastore::open(&canon, None)

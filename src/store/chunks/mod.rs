@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::store::files::{self, Owner, TempFile};
 use crate::store::format::blob::{self, BlobKind};
+use crate::store::ops::{Progress, ProgressFn};
 use crate::store::root::StoreRoot;
 use crate::util::digest::Digest;
 use crate::util::error::{CorruptKind, Error, IoContext, Result};
@@ -97,12 +98,28 @@ impl ChunkStore {
     /// Create `.chunks/` (0750) and, when `full`, all 65536 prefix folders as PBS does.
     /// A sparse store (`full == false`) gets its prefix folders on first insert.
     pub fn create(root: &Path, owner: Owner, full: bool) -> Result<ChunkStore> {
+        Self::create_with_progress(root, owner, full, None)
+    }
+
+    /// `create`, reporting the prefix folders made (seconds on a slow disk).
+    pub fn create_with_progress(
+        root: &Path,
+        owner: Owner,
+        full: bool,
+        progress: Option<ProgressFn>,
+    ) -> Result<ChunkStore> {
         let dir = root.join(".chunks");
         files::create_dir(&dir, CHUNK_DIR_MODE, owner)?;
         if full {
             for i in 0..=0xffffu32 {
                 let p = dir.join(format!("{i:04x}"));
                 files::create_dir(&p, CHUNK_DIR_MODE, owner)?;
+                if let Some(report) = progress {
+                    report(Progress::ChunkFolders {
+                        done: u64::from(i) + 1,
+                        total: 0x10000,
+                    });
+                }
             }
         }
         Ok(ChunkStore {

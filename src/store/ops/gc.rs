@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::store::chunks::{ChunkFileKind, ChunkStore};
 use crate::store::files;
+use crate::store::ops::{Progress, ProgressFn};
 use crate::store::pbs_config::StoreConfig;
 use crate::store::{Datastore, FILE_MODE};
 use crate::util::digest::Digest;
@@ -49,6 +50,23 @@ pub struct GcReport {
 }
 
 impl GcReport {
+    /// PBS's `GarbageCollectionStatus` object (its field names), as in `.gc-status`.
+    pub fn status_json(&self) -> serde_json::Value {
+        json!({
+            "upid": self.upid,
+            "index-file-count": self.index_file_count,
+            "index-data-bytes": self.index_data_bytes,
+            "disk-bytes": self.disk_bytes,
+            "disk-chunks": self.disk_chunks,
+            "removed-bytes": self.removed_bytes,
+            "removed-chunks": self.removed_chunks,
+            "pending-bytes": self.pending_bytes,
+            "pending-chunks": self.pending_chunks,
+            "removed-bad": self.removed_bad,
+            "still-bad": self.still_bad,
+        })
+    }
+
     pub fn dedup_factor(&self) -> f64 {
         if self.disk_bytes == 0 {
             1.0
@@ -135,6 +153,17 @@ fn check_atime_updates(ds: &Datastore, digest: &Digest, start: i64) -> Result<bo
 /// (the safe cutoff), and while an outside GC holds the exclusive process lock PBS's
 /// backups, pulls and tape restores cannot start.
 pub fn run_gc(ds: &Datastore, cutoff: u64, force: bool) -> Result<GcReport> {
+    run_gc_with_progress(ds, cutoff, force, None)
+}
+
+/// `run_gc`, reporting both phases: index files marked (`Progress::GcMark`), then
+/// prefix folders swept (`Progress::GcSweep`, from the sweeping threads).
+pub fn run_gc_with_progress(
+    ds: &Datastore,
+    cutoff: u64,
+    force: bool,
+    progress: Option<ProgressFn>,
+) -> Result<GcReport> {
     ds.check_writable()?;
     if let (Some(cfg), false) = (ds.pbs_config(), force) {
         return Err(Error::NotPermitted {
@@ -164,8 +193,16 @@ pub fn run_gc(ds: &Datastore, cutoff: u64, force: bool) -> Result<GcReport> {
         checked: false,
         start,
     };
-    for path in find_indexes(ds.root())? {
-        mark_index(ds, &path, &mut mark, &mut report)?;
+    let indexes = find_indexes(ds.root())?;
+    let total = indexes.len() as u64;
+    for (i, path) in indexes.iter().enumerate() {
+        mark_index(ds, path, &mut mark, &mut report)?;
+        if let Some(tell) = progress {
+            tell(Progress::GcMark {
+                done: i as u64 + 1,
+                total,
+            });
+        }
     }
     if let Some(cfg) = ds.pbs_config() {
         drain_move_journal(ds, cfg, &mut mark, &mut report)?;
@@ -174,6 +211,7 @@ pub fn run_gc(ds: &Datastore, cutoff: u64, force: bool) -> Result<GcReport> {
     // Phase 2: sweep, prefix folders shared out to all cores.
     let min_atime = start - cutoff as i64;
     let next = std::sync::atomic::AtomicU32::new(0);
+    let swept = std::sync::atomic::AtomicU64::new(0);
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -188,6 +226,13 @@ pub fn run_gc(ds: &Datastore, cutoff: u64, force: bool) -> Result<GcReport> {
                             return Ok(part);
                         }
                         sweep_prefix(cs, prefix as u16, min_atime, start_ns, &mut part)?;
+                        if let Some(tell) = progress {
+                            let done = swept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tell(Progress::GcSweep {
+                                done: done + 1,
+                                total: 0x10000,
+                            });
+                        }
                     }
                 })
             })
@@ -209,20 +254,7 @@ pub fn run_gc(ds: &Datastore, cutoff: u64, force: bool) -> Result<GcReport> {
         report.still_bad += p.still_bad;
     }
 
-    let status = json!({
-        "upid": report.upid,
-        "index-file-count": report.index_file_count,
-        "index-data-bytes": report.index_data_bytes,
-        "disk-bytes": report.disk_bytes,
-        "disk-chunks": report.disk_chunks,
-        "removed-bytes": report.removed_bytes,
-        "removed-chunks": report.removed_chunks,
-        "pending-bytes": report.pending_bytes,
-        "pending-chunks": report.pending_chunks,
-        "removed-bad": report.removed_bad,
-        "still-bad": report.still_bad,
-    });
-    let text = serde_json::to_string_pretty(&status).expect("json");
+    let text = serde_json::to_string_pretty(&report.status_json()).expect("json");
     files::replace_file(
         &ds.root().join(GC_STATUS),
         text.as_bytes(),

@@ -5,7 +5,7 @@
 //! manifest lock only to record `verify_state`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -14,6 +14,7 @@ use crate::store::format::archive::ArchiveKind;
 use crate::store::format::blob;
 use crate::store::format::manifest::{CryptMode, FileEntry, VerifyState};
 use crate::store::format::names::BackupDir;
+use crate::store::ops::{Progress, ProgressFn};
 use crate::store::Datastore;
 use crate::util::digest::Digest;
 use crate::util::error::{exit, CorruptKind, Error, Result};
@@ -107,10 +108,30 @@ enum ChunkResult {
     Bad(Error),
 }
 
-/// Results shared across snapshots of one run.
+/// Results shared across snapshots of one run, and how far the run is.
 #[derive(Default)]
-struct Cache {
+struct Cache<'a> {
     chunks: Mutex<HashMap<Digest, ChunkResult>>,
+    progress: Option<ProgressFn<'a>>,
+    /// The snapshot being checked (1-based) and their number.
+    snapshot: u64,
+    snapshots: u64,
+    /// Distinct chunks checked, and queued (checked or to check), this run.
+    checked: AtomicU64,
+    queued: AtomicU64,
+}
+
+impl Cache<'_> {
+    fn report(&self) {
+        if let Some(report) = self.progress {
+            report(Progress::Verify {
+                snapshot: self.snapshot,
+                snapshots: self.snapshots,
+                chunks: self.checked.load(Ordering::Relaxed),
+                chunks_total: self.queued.load(Ordering::Relaxed),
+            });
+        }
+    }
 }
 
 /// Should `--ignore-verified` skip a snapshot with this state?
@@ -136,6 +157,17 @@ pub fn verify_snapshots(
     dirs: &[BackupDir],
     opts: &VerifyOptions,
 ) -> Result<VerifyReport> {
+    verify_snapshots_with_progress(ds, dirs, opts, None)
+}
+
+/// `verify_snapshots`, reporting the snapshot being checked and the chunks checked
+/// (`Progress::Verify`, from the checking threads).
+pub fn verify_snapshots_with_progress(
+    ds: &Datastore,
+    dirs: &[BackupDir],
+    opts: &VerifyOptions,
+    progress: Option<ProgressFn>,
+) -> Result<VerifyReport> {
     let access = ds.access();
     if let Some(r) = access.no_chunks {
         return Err(Error::Unavailable {
@@ -143,12 +175,18 @@ pub fn verify_snapshots(
             why: r.to_string(),
         });
     }
-    let cache = Cache::default();
+    let mut cache = Cache {
+        progress,
+        snapshots: dirs.len() as u64,
+        ..Cache::default()
+    };
     let mut report = VerifyReport {
         not_recorded: access.no_writes.map(|r| r.to_string()),
         ..VerifyReport::default()
     };
     for d in dirs {
+        cache.snapshot += 1;
+        cache.report();
         let outcome = verify_one(ds, d, opts, &cache, &mut report);
         let outcome = match outcome {
             Ok(o) => o,
@@ -314,6 +352,7 @@ fn check_chunks(ds: &Datastore, chunks: &[(Digest, u64)], cache: &Cache) {
             .copied()
             .collect()
     };
+    cache.queued.fetch_add(todo.len() as u64, Ordering::Relaxed);
     let next = AtomicUsize::new(0);
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -333,6 +372,8 @@ fn check_chunks(ds: &Datastore, chunks: &[(Digest, u64)], cache: &Cache) {
                     Err(e) => ChunkResult::Bad(e),
                 };
                 cache.chunks.lock().insert(*digest, r);
+                cache.checked.fetch_add(1, Ordering::Relaxed);
+                cache.report();
             });
         }
     });
