@@ -97,6 +97,9 @@ pub enum Command {
         /// when its running backups started); only when PBS runs no backup
         #[arg(long)]
         force: bool,
+        /// Output format of the summary: text, json or json-pretty (PBS's GC status).
+        #[arg(long, value_enum, default_value = "text")]
+        output_format: OutputFormat,
     },
     /// Mount the datastore as a filesystem.
     #[command(
@@ -213,6 +216,9 @@ pub struct BackupArgs {
     /// Owner of a new group (default root@pam)
     #[arg(long, value_name = "AUTHID", default_value = "root@pam")]
     pub owner: String,
+    /// Output format of the summary: text, json or json-pretty.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output_format: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +298,9 @@ pub struct VerifyArgs {
     /// Leave corrupt chunks in place (they are then never healed by a backup)
     #[arg(long)]
     pub keep_bad: bool,
+    /// Output format: text, json or json-pretty (the exit code is the same).
+    #[arg(long, value_enum, default_value = "text")]
+    pub output_format: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -324,6 +333,9 @@ pub struct PruneArgs {
     /// Only print what would be removed
     #[arg(long)]
     pub dry_run: bool,
+    /// Output format: text, json or json-pretty (PBS's prune list).
+    #[arg(long, value_enum, default_value = "text")]
+    pub output_format: OutputFormat,
 }
 
 #[derive(Debug, Args)]

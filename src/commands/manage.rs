@@ -1,10 +1,16 @@
 //! `pbsfs forget`, `pbsfs protected`, `pbsfs prune` and `pbsfs gc`: removing snapshots
-//! and chunks.
+//! and chunks. Prune and gc show a bar on a terminal, end with a summary, and print
+//! PBS's JSON (its prune list, its GC status) with `--output-format`.
 
-use crate::cli::{OnOff, PruneArgs};
+use serde_json::json;
+
+use crate::cli::{OnOff, OutputFormat, PruneArgs};
+use crate::commands::output::print_json;
+use crate::commands::progress::{Bar, Unit};
 use crate::store::format::names::BackupGroup;
-use crate::store::ops::gc::{run_gc, DEFAULT_ATIME_CUTOFF};
+use crate::store::ops::gc::{run_gc_with_progress, DEFAULT_ATIME_CUTOFF};
 use crate::store::ops::prune::{compute_prune, KeepOptions, PruneMark};
+use crate::store::ops::ProgressFn;
 use crate::util::count;
 use crate::util::error::{exit, Result};
 
@@ -70,19 +76,72 @@ pub fn prune(args: &PruneArgs, pbs: Option<&str>) -> Result<i32> {
             "pbsfs: no --keep-* option given: every snapshot is kept, nothing can be removed"
         );
     }
-    for (s, mark) in &plan {
-        println!("{} {mark}", s.dir.name());
-    }
-    if args.dry_run {
-        return Ok(exit::OK);
+    if !args.output_format.is_json() {
+        for (s, mark) in &plan {
+            println!("{} {mark}", s.dir.name());
+        }
     }
     // Oldest first; a snapshot that cannot be removed now (locked) is logged and skipped.
-    for (s, mark) in plan.iter().rev() {
-        if *mark == PruneMark::Remove {
-            if let Err(e) = ds.destroy_snapshot(&s.dir) {
-                eprintln!("pbsfs: warning: could not remove {}: {e}", s.dir);
+    let doomed = plan.iter().filter(|(_, m)| *m == PruneMark::Remove).count() as u64;
+    let bar = Bar::new(Unit::Count, &format!("prune {g}: snapshots removed"));
+    let mut removed = std::collections::HashSet::new();
+    if !args.dry_run {
+        for (s, mark) in plan.iter().rev() {
+            if *mark != PruneMark::Remove {
+                continue;
             }
+            match ds.destroy_snapshot(&s.dir) {
+                Ok(()) => {
+                    removed.insert(s.dir.time);
+                }
+                Err(e) => eprintln!("pbsfs: warning: could not remove {}: {e}", s.dir),
+            }
+            bar.set(removed.len() as u64, doomed);
         }
+    }
+    bar.finish();
+    let kept = plan.len() as u64 - doomed;
+    if args.output_format.is_json() {
+        // PBS's PruneListItem (`keep`, `protected`), pbsfs's `mark` and, after a real
+        // run, whether each snapshot is now gone.
+        let list: Vec<_> = plan
+            .iter()
+            .map(|(s, mark)| {
+                let mut v = json!({
+                    "backup-type": s.dir.group.ty.as_str(),
+                    "backup-id": s.dir.group.id,
+                    "backup-time": s.dir.time,
+                    "keep": mark.keeps(),
+                    "protected": s.protected,
+                    "mark": mark.to_string(),
+                });
+                if !s.dir.group.ns.is_root() {
+                    v["ns"] = json!(s.dir.group.ns.to_string());
+                }
+                if !args.dry_run {
+                    v["removed"] = json!(removed.contains(&s.dir.time));
+                }
+                v
+            })
+            .collect();
+        print_json(&list, args.output_format)?;
+    }
+    // The summary goes to stderr: stdout is the list, one `NAME MARK` line each, which
+    // scripts read line by line.
+    if args.dry_run {
+        eprintln!(
+            "would prune {g}: {} to remove, {kept} kept (dry run: nothing removed)",
+            count(doomed, "snapshot")
+        );
+    } else {
+        let failed = match doomed - removed.len() as u64 {
+            0 => String::new(),
+            n => format!(", {n} could not be removed"),
+        };
+        eprintln!(
+            "pruned {g}: {} removed, {kept} kept{failed}",
+            count(removed.len() as u64, "snapshot")
+        );
     }
     Ok(exit::OK)
 }
@@ -92,6 +151,7 @@ pub fn gc(
     store: &std::path::Path,
     cutoff: Option<u64>,
     force: bool,
+    format: OutputFormat,
     pbs: Option<&str>,
 ) -> Result<i32> {
     let ds = super::open_store(store, pbs)?;
@@ -102,7 +162,23 @@ pub fn gc(
             cfg.name
         );
     }
-    let r = run_gc(&ds, cutoff.unwrap_or(DEFAULT_ATIME_CUTOFF), force)?;
+    let bar = Bar::new(Unit::Count, "gc");
+    let tell = |p| bar.ops(p);
+    let progress: Option<ProgressFn> = bar.is_drawn().then_some(&tell);
+    let r = run_gc_with_progress(&ds, cutoff.unwrap_or(DEFAULT_ATIME_CUTOFF), force, progress)?;
+    bar.finish();
+    if r.missing_chunks > 0 {
+        eprintln!(
+            "pbsfs: warning: {} referenced chunks are missing; run pbsfs verify",
+            r.missing_chunks
+        );
+    }
+    if format.is_json() {
+        let mut v = r.status_json();
+        v["missing-chunks"] = json!(r.missing_chunks);
+        print_json(&v, format)?;
+        return Ok(exit::OK);
+    }
     println!(
         "index files: {} ({} of data)",
         r.index_file_count,
@@ -127,12 +203,6 @@ pub fn gc(
     );
     if r.still_bad > 0 {
         println!("bad chunks kept: {}", r.still_bad);
-    }
-    if r.missing_chunks > 0 {
-        eprintln!(
-            "pbsfs: warning: {} referenced chunks are missing; run pbsfs verify",
-            r.missing_chunks
-        );
     }
     Ok(exit::OK)
 }

@@ -14,6 +14,7 @@ pub mod mount_helper;
 pub mod namespaces;
 pub mod notes;
 pub mod output;
+pub mod progress;
 pub mod restore;
 pub mod verify;
 
@@ -63,7 +64,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             store,
             atime_cutoff,
             force,
-        } => manage::gc(&store, atime_cutoff, force, pbs),
+            output_format,
+        } => manage::gc(&store, atime_cutoff, force, output_format, pbs),
         Command::Mount(args) => mount::run(&args, pbs),
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
         Command::Restore(args) => restore::run(&args, pbs),
@@ -73,39 +75,6 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::GenerateMan { dir } => generate::man_pages(&dir),
         Command::GenerateCompletions { shell } => generate::completions(shell),
         Command::CompleteNames { store, ns } => generate::names(&store, ns.as_deref(), pbs),
-    }
-}
-
-static BAR: std::sync::OnceLock<indicatif::ProgressBar> = std::sync::OnceLock::new();
-
-/// The byte progress callback of a long command (backup, restore): a bar on stderr when
-/// it is a terminal, none otherwise (scripts and logs get the summary alone).
-fn terminal_progress() -> Option<fn(u64, u64)> {
-    use std::io::IsTerminal;
-    std::io::stderr()
-        .is_terminal()
-        .then_some(progress as fn(u64, u64))
-}
-
-fn progress(done: u64, total: u64) {
-    let bar = BAR.get_or_init(|| {
-        let b = indicatif::ProgressBar::new(total);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .expect("valid template"),
-        );
-        b
-    });
-    bar.set_length(total);
-    bar.set_position(done);
-}
-
-/// Clear the bar, if one was drawn, before the summary is printed.
-fn finish_progress() {
-    if let Some(b) = BAR.get() {
-        b.finish_and_clear();
     }
 }
 

@@ -21,7 +21,7 @@ pub fn run(args: &RestoreArgs, pbs: Option<&str>) -> Result<i32> {
     let name = super::resolve_archive(&ds, &d, &m, &args.archive)?;
     let opts = RestoreOptions {
         overwrite: args.overwrite,
-        progress: super::terminal_progress(),
+        progress: super::progress::terminal_bytes("restore"),
     };
     let report = match name.kind() {
         ArchiveKind::Image | ArchiveKind::Stream | ArchiveKind::Blob | ArchiveKind::ClientLog => {
@@ -54,7 +54,7 @@ pub fn run(args: &RestoreArgs, pbs: Option<&str>) -> Result<i32> {
             ))
         }
     };
-    super::finish_progress();
+    super::progress::finish_bytes();
     let mib = report.bytes as f64 / (1024.0 * 1024.0);
     println!(
         "restored {d}/{name} to {}: {}, {} ({mib:.1} MiB, {} in holes) in {:.1} s",
