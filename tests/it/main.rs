@@ -31,6 +31,7 @@ mod output;
 mod package;
 mod pbs_alongside;
 mod pbs_store;
+mod progress;
 mod pxar_backup;
 mod pxar_decode;
 mod pxar_flags;
