@@ -3,8 +3,7 @@
 //! come from the snapshot's catalog (`catalog.pcat1.didx`) for the archives it lists,
 //! and from the metadata stream of every other pxar archive (a split archive's
 //! `NAME.mpxar.didx` has no catalog): only metadata is decoded there, and a split
-//! archive's payload stream is never even opened. Also `JsonArray`, the streamed JSON
-//! list of catalog, find and diff.
+//! archive's payload stream is never even opened.
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -14,7 +13,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::cli::{CatalogArgs, OutputFormat};
+use super::output::JsonArray;
+use crate::cli::CatalogArgs;
 use crate::pxar::catalog::{CatalogAttr, CatalogReader};
 use crate::pxar::decoder::{Archive, Entry, EntryKind};
 use crate::pxar::format::{S_IFBLK, S_IFMT};
@@ -263,49 +263,6 @@ pub fn item_json(item: &Item) -> Value {
     v
 }
 
-/// A JSON array written element by element, so memory stays flat however long the
-/// list (catalog, find, diff): `json` puts each element on a line of its own between
-/// `[` and `]`; `json-pretty` indents as serde_json's pretty printer does, so the text
-/// is the one it would print for the whole array. No element: `[]`.
-#[derive(Debug)]
-pub struct JsonArray {
-    pretty: bool,
-    count: u64,
-}
-
-impl JsonArray {
-    /// Open the array (`format` is one of the JSON forms).
-    pub fn begin(out: &mut impl Write, format: OutputFormat) -> Result<JsonArray> {
-        out.write_all(b"[").ctx("stdout")?;
-        Ok(JsonArray {
-            pretty: format == OutputFormat::JsonPretty,
-            count: 0,
-        })
-    }
-
-    pub fn push(&mut self, out: &mut impl Write, v: &Value) -> Result<()> {
-        out.write_all(if self.count == 0 { b"\n" } else { b",\n" })
-            .ctx("stdout")?;
-        if self.pretty {
-            let text = serde_json::to_string_pretty(v).expect("a JSON value serializes");
-            for (i, line) in text.lines().enumerate() {
-                let sep = if i == 0 { "" } else { "\n" };
-                write!(out, "{sep}  {line}").ctx("stdout")?;
-            }
-        } else {
-            write!(out, "{v}").ctx("stdout")?;
-        }
-        self.count += 1;
-        Ok(())
-    }
-
-    /// Close the array and end the line.
-    pub fn finish(self, out: &mut impl Write) -> Result<()> {
-        let end: &[u8] = if self.count == 0 { b"]\n" } else { b"\n]\n" };
-        out.write_all(end).ctx("stdout")
-    }
-}
-
 pub fn run(args: &CatalogArgs, pbs: Option<&str>) -> Result<i32> {
     let ds = super::open_store(&args.store, pbs)?;
     let ns = super::parse_ns(args.ns.as_deref())?;
@@ -341,11 +298,7 @@ pub fn run(args: &CatalogArgs, pbs: Option<&str>) -> Result<i32> {
     let cache = Arc::new(ChunkCache::new(16 << 20));
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut array = args
-        .output_format
-        .is_json()
-        .then(|| JsonArray::begin(&mut out, args.output_format))
-        .transpose()?;
+    let mut array = JsonArray::for_format(&mut out, args.output_format)?;
     walk_snapshot(
         &ds,
         &d,
@@ -362,43 +315,4 @@ pub fn run(args: &CatalogArgs, pbs: Option<&str>) -> Result<i32> {
     }
     out.flush().ctx("stdout")?;
     Ok(exit::OK)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stream(format: OutputFormat, items: &[Value]) -> String {
-        let mut out = Vec::new();
-        let mut a = JsonArray::begin(&mut out, format).unwrap();
-        for v in items {
-            a.push(&mut out, v).unwrap();
-        }
-        a.finish(&mut out).unwrap();
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn a_streamed_array_is_what_serde_json_prints_for_the_whole() {
-        for n in 0..3 {
-            let items: Vec<Value> = (0..n)
-                .map(|i| json!({"path": format!("/a{i}"), "what": ["mode", "owner"]}))
-                .collect();
-            let pretty = stream(OutputFormat::JsonPretty, &items);
-            assert_eq!(pretty, serde_json::to_string_pretty(&items).unwrap() + "\n");
-            let compact = stream(OutputFormat::Json, &items);
-            let lines: Vec<&str> = compact.lines().collect();
-            if n == 0 {
-                assert_eq!(compact, "[]\n");
-                continue;
-            }
-            assert_eq!(lines.len(), n + 2, "{compact}");
-            assert_eq!((lines[0], lines[n + 1]), ("[", "]"));
-            for (i, line) in lines[1..=n].iter().enumerate() {
-                let obj = line.strip_suffix(',').unwrap_or(line);
-                assert_eq!(serde_json::from_str::<Value>(obj).unwrap(), items[i]);
-            }
-            assert_eq!(serde_json::from_str::<Vec<Value>>(&compact).unwrap(), items);
-        }
-    }
 }

@@ -20,8 +20,8 @@ use std::vec::IntoIter;
 
 use serde_json::json;
 
-use super::catalog::JsonArray;
 use super::find::shown_path;
+use super::output::JsonArray;
 use crate::cli::DiffArgs;
 use crate::pxar::decoder::{Archive, Entry, EntryKind};
 use crate::pxar::format::{S_IFBLK, S_IFMT};
@@ -363,11 +363,7 @@ fn diff(args: &DiffArgs, pbs: Option<&str>, p: &mut Printer) -> Result<()> {
 
 pub fn run(args: &DiffArgs, pbs: Option<&str>) -> Result<i32> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let array = args
-        .output_format
-        .is_json()
-        .then(|| JsonArray::begin(&mut out, args.output_format))
-        .transpose()?;
+    let array = JsonArray::for_format(&mut out, args.output_format)?;
     let mut p = Printer { array, out };
     if let Err(e) = diff(args, pbs, &mut p) {
         // What was printed before goes out first; the error's kind picks the exit code

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::catalog::{item_json, walk_snapshot, Item, JsonArray};
+use super::catalog::{item_json, walk_snapshot, Item};
+use super::output::JsonArray;
 use crate::cli::FindArgs;
 use crate::store::chunks::cache::ChunkCache;
 use crate::store::format::names::{BackupDir, BackupGroup};
@@ -152,11 +153,7 @@ pub fn run(args: &FindArgs, pbs: Option<&str>) -> Result<i32> {
         None => ds.list_groups(&ns)?,
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let array = args
-        .output_format
-        .is_json()
-        .then(|| JsonArray::begin(&mut out, args.output_format))
-        .transpose()?;
+    let array = JsonArray::for_format(&mut out, args.output_format)?;
     let mut s = Search {
         ds: &ds,
         matcher,
