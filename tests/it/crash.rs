@@ -416,19 +416,16 @@ fn backups_killed_at_random_moments_never_finish_with_a_missing_chunk_and_gc_cle
         ok(&pbsfs(&["forget", s(&store), snap]));
     }
     // gc keeps chunks written in the second it starts (atimes compare in seconds, as
-    // PBS's): wait for the clock to leave the second of the newest chunk.
+    // PBS's): wait for the clock to leave the second of the newest chunk. The clock gc
+    // reads its start from is the coarse one, which lags the fine clock by up to a tick:
+    // waiting on the fine one let gc start in the old second a few ms later (a flake).
     let newest = chunk_files(&store)
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.atime())
         .max()
         .unwrap_or(0);
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64
-    };
+    let now = || pbsfs::util::sys::coarse_now_ns().0;
     assert!(crate::mount_util::poll(5, || now() > newest));
     ok(&pbsfs(&["gc", s(&store), "--atime-cutoff", "0"]));
     let referenced = referenced_chunks(&ds, "after gc");
