@@ -131,7 +131,12 @@ pub fn snapshots(args: &SnapshotsArgs, pbs: Option<&str>) -> Result<i32> {
     let ds = super::open_store(&args.store, pbs)?;
     let rows = snapshot_rows(&ds, args);
     let root_empty = args.group.is_none() && rows.as_ref().is_ok_and(Vec::is_empty);
-    let note = note_for(&ds, &args.store, args.ns.as_deref(), args.all, root_empty);
+    // A group the user named and the root has: the other namespaces are not the
+    // question (only when it is missing do they explain the error).
+    let note = match (&args.group, &rows) {
+        (Some(_), Ok(_)) => None,
+        _ => note_for(&ds, &args.store, args.ns.as_deref(), args.all, root_empty),
+    };
     let rows = match rows {
         Ok(r) => r,
         Err(e) => {

@@ -216,6 +216,8 @@ fn without_ns_a_note_says_which_other_namespaces_hold_snapshots() {
         assert_eq!(note_of(&[cmd, st, "--ns", ""]), "");
         assert_eq!(note_of(&[cmd, st, "--ns", "a"]), "");
     }
+    // A group the root has, named: no note (the question was that group).
+    assert_eq!(note_of(&["snapshots", st, "vm/100"]), "");
     // A group only another namespace has: the note comes before the error.
     let err = fails_with(&pbsfs(&["snapshots", st, "ct/200"]), 2);
     assert!(
