@@ -125,7 +125,9 @@ pub fn target_of(cmd: &crate::cli::Command) -> (&'static str, Target) {
                 (None, Some(_)) => Target::Syslog,
                 (None, None) => Target::Stderr,
             };
-            ("info", target)
+            // fuser's session warns that its own unmount failed after every `umount`
+            // from outside (the kernel already let go: EINVAL), a false alarm.
+            ("info,fuser::session=error", target)
         }
         _ => ("warn", Target::Stderr),
     }
