@@ -156,6 +156,14 @@ fn log_file_chooses_where_a_mount_logs() {
         listener.recv(&mut [0u8; 64]).is_err(),
         "nothing went to syslog"
     );
+    // A plain umount from outside ends it with no false alarm in the log.
+    ok(&Command::new("umount").arg(&mp).output().unwrap());
+    assert!(poll(10, || fs::read_to_string(&file)
+        .unwrap()
+        .contains("unmounted ")));
+    let text = fs::read_to_string(&file).unwrap();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains(" WARN ")).collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
 }
 
 #[test]
