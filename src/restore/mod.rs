@@ -99,6 +99,14 @@ pub fn restore_image(
     Ok(report)
 }
 
+/// Whether `write_sparse` skips the last block of `data` (its file then ends in a hole,
+/// whose length only `set_len` gives).
+pub(crate) fn ends_in_hole(data: &[u8]) -> bool {
+    let last = data.len().saturating_sub(1) / HOLE_MIN * HOLE_MIN;
+    let block = &data[last.min(data.len())..];
+    block.len() == HOLE_MIN && block.iter().all(|b| *b == 0)
+}
+
 /// Write `data` at the current position, seeking over runs of at least `HOLE_MIN`
 /// zero bytes (block-aligned within the buffer) instead of writing them. Returns the
 /// bytes skipped.
@@ -130,6 +138,22 @@ mod tests {
     use crate::store::format::index::Index;
     use std::os::unix::fs::MetadataExt;
     use std::sync::Arc;
+
+    #[test]
+    fn ends_in_hole_is_exactly_when_write_sparse_skips_the_last_block() {
+        let z = HOLE_MIN;
+        let cases: [(Vec<u8>, bool); 6] = [
+            (vec![], false),
+            (vec![0; z - 1], false),
+            (vec![0; z], true),
+            ([vec![1; z], vec![0; z]].concat(), true),
+            ([vec![0; z], vec![0; z - 1]].concat(), false),
+            ([vec![0; 2 * z - 1], vec![1]].concat(), false),
+        ];
+        for (i, (data, want)) in cases.iter().enumerate() {
+            assert_eq!(ends_in_hole(data), *want, "case {i}");
+        }
+    }
 
     #[test]
     fn an_image_restores_byte_exact_with_its_zero_runs_as_holes() {

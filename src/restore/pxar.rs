@@ -249,6 +249,9 @@ impl<R: ReadAt> Restorer<'_, R> {
         let c = self.ar.content(content)?;
         let mut buf = vec![0u8; BLOCK.min(c.len() as usize)];
         let mut pos = 0u64;
+        // Whether the last bytes were skipped as a hole: only then does the length need
+        // setting (one syscall per file saved: a tree's files are mostly small).
+        let mut ends_in_hole = false;
         while pos < c.len() {
             let n = self.ar.read_content(&c, pos, &mut buf)?;
             if n == 0 {
@@ -257,7 +260,9 @@ impl<R: ReadAt> Restorer<'_, R> {
                     format!("content ends at {pos} of {} bytes", c.len()),
                 ));
             }
-            self.report.sparse_bytes += write_sparse(&mut out, &buf[..n], shown)?;
+            let skipped = write_sparse(&mut out, &buf[..n], shown)?;
+            self.report.sparse_bytes += skipped;
+            ends_in_hole = skipped > 0 && crate::restore::ends_in_hole(&buf[..n]);
             pos += n as u64;
             self.report.bytes += n as u64;
             self.total += n as u64;
@@ -266,7 +271,10 @@ impl<R: ReadAt> Restorer<'_, R> {
                 p(self.total, 0);
             }
         }
-        out.set_len(c.len()).ctx(shown.display())
+        if ends_in_hole {
+            out.set_len(c.len()).ctx(shown.display())?;
+        }
+        Ok(())
     }
 
     /// Owner, mode, xattrs, ACLs, capabilities, mtime and `chattr` flags, in that order:
