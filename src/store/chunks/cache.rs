@@ -154,6 +154,15 @@ impl CacheInner {
         match best {
             Some(i) => self.pool.swap_remove(i),
             None => {
+                // Pooled buffers too small for the chunks read now (a pxar archive's
+                // smaller chunks, then an image's) would hold the pool's slots for
+                // good, and every later buffer would be a fresh one: one gives way.
+                if let Some(i) = (self.pool.iter().enumerate())
+                    .min_by_key(|(_, b)| b.capacity())
+                    .map(|(i, _)| i)
+                {
+                    self.pool.swap_remove(i);
+                }
                 self.allocated += 1;
                 Vec::with_capacity(want)
             }
@@ -389,6 +398,26 @@ mod tests {
         c.insert(d(4), Arc::new(vec![0; 400]), 100, false);
         assert!(c.get(&d(4)).is_none());
         assert_eq!(c.bytes, 80);
+    }
+
+    /// Buffers too small for the chunks read now give way: after one allocation per
+    /// small buffer at most, the large chunks' buffers are recycled.
+    #[test]
+    fn pooled_buffers_too_small_give_way_to_the_sizes_read_now() {
+        let mut c = CacheInner::default();
+        for _ in 0..POOL_BUFFERS {
+            c.give(Vec::with_capacity(100));
+        }
+        for _ in 0..2 * POOL_BUFFERS {
+            let a = c.take(10_000);
+            let b = c.take(10_000);
+            assert!(a.capacity() >= 10_000 && b.capacity() >= 10_000);
+            c.give(a);
+            c.give(b);
+        }
+        assert_eq!(c.allocated, 2, "two buffers, then recycled");
+        assert_eq!(c.pool.len(), POOL_BUFFERS);
+        assert_eq!(c.pool.iter().filter(|b| b.capacity() < 10_000).count(), 2);
     }
 
     fn temp_store(tag: &str) -> (std::path::PathBuf, ChunkStore) {
