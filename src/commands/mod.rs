@@ -27,8 +27,18 @@ use crate::store::format::names::{BackupDir, BackupGroup, BackupNamespace};
 use crate::store::Datastore;
 use crate::util::error::{Error, Result};
 
-/// Run a parsed command; returns the exit code (errors are returned, not printed).
+/// Run a parsed command; returns the exit code (errors are returned, not printed). A
+/// byte bar a failed backup or restore drew is cleared first, so the error the caller
+/// prints starts its own line.
 pub fn run(cli: Cli) -> Result<i32> {
+    let res = dispatch(cli);
+    if res.is_err() {
+        progress::finish_bytes();
+    }
+    res
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
     let pbs = cli.pbs_store.as_deref();
     match cli.command {
         Command::Init { store } => backup::init(&store),

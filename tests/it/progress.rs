@@ -485,3 +485,44 @@ fn backup_json_and_restore_bar_and_summary() {
         pseudo_random(64 * 1024, 10)
     );
 }
+
+/// A restore that fails midway on a terminal clears its bar before the error, which
+/// then starts its own line (the bar lives in a static that is never dropped).
+#[test]
+fn a_failed_restore_clears_its_bar_before_the_error() {
+    let tmp = TempDir::new("progress-fail");
+    let store = sparse_store(&tmp);
+    ok(&backup_image(
+        &store,
+        &tmp,
+        "vm/7",
+        &pseudo_random(8 * 4096, 11),
+        "2024-02-01T00:00:00Z",
+    ));
+    // The last chunk of the image (chunk files sort by digest: find it by content).
+    let last = pseudo_random(8 * 4096, 11)[7 * 4096..].to_vec();
+    let digest = pbsfs::Digest::of(&last).to_hex();
+    let chunk = chunk_files(&store)
+        .into_iter()
+        .find(|p| p.file_name().unwrap().to_str().unwrap() == digest)
+        .expect("the last chunk's file");
+    let mut raw = std::fs::read(&chunk).unwrap();
+    let n = raw.len() - 1;
+    raw[n] ^= 1;
+    std::fs::write(&chunk, &raw).unwrap();
+    let (tty, code) = on_terminal(&format!(
+        "{BIN} restore {} vm/7/latest drive-scsi0.img {}",
+        s(&store),
+        s(&tmp.join("out.img"))
+    ));
+    assert_eq!(code, 2, "{tty:?}");
+    drew(&tty, "restore ");
+    let after_clear = tty.rsplit("\x1b[2K").next().unwrap();
+    assert!(
+        after_clear
+            .trim_start_matches('\r')
+            .starts_with("pbsfs: error:")
+            && after_clear.contains(&digest),
+        "the error follows a cleared line: {tty:?}"
+    );
+}
