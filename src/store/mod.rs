@@ -8,6 +8,7 @@ pub mod format;
 pub mod lock;
 pub mod ops;
 pub mod pbs_config;
+pub mod progress;
 pub mod root;
 mod transaction;
 
@@ -125,11 +126,11 @@ impl Datastore {
         Self::create_with_progress(root, full, None)
     }
 
-    /// `create`, reporting the chunk prefix folders made (`ops::Progress::ChunkFolders`).
+    /// `create`, reporting the chunk prefix folders made (`progress::Progress::ChunkFolders`).
     pub fn create_with_progress(
         root: &Path,
         full: bool,
-        progress: Option<ops::ProgressFn>,
+        progress: Option<progress::ProgressFn>,
     ) -> Result<Datastore> {
         match fs::read_dir(root) {
             Ok(mut rd) => {

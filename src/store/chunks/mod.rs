@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::store::files::{self, Owner, TempFile};
 use crate::store::format::blob::{self, BlobKind};
-use crate::store::ops::{Progress, ProgressFn};
+use crate::store::progress::{Progress, ProgressFn};
 use crate::store::root::StoreRoot;
 use crate::util::digest::Digest;
 use crate::util::error::{CorruptKind, Error, IoContext, Result};

@@ -7,26 +7,6 @@ pub mod gc;
 pub mod prune;
 pub mod verify;
 
-/// How far a long store operation is. Counts only grow within one phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    /// `init`: chunk prefix folders created, of 65536.
-    ChunkFolders { done: u64, total: u64 },
-    /// `verify`: the snapshot being checked (1-based) of all, and the distinct chunks
-    /// checked of those queued so far (the total grows as each snapshot's indexes are
-    /// read: reading them all first would read every index twice).
-    Verify {
-        snapshot: u64,
-        snapshots: u64,
-        chunks: u64,
-        chunks_total: u64,
-    },
-    /// `gc` phase 1: index files marked, of those found.
-    GcMark { done: u64, total: u64 },
-    /// `gc` phase 2: chunk prefix folders swept, of 65536.
-    GcSweep { done: u64, total: u64 },
-}
-
-/// A progress callback; called from worker threads too, so `Sync`. Callers that draw
-/// should throttle (it may be called once per chunk).
-pub type ProgressFn<'a> = &'a (dyn Fn(Progress) + Sync);
+/// Where the long operations (and `init`, in `chunks`) report how far they are; kept
+/// in `store::progress` so the chunk store below these operations need not import them.
+pub use super::progress::{Progress, ProgressFn};
