@@ -2,10 +2,11 @@
 //! readers of one chunk decode it once) and background readahead into it. Every buffer
 //! in it passed `ChunkStore::read_verified_into`, and a hit is handed out only for the
 //! length it was verified at, so no index can make a reader see more or fewer bytes than
-//! the chunk holds. Buffers of evicted chunks and of read chunk files are kept in a small
-//! pool and decoded into again: with the mount's malloc limits (blocks of 2 MiB and more
-//! are mmapped and returned when freed) a fresh 4 MiB buffer costs 1,024 page faults and
-//! their zeroing, a recycled one none.
+//! the chunk holds. Buffers of evicted chunks are kept in a small pool and decoded into
+//! again (chunk files are decoded as they are read, into no buffer of their own): with
+//! the mount's malloc limits (blocks of 2 MiB and more are mmapped and returned when
+//! freed) a fresh 4 MiB buffer costs 1,024 page faults and their zeroing, a recycled one
+//! none.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex};
 
 use crate::store::chunks::ChunkStore;
-use crate::store::format::blob;
 use crate::util::digest::Digest;
 use crate::util::error::{CorruptKind, Error, Result};
 
@@ -27,8 +27,8 @@ pub const READAHEAD_CHUNKS: usize = 5;
 /// cores decoding while others wait for the disk (a chunk file is read synchronously).
 const READAHEAD_THREADS: usize = 4;
 const READAHEAD_QUEUE: usize = 16;
-/// Free buffers kept for reuse (chunk files being read and chunks being decoded take
-/// them; evicted chunks and read chunk files give them back).
+/// Free buffers kept for reuse (chunks being decoded take them; evicted chunks give
+/// them back).
 const POOL_BUFFERS: usize = 4;
 /// Evicted chunks kept until their last reader lets go, to be pooled then. Readahead
 /// evicts the chunk a sequential reader just finished, whose last READ may still be
@@ -135,10 +135,10 @@ impl CacheInner {
         self.bytes += len;
     }
 
-    /// A free buffer for a chunk of `len` bytes, or for its file: the smallest pooled one
-    /// holding that without growing, else a new one. Every buffer has room for the
-    /// chunk's file too (`len` plus the largest header), so a buffer serves either role
-    /// next time and the pool does not fill with buffers too small to decode into.
+    /// A free buffer for decoding a chunk of `len` bytes (which takes one byte more: see
+    /// `decode_read_into`): the smallest pooled one holding that without growing and not
+    /// much larger (the cache counts a chunk's length, and the whole buffer is resident),
+    /// else a new one.
     fn take(&mut self, len: usize) -> Vec<u8> {
         for held in std::mem::take(&mut self.retired) {
             match Arc::try_unwrap(held) {
@@ -146,22 +146,20 @@ impl CacheInner {
                 Err(held) => self.retired.push(held),
             }
         }
-        let want = len.saturating_add(blob::ENCRYPTED_HEADER_LEN);
+        let want = len.saturating_add(1);
+        let fits = |b: &Vec<u8>| (want..=want.saturating_add(want / 4)).contains(&b.capacity());
         let best = (self.pool.iter().enumerate())
-            .filter(|(_, b)| b.capacity() >= want)
+            .filter(|(_, b)| fits(b))
             .min_by_key(|(_, b)| b.capacity())
             .map(|(i, _)| i);
         match best {
-            Some(i) => self.pool.swap_remove(i),
+            Some(i) => self.pool.remove(i),
             None => {
-                // Pooled buffers too small for the chunks read now (a pxar archive's
-                // smaller chunks, then an image's) would hold the pool's slots for
-                // good, and every later buffer would be a fresh one: one gives way.
-                if let Some(i) = (self.pool.iter().enumerate())
-                    .min_by_key(|(_, b)| b.capacity())
-                    .map(|(i, _)| i)
-                {
-                    self.pool.swap_remove(i);
+                // Pooled buffers that fit none of the chunks read now (a pxar archive's
+                // chunks, then an image's) would hold the pool's slots for good, and
+                // every later buffer would be a fresh one: the longest pooled gives way.
+                if !self.pool.is_empty() {
+                    self.pool.remove(0);
                 }
                 self.allocated += 1;
                 Vec::with_capacity(want)
@@ -269,7 +267,6 @@ impl ChunkCache {
         g.reads += 1;
         g.reserved += reserved;
         let out = g.take(usize::try_from(len).unwrap_or(0));
-        let mut raw = g.take(usize::try_from(len).unwrap_or(0));
         drop(g);
         let guard = LoadingGuard {
             cache: self,
@@ -277,10 +274,9 @@ impl ChunkCache {
             reserved,
         };
         let res = store
-            .read_verified_into(digest, Some(len), &mut raw, out)
+            .read_verified_into(digest, Some(len), out)
             .map(Arc::new);
         let mut g = self.inner.lock();
-        g.give(raw);
         if let Ok(data) = &res {
             g.insert(*digest, data.clone(), self.capacity, fresh);
         }
@@ -420,6 +416,39 @@ mod tests {
         assert_eq!(c.pool.iter().filter(|b| b.capacity() < 10_000).count(), 2);
     }
 
+    /// A pooled buffer much larger than the chunk is not decoded into: the cache counts
+    /// the chunk's length, but all of a once-filled buffer stays resident (a pxar
+    /// archive's 16 MiB chunk, then an image's 4 MiB ones). Such buffers give way too.
+    #[test]
+    fn pooled_buffers_much_larger_are_not_used_for_smaller_chunks() {
+        let mut c = CacheInner::default();
+        for _ in 0..POOL_BUFFERS {
+            c.give(Vec::with_capacity(40_000));
+        }
+        for _ in 0..2 * POOL_BUFFERS {
+            let a = c.take(10_000);
+            let b = c.take(10_000);
+            assert!(
+                (10_001..=12_501).contains(&a.capacity()),
+                "{}",
+                a.capacity()
+            );
+            assert!(
+                (10_001..=12_501).contains(&b.capacity()),
+                "{}",
+                b.capacity()
+            );
+            c.give(a);
+            c.give(b);
+        }
+        assert_eq!(c.allocated, 2, "two buffers, then recycled");
+        // One a fifth larger than needed still serves.
+        let mut c = CacheInner::default();
+        c.give(Vec::with_capacity(12_000));
+        assert_eq!(c.take(10_000).capacity(), 12_000);
+        assert_eq!(c.allocated, 0);
+    }
+
     fn temp_store(tag: &str) -> (std::path::PathBuf, ChunkStore) {
         let root = std::env::temp_dir().join(format!(
             "pbsfs-{tag}-{}",
@@ -442,7 +471,7 @@ mod tests {
     }
 
     #[test]
-    fn evicted_chunks_and_chunk_files_buffers_are_reused_with_the_right_content() {
+    fn evicted_chunks_buffers_are_reused_with_the_right_content() {
         let (root, store) = temp_store("pool");
         const LEN: usize = 300_000;
         let d = chunks(&store, 4, LEN);
@@ -450,9 +479,10 @@ mod tests {
         for want in &d[..2] {
             cache.get(&store, want, LEN as u64).unwrap();
         }
-        // Two chunks cached, one chunk file's buffer pooled.
+        // Two chunks cached; chunk files are decoded as read, into no buffer of the pool.
         let warm = cache.buffers_allocated();
-        assert_eq!(warm, 3);
+        assert_eq!(warm, 2);
+        assert_eq!(cache.pooled_bytes(), 0);
         // Every further miss evicts a chunk first and decodes into its buffer.
         for round in 0..3 {
             for (i, want) in d.iter().enumerate() {

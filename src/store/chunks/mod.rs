@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::store::files::{self, Owner, TempFile};
 use crate::store::format::blob::{self, BlobKind};
+use crate::store::format::blob_read;
 use crate::store::progress::{Progress, ProgressFn};
 use crate::store::root::StoreRoot;
 use crate::util::digest::Digest;
@@ -222,14 +223,27 @@ impl ChunkStore {
     }
 
     fn read_raw(&self, digest: &Digest) -> Result<(PathBuf, Vec<u8>)> {
-        let mut raw = Vec::new();
-        let path = self.read_raw_into(digest, &mut raw)?;
-        Ok((path, raw))
+        self.read_chunk_file(digest, |read, _| {
+            let mut raw = Vec::new();
+            let mut piece = vec![0; 64 * 1024];
+            loop {
+                match read(&mut piece)? {
+                    0 => return Ok(raw),
+                    n => raw.extend_from_slice(&piece[..n]),
+                }
+            }
+        })
     }
 
-    /// The chunk file's bytes into `raw` (cleared; its capacity reused): never through a
-    /// symlink, never a FIFO, never more than a chunk can be.
-    fn read_raw_into(&self, digest: &Digest, raw: &mut Vec<u8>) -> Result<PathBuf> {
+    /// Open the chunk file of `digest` (never through a symlink, never a FIFO) and hand
+    /// `consume` a `read` over its bytes (as `Read::read`, 0 at the end) that never yields
+    /// more than a chunk file can be, and the path. Errors of either name the digest and
+    /// the path; a file too large is one, whatever `consume` found.
+    fn read_chunk_file<T>(
+        &self,
+        digest: &Digest,
+        consume: impl FnOnce(&mut dyn FnMut(&mut [u8]) -> Result<usize>, &Path) -> Result<T>,
+    ) -> Result<(PathBuf, T)> {
         let path = self.chunk_path(digest);
         if let Some(why) = &self.unreadable {
             return Err(Error::Unavailable {
@@ -238,7 +252,7 @@ impl ChunkStore {
             });
         }
         let limit = blob::MAX_ENCODED_SIZE as u64;
-        let mut read = || -> Result<()> {
+        let read = || -> Result<T> {
             let (file, md) = self.fs.open_file(&path)?;
             let too_large =
                 |len, why| Error::corrupt(path.display(), CorruptKind::Size { len, why });
@@ -248,20 +262,16 @@ impl ChunkStore {
                     "larger than its format allows (not read)",
                 ));
             }
-            raw.clear();
-            raw.reserve_exact(md.len() as usize);
             // The file may grow meanwhile: never read past the limit.
-            file.take(limit + 1).read_to_end(raw).ctx(path.display())?;
-            if raw.len() as u64 > limit {
-                return Err(too_large(
-                    raw.len() as u64,
-                    "grew past what its format allows",
-                ));
+            let mut file = file.take(limit + 1);
+            let res = consume(&mut |buf| file.read(buf).ctx(path.display()), &path);
+            if file.limit() == 0 {
+                return Err(too_large(limit + 1, "grew past what its format allows"));
             }
-            Ok(())
+            res
         };
         match read() {
-            Ok(()) => Ok(path),
+            Ok(t) => Ok((path, t)),
             Err(e) => Err(match e.kind() {
                 Error::NotFound { .. } => Error::ChunkMissing {
                     digest: *digest,
@@ -281,23 +291,52 @@ impl ChunkStore {
     /// and the length the index expects. Every error names the digest and the path.
     /// (`read_verified_into` with fresh buffers.)
     pub fn read_verified(&self, digest: &Digest, expected_len: Option<u64>) -> Result<Vec<u8>> {
-        self.read_verified_into(digest, expected_len, &mut Vec::new(), Vec::new())
+        self.read_verified_into(digest, expected_len, Vec::new())
     }
 
-    /// `read_verified` into recycled buffers: the chunk file is read into `raw` and
-    /// decoded into `out` (both cleared first, their capacity reused), which is returned
-    /// once verified. With `expected_len`, `out` needs no more than that many bytes.
+    /// `read_verified` into a recycled buffer: the chunk file is decoded as it is read,
+    /// in pieces, into `out` (cleared first, its capacity reused), which is returned once
+    /// verified. With `expected_len`, `out` needs no more than that many bytes and one.
     pub fn read_verified_into(
         &self,
         digest: &Digest,
         expected_len: Option<u64>,
-        raw: &mut Vec<u8>,
         mut out: Vec<u8>,
     ) -> Result<Vec<u8>> {
-        let path = self.read_raw_into(digest, raw)?;
+        let (path, ()) = self.read_chunk_file(digest, |read, path| {
+            self.decode_chunk(digest, path, expected_len, read, &mut out)
+        })?;
         let bad = |why| Error::ChunkCorrupt {
             digest: *digest,
             path: path.clone(),
+            why,
+        };
+        if let Some(len) = expected_len {
+            if out.len() as u64 != len {
+                return Err(bad(CorruptKind::Length {
+                    actual: out.len() as u64,
+                    expected: len,
+                }));
+            }
+        }
+        if Digest::of(&out) != *digest {
+            return Err(bad(CorruptKind::DigestMismatch));
+        }
+        Ok(out)
+    }
+
+    /// Decode a chunk file's bytes (`read`) into `out`, its errors naming the chunk.
+    fn decode_chunk(
+        &self,
+        digest: &Digest,
+        path: &Path,
+        expected_len: Option<u64>,
+        read: &mut dyn FnMut(&mut [u8]) -> Result<usize>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let bad = |why| Error::ChunkCorrupt {
+            digest: *digest,
+            path: path.to_path_buf(),
             why,
         };
         let limit = expected_len
@@ -307,7 +346,7 @@ impl ChunkStore {
                     .min(blob::MAX_CHUNK_SIZE)
             })
             .unwrap_or(blob::MAX_CHUNK_SIZE);
-        blob::decode_into(raw, limit, &mut out).map_err(|e| match e {
+        blob_read::decode_read_into(read, limit, out).map_err(|e| match e {
             // More than the index says: "at least one byte too long".
             Error::Corrupt {
                 why: CorruptKind::Oversized { .. },
@@ -321,19 +360,7 @@ impl ChunkStore {
                 what: format!("chunk {digest} ({})", path.display()),
             },
             other => other,
-        })?;
-        if let Some(len) = expected_len {
-            if out.len() as u64 != len {
-                return Err(bad(CorruptKind::Length {
-                    actual: out.len() as u64,
-                    expected: len,
-                }));
-            }
-        }
-        if Digest::of(&out) != *digest {
-            return Err(bad(CorruptKind::DigestMismatch));
-        }
-        Ok(out)
+        })
     }
 
     /// Verify a chunk as PBS's verify does: an unencrypted chunk fully (as `read_verified`);

@@ -11,12 +11,12 @@ use crate::util::error::{CorruptKind, Error, Result};
 pub const MAX_BLOB_FILE: u64 = (MAX_BLOB_SIZE + ENCRYPTED_HEADER_LEN) as u64;
 
 /// How format errors name a blob; callers add which one.
-const BLOB: &str = "blob";
+pub(super) const BLOB: &str = "blob";
 
 /// `sha256("Proxmox Backup uncompressed blob v1.0")[0..8]`
-const UNCOMPRESSED_BLOB_MAGIC_1_0: [u8; 8] = [66, 171, 56, 7, 190, 131, 112, 161];
+pub(super) const UNCOMPRESSED_BLOB_MAGIC_1_0: [u8; 8] = [66, 171, 56, 7, 190, 131, 112, 161];
 /// `sha256("Proxmox Backup zstd compressed blob v1.0")[0..8]`
-const COMPRESSED_BLOB_MAGIC_1_0: [u8; 8] = [49, 185, 88, 66, 111, 182, 163, 127];
+pub(super) const COMPRESSED_BLOB_MAGIC_1_0: [u8; 8] = [49, 185, 88, 66, 111, 182, 163, 127];
 /// `sha256("Proxmox Backup encrypted blob v1.0")[0..8]`
 pub const ENCRYPTED_BLOB_MAGIC_1_0: [u8; 8] = [123, 103, 133, 190, 34, 45, 76, 240];
 /// `sha256("Proxmox Backup zstd compressed encrypted blob v1.0")[0..8]`
@@ -258,7 +258,7 @@ pub fn decode_into(raw: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<()> {
 }
 
 /// zstd's return code for "destination buffer is too small": more output than `limit`.
-const DST_SIZE_TOO_SMALL: usize = 0usize
+pub(super) const DST_SIZE_TOO_SMALL: usize = 0usize
     .wrapping_sub(zstd::zstd_safe::zstd_sys::ZSTD_ErrorCode::ZSTD_error_dstSize_tooSmall as usize);
 
 /// Encode plain bytes as an unencrypted blob. With `compress`, zstd level 1 is used and
@@ -281,7 +281,7 @@ pub fn encode(data: &[u8], compress: bool) -> Result<Vec<u8>> {
     Ok(assemble(UNCOMPRESSED_BLOB_MAGIC_1_0, data))
 }
 
-fn assemble(magic: [u8; 8], payload: &[u8]) -> Vec<u8> {
+pub(super) fn assemble(magic: [u8; 8], payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&magic);
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod blob;
+pub mod blob_read;
 pub mod index;
 pub mod manifest;
 pub mod names;
