@@ -111,14 +111,6 @@ impl Vfs {
             }
         }
         let l = Arc::new(self.scan_group(g, &dir, &path, &md)?);
-        // Snapshots new to this mount: their manifests are about to be read (`warm.rs`).
-        for s in l.snaps.iter().filter(|s| s.finished) {
-            if kept.as_ref().is_none_or(|k| k.at(s.time).is_none()) {
-                if let Some(name) = crate::util::time::format_utc(s.time) {
-                    self.warmer.queue(path.join(name));
-                }
-            }
-        }
         self.groups.insert(g.clone(), l.clone());
         scope::keep_group(self, g, &l);
         Ok(l)
@@ -142,7 +134,7 @@ impl Vfs {
     ) -> Result<GroupListing> {
         let now = SystemTime::now();
         let mut owner = false;
-        let mut snaps = Vec::new();
+        let mut found = Vec::new();
         for (name, ty) in sys::read_dir_fd(dir).ctx(path.display())? {
             let Some(n) = name.to_str() else {
                 continue;
@@ -164,23 +156,9 @@ impl Vfs {
             if crate::store::format::names::BackupDir::new(g.clone(), time).is_err() {
                 continue;
             }
-            let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
-            let Ok(snap) = sys::open_beneath(dir, Path::new(n), flags, 0) else {
-                continue;
-            };
-            let smd = snap
-                .metadata()
-                .map_err(|e| Error::io(path.join(n).display(), e))?;
-            let finished =
-                sys::stat_at(&snap, OsStr::new(MANIFEST_BLOB_NAME)).is_ok_and(|s| s.is_file());
-            snaps.push(SnapEntry {
-                time,
-                ino: smd.ino(),
-                uid: smd.uid(),
-                gid: smd.gid(),
-                finished,
-            });
+            found.push((n.to_string(), time));
         }
+        let mut snaps = probe_snapshots(dir, path, &found)?;
         snaps.sort_by_key(|s| s.time);
         snaps.dedup_by_key(|s| s.time);
         let mtime = systime(md.mtime(), md.mtime_nsec());
@@ -203,4 +181,48 @@ impl Vfs {
     pub(super) fn forget_group_listing(&self, g: &BackupGroup) {
         self.groups.remove(g);
     }
+}
+
+/// Snapshot folders at most probed by one thread: a cold group of 100 snapshots waits
+/// on 100 inode reads and 100 folder reads, which the disk serves side by side.
+const PROBES_PER_THREAD: usize = 25;
+
+/// The entries of the snapshot folders `found` (name, time) in group folder `dir`: each
+/// folder's inode and owner, and whether its manifest exists (a finished snapshot). Folders
+/// gone meanwhile are skipped. Many are probed on a few threads.
+fn probe_snapshots(dir: &File, path: &Path, found: &[(String, i64)]) -> Result<Vec<SnapEntry>> {
+    let probe = |part: &[(String, i64)]| -> Result<Vec<SnapEntry>> {
+        let mut out = Vec::with_capacity(part.len());
+        for (n, time) in part {
+            let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+            let Ok(snap) = sys::open_beneath(dir, Path::new(n), flags, 0) else {
+                continue;
+            };
+            let smd = snap
+                .metadata()
+                .map_err(|e| Error::io(path.join(n).display(), e))?;
+            let finished =
+                sys::stat_at(&snap, OsStr::new(MANIFEST_BLOB_NAME)).is_ok_and(|s| s.is_file());
+            out.push(SnapEntry {
+                time: *time,
+                ino: smd.ino(),
+                uid: smd.uid(),
+                gid: smd.gid(),
+                finished,
+            });
+        }
+        Ok(out)
+    };
+    if found.len() <= PROBES_PER_THREAD {
+        return probe(found);
+    }
+    let parts = found.chunks(found.len().div_ceil(4).max(PROBES_PER_THREAD));
+    std::thread::scope(|s| {
+        let probes: Vec<_> = parts.map(|p| s.spawn(move || probe(p))).collect();
+        let mut all = Vec::with_capacity(found.len());
+        for p in probes {
+            all.extend(p.join().unwrap_or_else(|e| std::panic::resume_unwind(e))?);
+        }
+        Ok(all)
+    })
 }

@@ -63,8 +63,13 @@ impl Vfs {
         if let Some(last) = l.last_finished() {
             out.push((LATEST.to_string(), Node::Latest(g.clone(), last.time)));
         }
+        // Listing a group is what comes before listing its snapshots (`ls -lR`): their
+        // manifests are read ahead now (`warm.rs`), every time, as the page cache may
+        // have dropped what an earlier listing read.
+        let path = self.ds.group_path(g);
         for s in l.snaps.iter().filter(|s| s.finished) {
             let d = BackupDir::new(g.clone(), s.time)?;
+            self.warmer.queue(path.join(d.time_string()));
             out.push((d.time_string(), Node::Snapshot(d, s.ino)));
         }
         Ok(out)

@@ -1,9 +1,12 @@
 //! Reading ahead of a cold listing. `ls -lR` visits snapshot folders one after another,
 //! and each costs the mount two small reads the raw folders do not have: the manifest
 //! (for the file list and the sizes of `notes` and `verify_state`) and each config blob
-//! (for its decoded size). Cold, those are serial disk waits. When a group is scanned,
-//! its snapshots' manifests and small blobs are read here on a few threads, so the
-//! disk serves them side by side and the listing finds them in the page cache.
+//! (for its decoded size). Cold, those are serial disk waits. When a group folder is
+//! listed, its snapshots' manifests and small blobs are read here on a few threads, so
+//! the disk serves them side by side and the listing finds them in the page cache.
+//! (Queued when the group was first scanned instead, they were lost when the page cache
+//! dropped them before the listing: `ls vm` then, later, `ls -lR` ran 3.4x the raw
+//! folders' time, against 1.4-1.5x now.)
 //!
 //! Only the page cache is warmed: nothing read here is kept or trusted, and every read
 //! goes through `StoreRoot` (no symlink followed, no FIFO opened blocking, sizes checked
@@ -19,8 +22,9 @@ use crate::store::root::StoreRoot;
 
 /// Threads reading: the reads wait on the disk, not the CPU, so more than the cores.
 const THREADS: usize = 4;
-/// Snapshot folders queued at most (a path each): a type folder of 100 groups of 100
-/// snapshots queues them all at its first listing.
+/// Snapshot folders queued at most (a path each): a group of 10,000 snapshots queues
+/// them all when listed. Listed again, a group queues them again: reading a few KiB
+/// that the page cache holds costs the background threads four syscalls a file.
 const QUEUE: usize = 16_384;
 /// Larger files are not read ahead (a manifest or config is a few KiB; a big log blob
 /// is read when someone opens it).

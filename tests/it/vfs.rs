@@ -662,3 +662,42 @@ fn folders_list_the_same_without_a_handle_in_pieces() {
     assert!(piece(0).iter().any(|(n, _)| n == ".notes.swp"));
     assert_eq!(piece(0), whole(&v));
 }
+
+/// A group folder of many snapshots is probed on several threads: its listing still
+/// shows exactly the finished snapshots (a manifest present), in time order, `latest`
+/// naming the newest finished one, and nothing for running snapshots or stray entries.
+#[test]
+fn a_group_of_many_snapshots_lists_exactly_the_finished_ones() {
+    let tmp = TempDir::new("vfs-many");
+    let f = fixture(&tmp);
+    for i in 0..70 {
+        make_snapshot(&f.ds, &SnapSpec::vm("many", T1 + i as i64 * 60));
+    }
+    let group_dir = f.store.join("vm/many");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&group_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with('Z'))
+        .collect();
+    on_disk.sort();
+    assert_eq!(on_disk.len(), 70, "{on_disk:?}");
+    // Every 7th is still running (no manifest), the newest among them.
+    for name in on_disk.iter().step_by(7).chain(on_disk.last()) {
+        std::fs::remove_file(group_dir.join(name).join("index.json.blob")).unwrap();
+    }
+    std::fs::create_dir(group_dir.join("not-a-snapshot")).unwrap();
+    std::fs::write(group_dir.join("2024-01-01T00:00:00Z"), b"a file").unwrap();
+    let want: Vec<String> = (on_disk.iter().enumerate())
+        .filter(|(i, _)| i % 7 != 0 && *i != 69)
+        .map(|(_, n)| n.clone())
+        .collect();
+    let v = vfs(&f, true);
+    let group = walk(&v, "vm/many");
+    let listed: Vec<String> = names(&v, group)
+        .into_iter()
+        .filter(|n| n.ends_with('Z'))
+        .collect();
+    assert_eq!(listed, want);
+    let latest = v.lookup(group, OsStr::new("latest")).unwrap().attr.ino;
+    assert_eq!(v.readlink(latest).unwrap(), want.last().unwrap().as_bytes());
+}
