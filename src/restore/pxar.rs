@@ -153,7 +153,7 @@ impl<R: ReadAt> Restorer<'_, R> {
                 let shown = done.dir.path.clone();
                 // The folder's descriptor goes first: metadata acts on its name.
                 drop(done.dir);
-                self.metadata(&path, &shown, &done.entry)?;
+                self.metadata(Place::Path(&path), &shown, &done.entry)?;
                 continue;
             };
             if child.is_dir() {
@@ -191,8 +191,9 @@ impl<R: ReadAt> Restorer<'_, R> {
         match &e.kind {
             EntryKind::Directory(_) => unreachable!("folders go through tree()"),
             EntryKind::File { .. } => {
-                self.file(&at, &shown, e)?;
+                let out = self.file(dir, &e.name, &shown, e)?;
                 self.restored.insert(e.offset, shown.clone());
+                return self.metadata(Place::Open(&out, &at), &shown, e);
             }
             EntryKind::Hardlink { target_offset, .. } => {
                 let target = self.ar.hardlink_target(e)?;
@@ -203,9 +204,9 @@ impl<R: ReadAt> Restorer<'_, R> {
                     }
                     // Its first name lies outside what is restored: a copy of the file.
                     None => {
-                        self.file(&at, &shown, &target)?;
+                        let out = self.file(dir, &e.name, &shown, &target)?;
                         self.restored.insert(target.offset, shown.clone());
-                        return self.metadata(&at, &shown, &target);
+                        return self.metadata(Place::Open(&out, &at), &shown, &target);
                     }
                 }
             }
@@ -226,18 +227,16 @@ impl<R: ReadAt> Restorer<'_, R> {
                     .ctx(format!("mknod {}", shown.display()))?;
             }
         }
-        self.metadata(&at, &shown, e)
+        self.metadata(Place::Path(&at), &shown, e)
     }
 
-    /// A regular file with `content`'s bytes, holes for zero runs.
-    fn file(&mut self, at: &Path, shown: &Path, content: &Entry) -> Result<()> {
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(at)
-            .ctx(format!("create {}", shown.display()))?;
+    /// A regular file `name` in `dir` with `content`'s bytes, holes for zero runs; left
+    /// open for its metadata (set through the descriptor: no path walked again).
+    fn file(&mut self, dir: &Dir, name: &[u8], shown: &Path, content: &Entry) -> Result<File> {
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+        let mut out =
+            sys::open_beneath(&dir.file, Path::new(OsStr::from_bytes(name)), flags, 0o600)
+                .ctx(format!("create {}", shown.display()))?;
         // As PBS's extractor: the flags that only act on an empty file (NOCOW,
         // compression) go on first; the others at the end, in `metadata`.
         let initial = flags_to_chattr(content.stat.flags) & INITIAL_FS_FLAGS;
@@ -274,7 +273,7 @@ impl<R: ReadAt> Restorer<'_, R> {
         if ends_in_hole {
             out.set_len(c.len()).ctx(shown.display())?;
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Owner, mode, xattrs, ACLs, capabilities, mtime and `chattr` flags, in that order:
@@ -282,16 +281,24 @@ impl<R: ReadAt> Restorer<'_, R> {
     /// capability goes last of the attributes, then the time; the flags (regular files
     /// and folders, a folder's after its content) go very last, as in PBS's extractor,
     /// because IMMUTABLE and APPEND refuse any later change.
-    fn metadata(&self, at: &Path, shown: &Path, e: &Entry) -> Result<()> {
+    fn metadata(&self, place: Place, shown: &Path, e: &Entry) -> Result<()> {
         let st: &Stat = &e.stat;
         let symlink = st.is_symlink();
+        let at = place.path();
         if self.root_user {
-            std::os::unix::fs::lchown(at, Some(st.uid), Some(st.gid))
-                .ctx(format!("chown {}", shown.display()))?;
+            match place {
+                Place::Open(f, _) => std::os::unix::fs::fchown(f, Some(st.uid), Some(st.gid)),
+                Place::Path(at) => std::os::unix::fs::lchown(at, Some(st.uid), Some(st.gid)),
+            }
+            .ctx(format!("chown {}", shown.display()))?;
         }
         if !symlink {
-            fs::set_permissions(at, fs::Permissions::from_mode(st.permissions()))
-                .ctx(format!("chmod {}", shown.display()))?;
+            let mode = fs::Permissions::from_mode(st.permissions());
+            match place {
+                Place::Open(f, _) => f.set_permissions(mode),
+                Place::Path(at) => fs::set_permissions(at, mode),
+            }
+            .ctx(format!("chmod {}", shown.display()))?;
         }
         let mut attrs: Vec<(Vec<u8>, Vec<u8>)> = e.xattrs.clone();
         if let Some(v) = acl::access_xattr(st, &e.acl) {
@@ -313,17 +320,41 @@ impl<R: ReadAt> Restorer<'_, R> {
                 );
             }
         }
-        sys::set_times(at, st.mtime_secs, st.mtime_nanos)
-            .ctx(format!("set times of {}", shown.display()))?;
+        match place {
+            Place::Open(f, _) => sys::set_times_fd(f, st.mtime_secs, st.mtime_nanos),
+            Place::Path(at) => sys::set_times(at, st.mtime_secs, st.mtime_nanos),
+        }
+        .ctx(format!("set times of {}", shown.display()))?;
         if st.flags != 0 && (st.is_regular() || st.is_dir()) {
-            let applied = open_for_flags(at)
-                .and_then(|f| apply_chattr(&f, flags_to_chattr(st.flags), CHATTR_MASK));
+            let want = flags_to_chattr(st.flags);
+            let applied = match place {
+                Place::Open(f, _) => apply_chattr(f, want, CHATTR_MASK),
+                Place::Path(at) => {
+                    open_for_flags(at).and_then(|f| apply_chattr(&f, want, CHATTR_MASK))
+                }
+            };
             if let Err(err) = applied {
                 // What the file system or our rights refuse is reported, not fatal.
                 log::warn!("{}: file attributes (chattr): {err}", shown.display());
             }
         }
         Ok(())
+    }
+}
+
+/// Where an entry's metadata goes: a regular file still open from its writing (and its
+/// path, for extended attributes), or any entry by its path.
+#[derive(Clone, Copy)]
+enum Place<'a> {
+    Open(&'a File, &'a Path),
+    Path(&'a Path),
+}
+
+impl Place<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            Place::Open(_, at) | Place::Path(at) => at,
+        }
     }
 }
 

@@ -496,6 +496,19 @@ pub fn set_times(path: &Path, secs: i64, nanos: u32) -> io::Result<()> {
     utimensat_at(libc::AT_FDCWD, &cpath(path)?, [t, t])
 }
 
+/// `set_times` of an open file (`futimens`): no path walked.
+pub fn set_times_fd(file: &File, secs: i64, nanos: u32) -> io::Result<()> {
+    let t = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: nanos as libc::c_long,
+    };
+    let times = [t, t];
+    // SAFETY: `file` is an open descriptor for the duration of the call and `times` an
+    // array of two timespecs.
+    let rc = unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) };
+    check_rc(rc)
+}
+
 /// What a folder entry is, from `d_type` (`Unknown` when the file system does not say:
 /// ask `stat_at`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
