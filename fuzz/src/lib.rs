@@ -19,6 +19,7 @@
 use pbsfs::pxar::catalog::{CatalogAttr, CatalogReader};
 use pbsfs::pxar::decoder::{Archive, Entry, EntryKind};
 use pbsfs::store::format::blob::{self, BlobKind};
+use pbsfs::store::format::blob_read;
 use pbsfs::store::format::index::dynamic::DYNAMIC_INDEX_MAGIC;
 use pbsfs::store::format::index::fixed::FIXED_INDEX_MAGIC;
 use pbsfs::store::format::index::{Index, INDEX_HEADER_SIZE};
@@ -117,6 +118,26 @@ fn blob_steps(data: &[u8]) -> Result<()> {
             out.len() <= BLOB_CHUNK_LIMIT,
             "decode_into exceeded its limit"
         );
+    }
+    // The chunk store's path: the file decoded as it is read, in pieces (their size
+    // drawn from the input). It accepts exactly what `decode_into` accepts, and the same.
+    let step = 1 + data.len() % 4099;
+    let mut at = 0;
+    let read = |buf: &mut [u8]| {
+        let n = buf.len().min(step).min(data.len() - at);
+        buf[..n].copy_from_slice(&data[at..at + n]);
+        at += n;
+        Ok(n)
+    };
+    let mut streamed = Vec::new();
+    match (
+        blob_read::decode_read_into(read, BLOB_CHUNK_LIMIT, &mut streamed),
+        &limited,
+    ) {
+        (Ok(()), Ok(())) => assert_eq!(streamed, out, "decode_read_into and decode_into differ"),
+        (Ok(()), Err(e)) => panic!("decode_into refused what decode_read_into accepted: {e:?}"),
+        (Err(e), Ok(())) => panic!("decode_read_into refused what decode_into accepted: {e:?}"),
+        (Err(_), Err(_)) => {}
     }
     limited.map_err(|e| data_error(e, allowed))?;
     whole.map(drop).map_err(|e| data_error(e, allowed))
