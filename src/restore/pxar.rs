@@ -3,8 +3,10 @@
 //! regular files and folders with their `chattr` flags (the quota project id is not
 //! restored); hardlinks recreated; zero runs left as holes. Nothing is written outside
 //! the target: names come checked from the decoder (no `/`, `.`, `..`), and every entry
-//! is created through the descriptor of its opened parent folder
-//! (`/proc/self/fd/N/NAME`), whose own components are never followed as symlinks.
+//! is created through the descriptor of its opened parent folder (regular files by
+//! `openat2` beneath it, others as `/proc/self/fd/N/NAME`), whose own components are
+//! never followed as symlinks. Regular files are written on two threads, each folder's
+//! by one of them.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -14,7 +16,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
 
 use crate::pxar::acl;
 use crate::pxar::decoder::{Archive, Entry, EntryKind};
@@ -54,31 +60,59 @@ fn open_dir(at: &Path, shown: &Path) -> Result<File> {
         .ctx(shown.display())
 }
 
-/// A folder being restored: its entry, its opened folder, the children still to do.
-struct Frame {
-    entry: Entry,
+/// Threads writing regular files beside the walk. A restore's time is mostly the file
+/// system creating inodes: 10,000 small files in 100 folders took 1.26-1.40 s from one
+/// process and 0.67-0.78 s from two (page cache dropped before each). Each folder's
+/// files go to one writer: two creating in one folder spin on its lock (perf: 37% of
+/// the samples in `rwsem_spin_on_owner`, system time 1.7x, no faster).
+const WRITERS: usize = 2;
+/// Files queued per writer at most (each holds its folder open).
+const QUEUE: usize = 32;
+
+/// A folder being restored, shared with the writers of its files. Its metadata goes on
+/// once the walk has left it and its last queued file is written, by whichever comes
+/// last, through its own descriptor (its parent's may be closed by then).
+struct DirState {
     dir: Dir,
+    entry: Entry,
+    /// The writer of its files.
+    writer: usize,
+    /// Files queued and not written yet; whether the walk has left the folder.
+    pending: Mutex<(usize, bool)>,
+}
+
+/// A folder being walked: its state and the children still to do.
+struct Frame {
+    state: Arc<DirState>,
     children: std::vec::IntoIter<Entry>,
-    /// Its parent folder's descriptor path and its name, for its own metadata (the
-    /// restore root: `None`, the target's own path is used).
-    place: Option<(PathBuf, PathBuf)>,
+}
+
+/// A regular file for a writer: its folder and its entry.
+struct Job {
+    dir: Arc<DirState>,
+    entry: Entry,
 }
 
 struct Restorer<'a, R: ReadAt> {
     ar: &'a Archive<R>,
     opts: &'a RestoreOptions,
     root_user: bool,
-    /// Restored regular files by the stream offset of their entry, for hardlinks.
-    restored: HashMap<u64, PathBuf>,
-    report: RestoreReport,
-    total: u64,
+    files: AtomicU64,
+    bytes: AtomicU64,
+    sparse_bytes: AtomicU64,
+    /// Files queued and not written yet (all folders), and its change.
+    outstanding: Mutex<usize>,
+    written: Condvar,
+    /// The first error of a writer (or of a folder's metadata set by one): the walk
+    /// stops queueing and returns it.
+    failed: Mutex<Option<Error>>,
 }
 
 /// Restore `start` (the root, a subtree or one entry of `ar`) into the folder `target`:
 /// a folder's content goes into `target`, which gets the folder's metadata; anything
 /// else lands as `target/NAME`. `target` is created when missing and refused when not
 /// empty, unless `overwrite`.
-pub fn restore_pxar<R: ReadAt>(
+pub fn restore_pxar<R: ReadAt + Sync>(
     ar: &Archive<R>,
     start: &Entry,
     target: &Path,
@@ -86,25 +120,34 @@ pub fn restore_pxar<R: ReadAt>(
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     prepare_target(target, opts.overwrite)?;
-    let mut r = Restorer {
+    let r = Restorer {
         ar,
         opts,
         root_user: sys::geteuid() == 0,
-        restored: HashMap::new(),
-        report: RestoreReport::default(),
-        total: 0,
+        files: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        sparse_bytes: AtomicU64::new(0),
+        outstanding: Mutex::new(0),
+        written: Condvar::new(),
+        failed: Mutex::new(None),
     };
     let top = Dir {
         file: open_dir(target, target)?,
         path: target.to_path_buf(),
     };
+    // Restored regular files by the stream offset of their entry, for hardlinks.
+    let mut restored = HashMap::new();
     if start.is_dir() {
-        r.tree(start.clone(), top)?;
+        r.tree(start.clone(), top, &mut restored)?;
     } else {
-        r.entry(&top, start)?;
+        r.entry(&top, start, &mut restored)?;
     }
-    r.report.seconds = started.elapsed().as_secs_f64();
-    Ok(r.report)
+    Ok(RestoreReport {
+        files: r.files.into_inner(),
+        bytes: r.bytes.into_inner(),
+        sparse_bytes: r.sparse_bytes.into_inner(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
@@ -132,72 +175,179 @@ fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
     }
 }
 
-impl<R: ReadAt> Restorer<'_, R> {
-    /// A folder and everything below it, depth first without recursion; each folder's
-    /// metadata is set after its content (so its mtime stays).
-    fn tree(&mut self, root: Entry, top: Dir) -> Result<()> {
+impl<R: ReadAt + Sync> Restorer<'_, R> {
+    /// A folder and everything below it, depth first without recursion, its regular
+    /// files written by `WRITERS` threads; each folder's metadata is set after its
+    /// content (so its mtime stays). On an error, what was queued is written or skipped
+    /// before the first error is returned.
+    fn tree(&self, root: Entry, top: Dir, restored: &mut HashMap<u64, PathBuf>) -> Result<()> {
+        let walked = std::thread::scope(|s| {
+            let mut txs = Vec::with_capacity(WRITERS);
+            for _ in 0..WRITERS {
+                let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
+                txs.push(tx);
+                s.spawn(move || {
+                    for job in rx {
+                        self.write(job);
+                    }
+                });
+            }
+            self.walk(root, top, restored, &txs)
+        });
+        match self.failed.lock().take() {
+            Some(e) => Err(e),
+            None => walked,
+        }
+    }
+
+    fn walk(
+        &self,
+        root: Entry,
+        top: Dir,
+        restored: &mut HashMap<u64, PathBuf>,
+        txs: &[mpsc::SyncSender<Job>],
+    ) -> Result<()> {
         let children = self.ar.list(&root)?.into_iter();
+        let mut folders = 0;
         let mut stack = vec![Frame {
-            entry: root,
-            dir: top,
+            state: Arc::new(DirState {
+                dir: top,
+                entry: root,
+                writer: 0,
+                pending: Mutex::new((0, false)),
+            }),
             children,
-            place: None,
         }];
         while let Some(frame) = stack.last_mut() {
+            if self.failed.lock().is_some() {
+                return Ok(());
+            }
             let Some(child) = frame.children.next() else {
                 let done = stack.pop().expect("a frame");
-                let path = match &done.place {
-                    Some((at, _)) => at.clone(),
-                    None => done.dir.path.clone(),
-                };
-                let shown = done.dir.path.clone();
-                // The folder's descriptor goes first: metadata acts on its name.
-                drop(done.dir);
-                self.metadata(Place::Path(&path), &shown, &done.entry)?;
+                self.leave(&done.state)?;
                 continue;
             };
-            if child.is_dir() {
-                let at = frame.dir.at(&child.name);
-                let shown = frame.dir.shown(&child.name);
-                make_dir(&at, &shown, self.opts.overwrite)?;
-                let dir = Dir {
-                    file: open_dir(&at, &shown)?,
-                    path: shown.clone(),
-                };
-                let children = self.ar.list(&child)?.into_iter();
-                self.report.files += 1;
-                stack.push(Frame {
-                    entry: child,
-                    dir,
-                    children,
-                    place: Some((at, shown)),
-                });
-            } else {
-                let dir = &stack.last().expect("a frame").dir;
-                self.entry(dir, &child)?;
+            let state = Arc::clone(&frame.state);
+            let dir = &state.dir;
+            match &child.kind {
+                EntryKind::Directory(_) => {
+                    let at = dir.at(&child.name);
+                    let shown = dir.shown(&child.name);
+                    make_dir(&at, &shown, self.opts.overwrite)?;
+                    let sub = Dir {
+                        file: open_dir(&at, &shown)?,
+                        path: shown,
+                    };
+                    let children = self.ar.list(&child)?.into_iter();
+                    self.files.fetch_add(1, Ordering::Relaxed);
+                    folders += 1;
+                    stack.push(Frame {
+                        state: Arc::new(DirState {
+                            dir: sub,
+                            entry: child,
+                            writer: folders % txs.len(),
+                            pending: Mutex::new((0, false)),
+                        }),
+                        children,
+                    });
+                }
+                EntryKind::File { .. } => {
+                    restored.insert(child.offset, dir.shown(&child.name));
+                    state.pending.lock().0 += 1;
+                    *self.outstanding.lock() += 1;
+                    let job = Job {
+                        dir: Arc::clone(&state),
+                        entry: child,
+                    };
+                    if txs[state.writer].send(job).is_err() {
+                        unreachable!("the writers end only when the walk drops the sender");
+                    }
+                }
+                EntryKind::Hardlink { .. } => {
+                    // Its first name may still be queued: all files written first.
+                    let mut n = self.outstanding.lock();
+                    while *n > 0 {
+                        self.written.wait(&mut n);
+                    }
+                    drop(n);
+                    self.entry(dir, &child, restored)?;
+                }
+                _ => self.entry(dir, &child, restored)?,
             }
         }
         Ok(())
     }
 
+    /// The walk has left a folder: its metadata now, or by the writer of its last file.
+    fn leave(&self, state: &DirState) -> Result<()> {
+        let mut p = state.pending.lock();
+        p.1 = true;
+        if p.0 > 0 {
+            return Ok(());
+        }
+        drop(p);
+        self.metadata(Place::Open(&state.dir.file), &state.dir.path, &state.entry)
+    }
+
+    /// A writer's job: the file, then its folder's metadata if it was the last one the
+    /// walk left behind. Skipped once something failed.
+    fn write(&self, job: Job) {
+        let dir = &job.dir;
+        let res = if self.failed.lock().is_some() {
+            Ok(())
+        } else {
+            self.regular_file(&dir.dir, &job.entry)
+        };
+        let res = res.and_then(|()| {
+            let mut p = dir.pending.lock();
+            p.0 -= 1;
+            if p.0 == 0 && p.1 {
+                drop(p);
+                if self.failed.lock().is_none() {
+                    return self.metadata(Place::Open(&dir.dir.file), &dir.dir.path, &dir.entry);
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = res {
+            self.failed.lock().get_or_insert(e);
+        }
+        let mut n = self.outstanding.lock();
+        *n -= 1;
+        drop(n);
+        self.written.notify_all();
+    }
+
+    /// A regular file `e` into `dir`, with its metadata.
+    fn regular_file(&self, dir: &Dir, e: &Entry) -> Result<()> {
+        let shown = dir.shown(&e.name);
+        if self.opts.overwrite {
+            remove_existing(&dir.at(&e.name), &shown)?;
+        }
+        self.files.fetch_add(1, Ordering::Relaxed);
+        let out = self.file(dir, &e.name, &shown, e)?;
+        self.metadata(Place::Open(&out), &shown, e)
+    }
+
     /// One entry that is not a folder, into `dir`.
-    fn entry(&mut self, dir: &Dir, e: &Entry) -> Result<()> {
+    fn entry(&self, dir: &Dir, e: &Entry, restored: &mut HashMap<u64, PathBuf>) -> Result<()> {
+        if let EntryKind::File { .. } = e.kind {
+            restored.insert(e.offset, dir.shown(&e.name));
+            return self.regular_file(dir, e);
+        }
         let at = dir.at(&e.name);
         let shown = dir.shown(&e.name);
         if self.opts.overwrite {
             remove_existing(&at, &shown)?;
         }
-        self.report.files += 1;
+        self.files.fetch_add(1, Ordering::Relaxed);
         match &e.kind {
-            EntryKind::Directory(_) => unreachable!("folders go through tree()"),
-            EntryKind::File { .. } => {
-                let out = self.file(dir, &e.name, &shown, e)?;
-                self.restored.insert(e.offset, shown.clone());
-                return self.metadata(Place::Open(&out, &at), &shown, e);
+            EntryKind::Directory(_) | EntryKind::File { .. } => {
+                unreachable!("folders go through tree(), files above")
             }
             EntryKind::Hardlink { target_offset, .. } => {
                 let target = self.ar.hardlink_target(e)?;
-                match self.restored.get(target_offset) {
+                match restored.get(target_offset) {
                     Some(src) => {
                         fs::hard_link(src, &at).ctx(format!("hardlink {}", shown.display()))?;
                         return Ok(());
@@ -205,8 +355,8 @@ impl<R: ReadAt> Restorer<'_, R> {
                     // Its first name lies outside what is restored: a copy of the file.
                     None => {
                         let out = self.file(dir, &e.name, &shown, &target)?;
-                        self.restored.insert(target.offset, shown.clone());
-                        return self.metadata(Place::Open(&out, &at), &shown, &target);
+                        restored.insert(target.offset, shown.clone());
+                        return self.metadata(Place::Open(&out), &shown, &target);
                     }
                 }
             }
@@ -232,7 +382,7 @@ impl<R: ReadAt> Restorer<'_, R> {
 
     /// A regular file `name` in `dir` with `content`'s bytes, holes for zero runs; left
     /// open for its metadata (set through the descriptor: no path walked again).
-    fn file(&mut self, dir: &Dir, name: &[u8], shown: &Path, content: &Entry) -> Result<File> {
+    fn file(&self, dir: &Dir, name: &[u8], shown: &Path, content: &Entry) -> Result<File> {
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         let mut out =
             sys::open_beneath(&dir.file, Path::new(OsStr::from_bytes(name)), flags, 0o600)
@@ -260,14 +410,13 @@ impl<R: ReadAt> Restorer<'_, R> {
                 ));
             }
             let skipped = write_sparse(&mut out, &buf[..n], shown)?;
-            self.report.sparse_bytes += skipped;
+            self.sparse_bytes.fetch_add(skipped, Ordering::Relaxed);
             ends_in_hole = skipped > 0 && crate::restore::ends_in_hole(&buf[..n]);
             pos += n as u64;
-            self.report.bytes += n as u64;
-            self.total += n as u64;
+            let total = self.bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
             if let Some(p) = self.opts.progress {
                 // The total is unknown (it would take a pass over the metadata).
-                p(self.total, 0);
+                p(total, 0);
             }
         }
         if ends_in_hole {
@@ -284,10 +433,9 @@ impl<R: ReadAt> Restorer<'_, R> {
     fn metadata(&self, place: Place, shown: &Path, e: &Entry) -> Result<()> {
         let st: &Stat = &e.stat;
         let symlink = st.is_symlink();
-        let at = place.path();
         if self.root_user {
             match place {
-                Place::Open(f, _) => std::os::unix::fs::fchown(f, Some(st.uid), Some(st.gid)),
+                Place::Open(f) => std::os::unix::fs::fchown(f, Some(st.uid), Some(st.gid)),
                 Place::Path(at) => std::os::unix::fs::lchown(at, Some(st.uid), Some(st.gid)),
             }
             .ctx(format!("chown {}", shown.display()))?;
@@ -295,7 +443,7 @@ impl<R: ReadAt> Restorer<'_, R> {
         if !symlink {
             let mode = fs::Permissions::from_mode(st.permissions());
             match place {
-                Place::Open(f, _) => f.set_permissions(mode),
+                Place::Open(f) => f.set_permissions(mode),
                 Place::Path(at) => fs::set_permissions(at, mode),
             }
             .ctx(format!("chmod {}", shown.display()))?;
@@ -311,7 +459,11 @@ impl<R: ReadAt> Restorer<'_, R> {
             attrs.push((b"security.capability".to_vec(), caps.clone()));
         }
         for (name, value) in &attrs {
-            if let Err(err) = sys::set_xattr(at, name, value) {
+            let set = match place {
+                Place::Open(f) => sys::set_xattr_fd(f, name, value),
+                Place::Path(at) => sys::set_xattr(at, name, value),
+            };
+            if let Err(err) = set {
                 // What the file system or our rights refuse is reported, not fatal.
                 log::warn!(
                     "{}: extended attribute {}: {err}",
@@ -321,14 +473,14 @@ impl<R: ReadAt> Restorer<'_, R> {
             }
         }
         match place {
-            Place::Open(f, _) => sys::set_times_fd(f, st.mtime_secs, st.mtime_nanos),
+            Place::Open(f) => sys::set_times_fd(f, st.mtime_secs, st.mtime_nanos),
             Place::Path(at) => sys::set_times(at, st.mtime_secs, st.mtime_nanos),
         }
         .ctx(format!("set times of {}", shown.display()))?;
         if st.flags != 0 && (st.is_regular() || st.is_dir()) {
             let want = flags_to_chattr(st.flags);
             let applied = match place {
-                Place::Open(f, _) => apply_chattr(f, want, CHATTR_MASK),
+                Place::Open(f) => apply_chattr(f, want, CHATTR_MASK),
                 Place::Path(at) => {
                     open_for_flags(at).and_then(|f| apply_chattr(&f, want, CHATTR_MASK))
                 }
@@ -342,20 +494,13 @@ impl<R: ReadAt> Restorer<'_, R> {
     }
 }
 
-/// Where an entry's metadata goes: a regular file still open from its writing (and its
-/// path, for extended attributes), or any entry by its path.
+/// Where an entry's metadata goes: a regular file or folder through its open
+/// descriptor (no path walked again; a folder's parent may be closed by then), or any
+/// other entry by its path.
 #[derive(Clone, Copy)]
 enum Place<'a> {
-    Open(&'a File, &'a Path),
+    Open(&'a File),
     Path(&'a Path),
-}
-
-impl Place<'_> {
-    fn path(&self) -> &Path {
-        match self {
-            Place::Open(_, at) | Place::Path(at) => at,
-        }
-    }
 }
 
 /// A restored regular file or folder opened for the flag ioctls (never a symlink).

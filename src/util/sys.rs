@@ -476,6 +476,24 @@ pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
     check_rc(rc)
 }
 
+/// `fsetxattr`: set an extended attribute of an open file or folder.
+pub fn set_xattr_fd(file: &File, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let n = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
+    // SAFETY: `file` is an open descriptor, `n` a valid NUL-terminated string and
+    // `value` a readable buffer of the length passed, all alive for the call.
+    let rc = unsafe {
+        libc::fsetxattr(
+            file.as_raw_fd(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    check_rc(rc)
+}
+
 /// `mknod`: a device node, FIFO or socket at `path` with `mode` (type and permission
 /// bits) and device number `dev`.
 pub fn mknod(path: &Path, mode: u32, major: u64, minor: u64) -> io::Result<()> {
