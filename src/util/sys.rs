@@ -430,8 +430,7 @@ pub fn list_xattrs(src: XattrSource) -> io::Result<Vec<Vec<u8>>> {
 
 /// The value of one extended attribute; `Ok(None)` when the file has none of that name.
 pub fn get_xattr(src: XattrSource, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
-    let n = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
+    let n = xattr_name(name)?;
     match src {
         XattrSource::File(f) => read_sized(|buf| {
             // SAFETY: the fd is open for the lifetime of `f`; `n` is a valid C string;
@@ -460,8 +459,7 @@ pub fn get_xattr(src: XattrSource, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
 /// `lsetxattr`: set an extended attribute of `path` itself (never a symlink's target).
 pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
     let c = cpath(path)?;
-    let n = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
+    let n = xattr_name(name)?;
     // SAFETY: `c` and `n` are valid NUL-terminated strings and `value` a readable buffer
     // of the length passed, all alive for the duration of the call.
     let rc = unsafe {
@@ -478,20 +476,16 @@ pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
 
 /// `fsetxattr`: set an extended attribute of an open file or folder.
 pub fn set_xattr_fd(file: &File, name: &[u8], value: &[u8]) -> io::Result<()> {
-    let n = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))?;
-    // SAFETY: `file` is an open descriptor, `n` a valid NUL-terminated string and
-    // `value` a readable buffer of the length passed, all alive for the call.
-    let rc = unsafe {
-        libc::fsetxattr(
-            file.as_raw_fd(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    check_rc(rc)
+    let n = xattr_name(name)?;
+    let (v, len) = (value.as_ptr().cast(), value.len());
+    // SAFETY: `file` is an open descriptor, `n` a valid NUL-terminated string and `v` a
+    // readable buffer of `len` bytes, all alive for the call.
+    check_rc(unsafe { libc::fsetxattr(file.as_raw_fd(), n.as_ptr(), v, len, 0) })
+}
+
+fn xattr_name(name: &[u8]) -> io::Result<CString> {
+    CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains NUL"))
 }
 
 /// `mknod`: a device node, FIFO or socket at `path` with `mode` (type and permission
