@@ -87,10 +87,37 @@ struct Frame {
     children: std::vec::IntoIter<Entry>,
 }
 
-/// A regular file for a writer: its folder and its entry.
-struct Job {
+/// A regular file for a writer: its folder, its entry, and its place in the count of
+/// files not written yet.
+struct Job<'r> {
     dir: Arc<DirState>,
     entry: Entry,
+    _queued: Queued<'r>,
+}
+
+/// One file counted in `Restorer::outstanding` until it is written or dropped unwritten
+/// (a writer that panicked drops its queue): a hardlink's wait for the count to reach
+/// zero can then not hang.
+struct Queued<'r> {
+    outstanding: &'r Mutex<usize>,
+    written: &'r Condvar,
+}
+
+impl<'r> Queued<'r> {
+    fn new(outstanding: &'r Mutex<usize>, written: &'r Condvar) -> Queued<'r> {
+        *outstanding.lock() += 1;
+        Queued {
+            outstanding,
+            written,
+        }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        *self.outstanding.lock() -= 1;
+        self.written.notify_all();
+    }
 }
 
 struct Restorer<'a, R: ReadAt> {
@@ -200,12 +227,12 @@ impl<R: ReadAt + Sync> Restorer<'_, R> {
         }
     }
 
-    fn walk(
-        &self,
+    fn walk<'s>(
+        &'s self,
         root: Entry,
         top: Dir,
         restored: &mut HashMap<u64, PathBuf>,
-        txs: &[mpsc::SyncSender<Job>],
+        txs: &[mpsc::SyncSender<Job<'s>>],
     ) -> Result<()> {
         let children = self.ar.list(&root)?.into_iter();
         let mut folders = 0;
@@ -254,10 +281,10 @@ impl<R: ReadAt + Sync> Restorer<'_, R> {
                 EntryKind::File { .. } => {
                     restored.insert(child.offset, dir.shown(&child.name));
                     state.pending.lock().0 += 1;
-                    *self.outstanding.lock() += 1;
                     let job = Job {
                         dir: Arc::clone(&state),
                         entry: child,
+                        _queued: Queued::new(&self.outstanding, &self.written),
                     };
                     if txs[state.writer].send(job).is_err() {
                         unreachable!("the writers end only when the walk drops the sender");
@@ -312,10 +339,6 @@ impl<R: ReadAt + Sync> Restorer<'_, R> {
         if let Err(e) = res {
             self.failed.lock().get_or_insert(e);
         }
-        let mut n = self.outstanding.lock();
-        *n -= 1;
-        drop(n);
-        self.written.notify_all();
     }
 
     /// A regular file `e` into `dir`, with its metadata.
@@ -552,5 +575,37 @@ fn remove_existing(at: &Path, shown: &Path) -> Result<()> {
         Ok(_) => fs::remove_file(at).ctx(format!("remove {}", shown.display())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(shown.display(), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files queued for a writer that is gone (its queue dropped with it) leave the
+    /// count, so a hardlink waiting for it to reach zero does not hang.
+    #[test]
+    fn queued_files_dropped_unwritten_leave_the_count() {
+        let (n, cv) = (Mutex::new(0), Condvar::new());
+        let (tx, rx) = mpsc::sync_channel(4);
+        for _ in 0..3 {
+            tx.send(Queued::new(&n, &cv)).unwrap();
+        }
+        assert_eq!(*n.lock(), 3);
+        let one = rx.recv().unwrap();
+        drop(rx);
+        assert_eq!(
+            *n.lock(),
+            1,
+            "the two still queued are released with the queue"
+        );
+        std::thread::scope(|s| {
+            s.spawn(|| drop(one));
+            let mut left = n.lock();
+            while *left > 0 {
+                cv.wait(&mut left);
+            }
+        });
+        assert_eq!(*n.lock(), 0);
     }
 }
