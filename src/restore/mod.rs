@@ -2,6 +2,7 @@
 //! the pxar decoder lands) an archive to a folder. Above the store: it reads through
 //! `IndexReader` and writes only below the target the user named.
 
+mod meta;
 mod pxar;
 
 pub use pxar::restore_pxar;
