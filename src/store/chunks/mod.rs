@@ -225,13 +225,8 @@ impl ChunkStore {
     fn read_raw(&self, digest: &Digest) -> Result<(PathBuf, Vec<u8>)> {
         self.read_chunk_file(digest, |read, _| {
             let mut raw = Vec::new();
-            let mut piece = vec![0; 64 * 1024];
-            loop {
-                match read(&mut piece)? {
-                    0 => return Ok(raw),
-                    n => raw.extend_from_slice(&piece[..n]),
-                }
-            }
+            blob_read::read_to_end(read, &mut raw)?;
+            Ok(raw)
         })
     }
 

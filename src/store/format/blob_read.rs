@@ -44,15 +44,7 @@ pub fn decode_read_into(
         .flatten();
     let Some(kind @ (BlobKind::Uncompressed | BlobKind::Compressed)) = kind else {
         let mut raw = header[..got].to_vec();
-        PIECE_BUF.with(|p| -> Result<()> {
-            let piece = &mut p.borrow_mut()[..];
-            loop {
-                match read(piece)? {
-                    0 => return Ok(()),
-                    n => raw.extend_from_slice(&piece[..n]),
-                }
-            }
-        })?;
+        read_to_end(&mut read, &mut raw)?;
         return blob::decode_into(&raw, limit, out);
     };
     if out.capacity() <= limit {
@@ -89,6 +81,22 @@ pub fn decode_read_into(
         out.clear();
     }
     res
+}
+
+/// Append everything `read` yields (as `Read::read`: 0 at the end) to `into`.
+pub fn read_to_end(
+    mut read: impl FnMut(&mut [u8]) -> Result<usize>,
+    into: &mut Vec<u8>,
+) -> Result<()> {
+    PIECE_BUF.with(|p| {
+        let piece = &mut p.borrow_mut()[..];
+        loop {
+            match read(piece)? {
+                0 => return Ok(()),
+                n => into.extend_from_slice(&piece[..n]),
+            }
+        }
+    })
 }
 
 /// The thread's streaming context, reset to the start of a frame.
@@ -128,9 +136,7 @@ impl Stream {
             return;
         }
         if out.len() + piece.len() > limit {
-            self.failed = Some(CorruptKind::Oversized {
-                limit: limit as u64,
-            });
+            self.failed = Some(oversized(limit));
             return;
         }
         out.extend_from_slice(piece);
