@@ -279,9 +279,7 @@ fn forget_removes_a_snapshot_and_refuses_protected_ones() {
 fn namespaces_nest_and_whole_store_commands_cover_them() {
     let tmp = TempDir::new("ns");
     let store = sparse_store(&tmp);
-    let src = tmp.join("img");
-    std::fs::write(&src, pseudo_random(10_000, 3)).unwrap();
-    let arg = format!("drive-scsi0.img:{}", s(&src));
+    let arg = image_source(&tmp, "img", &pseudo_random(10_000, 3));
     pbsfs_ok(&[
         "backup",
         s(&store),

@@ -338,9 +338,7 @@ fn verify_ignore_verified_and_outdated_after() {
 fn verify_records_pbs_worker_ids_in_the_root_and_in_a_namespace() {
     let tmp = TempDir::new("cli-worker-id");
     let store = sparse_store(&tmp);
-    let src = tmp.join("img");
-    std::fs::write(&src, pseudo_random(10_000, 3)).unwrap();
-    let arg = format!("drive-scsi0.img:{}", s(&src));
+    let arg = image_source(&tmp, "img", &pseudo_random(10_000, 3));
     let t = "2024-05-02T08:11:33Z";
     for ns in ["", "a/b"] {
         let mut args = vec!["backup", s(&store), "vm/100", &arg, "--backup-time", t];

@@ -143,9 +143,7 @@ fn an_empty_image_is_refused_and_nothing_is_created() {
 fn a_backup_time_below_one_is_refused_and_one_is_accepted() {
     let tmp = TempDir::new("cli-time-zero");
     let store = sparse_store(&tmp);
-    let src = tmp.join("img");
-    std::fs::write(&src, pseudo_random(5000, 2)).unwrap();
-    let arg = format!("drive-scsi0.img:{}", s(&src));
+    let arg = image_source(&tmp, "img", &pseudo_random(5000, 2));
     let before = store_listing(&store);
     for t in ["0", "1970-01-01T00:00:00Z", "1969-12-31T23:59:59Z"] {
         let out = pbsfs(&["backup", s(&store), "vm/1", &arg, "--backup-time", t]);
@@ -175,9 +173,7 @@ fn a_backup_time_below_one_is_refused_and_one_is_accepted() {
 fn a_namespace_component_over_255_bytes_is_refused() {
     let tmp = TempDir::new("cli-ns-len");
     let store = sparse_store(&tmp);
-    let src = tmp.join("img");
-    std::fs::write(&src, pseudo_random(5000, 3)).unwrap();
-    let arg = format!("drive-scsi0.img:{}", s(&src));
+    let arg = image_source(&tmp, "img", &pseudo_random(5000, 3));
     let before = store_listing(&store);
     let long = "n".repeat(256);
     let nested = format!("a/{}", "n".repeat(254));
@@ -212,9 +208,7 @@ fn a_namespace_component_over_255_bytes_is_refused() {
 fn a_backup_into_a_missing_namespace_is_refused_unless_create_ns() {
     let tmp = TempDir::new("cli-ns-typo");
     let store = sparse_store(&tmp);
-    let src = tmp.join("img");
-    std::fs::write(&src, pseudo_random(5000, 4)).unwrap();
-    let arg = format!("drive-scsi0.img:{}", s(&src));
+    let arg = image_source(&tmp, "img", &pseudo_random(5000, 4));
     // An existing namespace (as PBS creates one: an empty folder) takes backups.
     std::fs::create_dir_all(store.join("ns/prod")).unwrap();
     ok(&pbsfs(&["backup", s(&store), "vm/1", &arg, "--ns", "prod"]));
@@ -269,9 +263,7 @@ fn a_chunk_size_below_64k_is_accepted_with_a_warning() {
     let tmp = TempDir::new("cli-small-chunks");
     let store = sparse_store(&tmp);
     let data = pseudo_random(200_000, 5);
-    let src = tmp.join("img");
-    std::fs::write(&src, &data).unwrap();
-    let arg = format!("drive-scsi0.img:{}", s(&src));
+    let arg = image_source(&tmp, "img", &data);
     let warning = "the PBS client never writes chunks this small";
     for (i, (size, warned)) in [("4K", true), ("32K", true), ("64K", false), ("4M", false)]
         .into_iter()

@@ -191,11 +191,18 @@ pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Write `data` to `dir/name` and return the `backup` source naming it as the image
+/// `drive-scsi0.img`.
+pub fn image_source(dir: &TempDir, name: &str, data: &[u8]) -> String {
+    let src = dir.join(name);
+    std::fs::write(&src, data).unwrap();
+    format!("drive-scsi0.img:{}", s(&src))
+}
+
 /// Back up `data` as `drive-scsi0.img` of `group` with 4 KiB chunks.
 pub fn backup_image(store: &Path, dir: &TempDir, group: &str, data: &[u8], time: &str) -> Output {
-    let src = dir.join(format!("src-{}", pbsfs::store::files::random_suffix(6)));
-    std::fs::write(&src, data).unwrap();
-    let arg = format!("drive-scsi0.img:{}", s(&src));
+    let name = format!("src-{}", pbsfs::store::files::random_suffix(6));
+    let arg = image_source(dir, &name, data);
     pbsfs(&[
         "backup",
         s(store),

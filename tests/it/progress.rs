@@ -390,9 +390,7 @@ fn backup_json_and_restore_bar_and_summary() {
     let tmp = TempDir::new("progress-backup");
     let store = sparse_store(&tmp);
     let data = pseudo_random(5 * 4096, 9);
-    let src = tmp.join("disk.img");
-    std::fs::write(&src, &data).unwrap();
-    let arg = format!("drive-scsi0.img:{}", s(&src));
+    let arg = image_source(&tmp, "disk.img", &data);
     let args = [
         "backup",
         s(&store),
