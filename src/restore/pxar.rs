@@ -287,7 +287,9 @@ impl<R: ReadAt + Sync> Restorer<'_, R> {
                         _queued: Queued::new(&self.outstanding, &self.written),
                     };
                     if txs[state.writer].send(job).is_err() {
-                        unreachable!("the writers end only when the walk drops the sender");
+                        // Its receiver went with a writer that panicked; the scope
+                        // re-raises that panic when the walk ends.
+                        panic!("a restore writer ended early");
                     }
                 }
                 EntryKind::Hardlink { .. } => {
