@@ -34,7 +34,7 @@ MOUNT_PID=
 # mount processes, then remove $W.
 cleanup() {
   local m n
-  for m in $W/mnt $W/mnt-b $W/mnt-pbsfs $W/mnt-borg $W/mnt-restic $W/mnt-scale; do
+  for m in $W/mnt $W/mnt-b $W/mnt-pbsfs $W/mnt-floor $W/mnt-borg $W/mnt-restic $W/mnt-scale; do
     if mountpoint -q $m 2>/dev/null; then
       umount $m 2>/dev/null || fusermount -u $m 2>/dev/null || umount -l $m || true
     fi
@@ -260,6 +260,10 @@ fi
 #   source's; reads the serving process's peak RSS (VmHWM); times `umount` until the
 #   mount point is no longer one;
 # - restores the tree (pbsfs restore, borg extract, restic restore);
+# - after pbsfs, the floor: examples/fuse_floor serves the data folder's shape from memory
+#   (the tree plus big.bin: one entry more) with pbsfs's fuser, threads and INIT flags and
+#   no work per request; `ls -lR` through it is what FUSE round trips alone cost here, so
+#   borg / floor is the most any such mount can reach against borg;
 # - verify: the raw decode + SHA-256 rate of the store's chunk files on nproc threads
 #   (examples/chunk_rate: zstd, crc32fast and sha2 directly, none of pbsfs's code), then
 #   `pbsfs verify STORE` over the same chunks, both cold, then both warm.
@@ -343,8 +347,9 @@ if section mount; then
 if ! { sync; echo 3 > /proc/sys/vm/drop_caches; }; then
   echo "FAILED: cannot drop the page cache (not root?): the cold figures would be warm" >&2; exit 1
 fi
-cargo build --release --quiet --example chunk_rate
+cargo build --release --quiet --example chunk_rate --example fuse_floor
 RAW=$PWD/target/release/examples/chunk_rate
+FLOOR=$PWD/target/release/examples/fuse_floor
 data=$W/data
 # make_dataset is deterministic: the "second" section's copy is reused.
 if [ "$(stat -c %s $data/big.bin 2>/dev/null)" != $((SIZE * 1048576)) ] || [ ! -f $data/d099/f099 ]; then
@@ -367,6 +372,12 @@ for r in $(seq 1 $ROUNDS); do
   measure_mount pbsfs $W/mnt-pbsfs $W/mnt-pbsfs/vm/1/latest/data.img $W/mnt-pbsfs/host/tree/latest/tree.pxar \
     $P mount --foreground $W/ps $W/mnt-pbsfs
   drop; v=$(secs $P restore $W/ps host/tree/latest tree.pxar $W/out-p); rec pbsfs_restore $v
+
+  # the floor of a FUSE listing
+  mkdir -p $W/mnt-floor
+  mount_wait $W/floor.log $W/mnt-floor/d099/f099 $FLOOR $data $W/mnt-floor
+  drop; v=$(secs ls -lR $W/mnt-floor); rec floor_ls $v
+  umount_wait $W/mnt-floor $MPID
 
   # borg
   quiet borg init -e none $W/borg
@@ -482,6 +493,12 @@ for label, v, raw, judged in [("warm", "verify_warm", "raw_warm_secs", True), ("
     t = f"≥ 0.80: {verdict(med(vr) >= 0.8)}" if judged else "- (disk-bound when cold)"
     print(f"| `pbsfs verify` of the store / raw decode + SHA-256 of the same chunks on {os.cpu_count()} threads, "
           f"both {label} | {vm:.0f} MiB/s vs raw {rm:.0f} MiB/s | {span(vr)} | {t} |")
+fl = [r["borg_ls"] / r["floor_ls"] for r in rows]
+print(f"| `ls -lR` of the tree through examples/fuse_floor (FUSE round trips only), borg / floor "
+      f"| floor {med(col('floor_ls')):.3f} s | {span(fl)} | the most any fuser mount reaches against borg here; "
+      f"5x borg {'within reach' if med(fl) >= 5 else '**out of reach**'} |")
+print(f"| `ls -lR` of the tree, pbsfs / floor | {med(col('pbsfs_ls')):.3f} s | "
+      f"{span([r['pbsfs_ls'] / r['floor_ls'] for r in rows])} | - (1.00x: pbsfs adds nothing to the round trips) |")
 cv = [(big_bytes / r["pbsfs_cold"]) / (r["raw_bytes"] / r["verify"]) for r in rows]
 print(f"| mount cold `cat` rate / cold `pbsfs verify` rate | {big_bytes / MiB / med(col('pbsfs_cold')):.0f} MiB/s vs {vrate:.0f} MiB/s "
       f"| {span(cv)} | ≥ 0.70: {verdict(med(cv) >= 0.7)} |")
