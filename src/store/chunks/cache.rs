@@ -16,7 +16,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::store::chunks::ChunkStore;
 use crate::util::digest::Digest;
-use crate::util::error::{CorruptKind, Error, Result};
+use crate::util::error::{CorruptKind, Result};
 
 /// Chunks fetched ahead of a sequential reader, beyond the one it is in (fewer when the
 /// cache cannot hold them all: see `IndexReader`). Measured on cold reads of a 1 GiB
@@ -209,14 +209,14 @@ impl ChunkCache {
         loop {
             if let Some(v) = g.get(digest) {
                 if v.len() as u64 != len {
-                    return Err(Error::ChunkCorrupt {
-                        digest: *digest,
-                        path: store.chunk_path(digest),
-                        why: CorruptKind::Length {
+                    return Err(super::chunk_corrupt(
+                        digest,
+                        &store.chunk_path(digest),
+                        CorruptKind::Length {
                             actual: v.len() as u64,
                             expected: len,
                         },
-                    });
+                    ));
                 }
                 g.hits += 1;
                 return Ok(v);
@@ -379,6 +379,7 @@ impl Default for Prefetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::error::Error;
 
     #[test]
     fn lru_evicts_oldest_and_respects_capacity() {

@@ -22,6 +22,15 @@ use crate::util::sys;
 const CHUNK_DIR_MODE: u32 = 0o750;
 const CHUNK_FILE_MODE: u32 = 0o644;
 
+/// A chunk that cannot be trusted, named by digest and path (every chunk read's error).
+pub(super) fn chunk_corrupt(digest: &Digest, path: &Path, why: CorruptKind) -> Error {
+    Error::ChunkCorrupt {
+        digest: *digest,
+        path: path.to_path_buf(),
+        why,
+    }
+}
+
 /// What `insert_chunk` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
@@ -272,11 +281,7 @@ impl ChunkStore {
                     digest: *digest,
                     path,
                 },
-                Error::Corrupt { why, .. } => Error::ChunkCorrupt {
-                    digest: *digest,
-                    path,
-                    why: why.clone(),
-                },
+                Error::Corrupt { why, .. } => chunk_corrupt(digest, &path, why.clone()),
                 _ => e,
             }),
         }
@@ -301,11 +306,7 @@ impl ChunkStore {
         let (path, ()) = self.read_chunk_file(digest, |read, path| {
             self.decode_chunk(digest, path, expected_len, read, &mut out)
         })?;
-        let bad = |why| Error::ChunkCorrupt {
-            digest: *digest,
-            path: path.clone(),
-            why,
-        };
+        let bad = |why| chunk_corrupt(digest, &path, why);
         if let Some(len) = expected_len {
             if out.len() as u64 != len {
                 return Err(bad(CorruptKind::Length {
@@ -320,7 +321,9 @@ impl ChunkStore {
         Ok(out)
     }
 
-    /// Decode a chunk file's bytes (`read`) into `out`, its errors naming the chunk.
+    /// Decode a chunk file's bytes (`read`) into `out`. A plain corruption is named
+    /// after the chunk by `read_chunk_file`; here only what needs the index's length or
+    /// the digest.
     fn decode_chunk(
         &self,
         digest: &Digest,
@@ -329,11 +332,6 @@ impl ChunkStore {
         read: &mut dyn FnMut(&mut [u8]) -> Result<usize>,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        let bad = |why| Error::ChunkCorrupt {
-            digest: *digest,
-            path: path.to_path_buf(),
-            why,
-        };
         let limit = expected_len
             .map(|l| {
                 usize::try_from(l)
@@ -346,11 +344,14 @@ impl ChunkStore {
             Error::Corrupt {
                 why: CorruptKind::Oversized { .. },
                 ..
-            } if expected_len.is_some() => bad(CorruptKind::Length {
-                actual: limit as u64 + 1,
-                expected: expected_len.unwrap_or(0),
-            }),
-            Error::Corrupt { why, .. } => bad(why),
+            } if expected_len.is_some() => chunk_corrupt(
+                digest,
+                path,
+                CorruptKind::Length {
+                    actual: limit as u64 + 1,
+                    expected: expected_len.unwrap_or(0),
+                },
+            ),
             Error::Encrypted { .. } => Error::Encrypted {
                 what: format!("chunk {digest} ({})", path.display()),
             },
@@ -370,14 +371,14 @@ impl ChunkStore {
                 if let Some(len) = expected_len {
                     // Ciphertext of a compressed payload can be smaller, never much larger.
                     if payload as u64 > len + 4096 {
-                        return Err(Error::ChunkCorrupt {
-                            digest: *digest,
-                            path,
-                            why: CorruptKind::Size {
+                        return Err(chunk_corrupt(
+                            digest,
+                            &path,
+                            CorruptKind::Size {
                                 len: raw.len() as u64,
                                 why: "an encrypted payload too large for its index length",
                             },
-                        });
+                        ));
                     }
                 }
                 Ok(ChunkCheck::EncryptedUnverifiable)
