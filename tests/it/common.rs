@@ -156,6 +156,22 @@ pub fn sparse_store(dir: &TempDir) -> PathBuf {
     p
 }
 
+/// A new, empty snapshot folder for `snap` (TYPE/ID/TIME, root namespace), its group
+/// created as root@pam's, and the lock a backup holds while it writes there.
+pub fn new_snapshot_dir(
+    ds: &pbsfs::Datastore,
+    snap: &str,
+) -> (
+    pbsfs::store::format::names::BackupDir,
+    pbsfs::store::lock::ExclusiveSnapshotLock,
+) {
+    use pbsfs::store::format::names::{BackupDir, BackupNamespace};
+    let d = BackupDir::parse(&BackupNamespace::root(), snap).unwrap();
+    ds.create_group(&d.group, "root@pam").unwrap();
+    let lock = ds.create_snapshot_dir(&d).unwrap();
+    (d, lock)
+}
+
 /// Every chunk file below `.chunks/`.
 pub fn chunk_files(store: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -20,9 +20,7 @@ fn two_processes_each_incrementing_200_times_end_at_exactly_400() {
     let tmp = TempDir::new("counter");
     let store = sparse_store(&tmp);
     let ds = Datastore::open(&store, None).unwrap();
-    let d = BackupDir::parse(&BackupNamespace::root(), SNAP).unwrap();
-    ds.create_group(&d.group, "root@pam").unwrap();
-    let lock = ds.create_snapshot_dir(&d).unwrap();
+    let (d, lock) = new_snapshot_dir(&ds, SNAP);
     let mut m = Manifest::new(&d);
     m.unprotected_mut()
         .insert("other-tool".into(), json!({"keep": [1, "two"]}));

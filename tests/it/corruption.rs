@@ -208,13 +208,10 @@ fn encrypted_chunks_are_checked_by_crc_and_reported_as_not_verifiable() {
     use pbsfs::store::format::blob::ENCRYPTED_BLOB_MAGIC_1_0;
     use pbsfs::store::format::index::fixed::FixedIndex;
     use pbsfs::store::format::manifest::{FileEntry, Manifest};
-    use pbsfs::store::format::names::{BackupDir, BackupNamespace};
     let tmp = TempDir::new("encrypted");
     let store = sparse_store(&tmp);
     let ds = pbsfs::Datastore::open(&store, None).unwrap();
-    let d = BackupDir::parse(&BackupNamespace::root(), "vm/5/2024-01-01T00:00:00Z").unwrap();
-    ds.create_group(&d.group, "root@pam").unwrap();
-    let lock = ds.create_snapshot_dir(&d).unwrap();
+    let (d, lock) = new_snapshot_dir(&ds, "vm/5/2024-01-01T00:00:00Z");
     // An encrypted chunk: magic, CRC over the ciphertext, iv, tag, ciphertext.
     let cipher = pseudo_random(4096, 77);
     let mut raw = ENCRYPTED_BLOB_MAGIC_1_0.to_vec();

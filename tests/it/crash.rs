@@ -101,9 +101,7 @@ fn a_manifest_transaction_killed_at_random_moments_leaves_the_old_or_the_new_man
     let tmp = TempDir::new("crash-manifest");
     let store = sparse_store(&tmp);
     let ds = Datastore::open(&store, None).unwrap();
-    let d = BackupDir::parse(&BackupNamespace::root(), SNAP).unwrap();
-    ds.create_group(&d.group, "root@pam").unwrap();
-    let lock = ds.create_snapshot_dir(&d).unwrap();
+    let (d, lock) = new_snapshot_dir(&ds, SNAP);
     let mut m = Manifest::new(&d);
     m.unprotected_mut().insert("counter".into(), json!(0));
     m.unprotected_mut()
