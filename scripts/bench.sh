@@ -85,6 +85,19 @@ PY
 }
 
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+# newround NAME R: a fresh, empty folder $R for round R of section NAME: the tools'
+# repositories, caches and restores go there and stay until the section ends. Nothing
+# is deleted between rounds on purpose: on a journal-less ext4 (this machine's root fs)
+# creating a file skips every inode deleted in the last 5 s, or 305 s while its inode
+# table block is dirty (the kernel's recently_deleted()), so after an `rm -rf` of the
+# last round's 10,000 restored files or a store's 65,536 chunk folders, whichever tool
+# writes next paid for that scan: 45% of a restore's cycles (perf), and the first round
+# ran 2-3x faster than the rest.
+newround() {
+  R=$W/round-$1-$2
+  rm -rf $R; mkdir -p $R
+  export BORG_BASE_DIR=$R/borg-home RESTIC_CACHE_DIR=$R/restic-cache
+}
 # run LABEL BYTES CMD...: wall time, MiB/s and peak RSS of CMD
 run() {
   local label=$1 bytes=$2; shift 2
@@ -154,24 +167,24 @@ tree_bytes=$(du -sb $tree | cut -f1)
 results=$W/tree-results
 : > $results
 for r in $(seq 1 $ROUNDS); do
-  rm -rf $W/ps $W/borg $W/out-p $W/out-b; mkdir -p $W/mnt-b
-  quiet $P init $W/ps
-  quiet borg init -e none $W/borg
-  drop; pb=$(secs $P backup $W/ps host/tree root.pxar:$tree --backup-time 1700000000)
-  drop; bb=$(secs borg create $W/borg::t $tree)
-  $P mount $W/ps $W/mnt
+  newround tree $r; mkdir -p $W/mnt-b
+  quiet $P init $R/ps
+  quiet borg init -e none $R/borg
+  drop; pb=$(secs $P backup $R/ps host/tree root.pxar:$tree --backup-time 1700000000)
+  drop; bb=$(secs borg create $R/borg::t $tree)
+  $P mount $R/ps $W/mnt
   drop; pl=$(secs ls -lR $W/mnt/host/tree/latest/root.pxar)
   pf=$(secs find $W/mnt/host/tree/latest/root.pxar -name 'f05*')
-  pid=$(pgrep -f "pbsfs mount $W/ps" | head -1 || true)
+  pid=$(pgrep -f "pbsfs mount $R/ps" | head -1 || true)
   prss=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
   umount $W/mnt
-  borg mount $W/borg::t $W/mnt-b
+  borg mount $R/borg::t $W/mnt-b
   drop; bl=$(secs ls -lR $W/mnt-b)
   bf=$(secs find $W/mnt-b -name 'f05*')
   umount $W/mnt-b
-  drop; pr=$(secs $P restore $W/ps host/tree/latest root.pxar $W/out-p)
-  mkdir -p $W/out-b; drop
-  br=$( cd $W/out-b && secs borg extract $W/borg::t )
+  drop; pr=$(secs $P restore $R/ps host/tree/latest root.pxar $R/out-p)
+  mkdir -p $R/out-b; drop
+  br=$( cd $R/out-b && secs borg extract $R/borg::t )
   echo "$pb $bb $pl $bl $pf $bf $pr $br $prss" >> $results
 done
 echo "== tree of 10,000 files ($((tree_bytes / 1024)) KiB), $ROUNDS rounds: median (min-max) of borg time / pbsfs time"
@@ -185,7 +198,7 @@ for i, name in enumerate(names):
     print(f"{name:28} ratio {statistics.median(ratios):5.2f}x ({min(ratios):.2f}-{max(ratios):.2f}), pbsfs median {statistics.median(ptimes):.3f} s")
 print(f"pbsfs mount peak RSS after ls -lR + find: {statistics.median(r[8] for r in rows) / 1024:.1f} MiB (median)")
 PY
-rm -rf $tree $W/ps $W/borg $W/out-p $W/out-b
+rm -rf $tree $W/round-tree-*
 fi
 
 # ---- Second backup of an unchanged data set: pbsfs against restic and borg. ----
@@ -210,19 +223,19 @@ data_bytes=$(du -sb $data | cut -f1)
 results=$W/second-results
 : > $results
 for r in $(seq 1 $ROUNDS); do
-  rm -rf $W/ps $W/borg $W/restic $W/borg-home $W/restic-cache
-  quiet $P init $W/ps
+  newround second $r
+  quiet $P init $R/ps
   # Backup times are real ones (after the files' times), T2 > T1, as a user's runs would be.
   t1=$(date +%s)
-  drop; p1=$(secs $P backup $W/ps host/data data.pxar:$data --change-detection-mode $PBSFS_MODE --backup-time $t1)
+  drop; p1=$(secs $P backup $R/ps host/data data.pxar:$data --change-detection-mode $PBSFS_MODE --backup-time $t1)
   t2=$(date +%s); [ $t2 -gt $t1 ] || t2=$((t1 + 1))
-  drop; p2=$(secs_to $W/pbsfs-second.out $P backup $W/ps host/data data.pxar:$data --change-detection-mode $PBSFS_MODE --backup-time $t2)
-  quiet borg init -e none $W/borg
-  drop; b1=$(secs borg create $W/borg::a $data)
-  drop; b2=$(secs borg create $W/borg::b $data)
-  quiet restic init -r $W/restic
-  drop; r1=$(secs restic -r $W/restic backup $data)
-  drop; r2=$(secs_to $W/restic-second.out restic -r $W/restic backup $data)
+  drop; p2=$(secs_to $W/pbsfs-second.out $P backup $R/ps host/data data.pxar:$data --change-detection-mode $PBSFS_MODE --backup-time $t2)
+  quiet borg init -e none $R/borg
+  drop; b1=$(secs borg create $R/borg::a $data)
+  drop; b2=$(secs borg create $R/borg::b $data)
+  quiet restic init -r $R/restic
+  drop; r1=$(secs restic -r $R/restic backup $data)
+  drop; r2=$(secs_to $W/restic-second.out restic -r $R/restic backup $data)
   echo "$p1 $p2 $b1 $b2 $r1 $r2" >> $results
   if [ $r = 1 ]; then
     echo "== second backup of an unchanged folder ($((data_bytes / 1048576)) MiB: ${SIZE} MiB file + 10,000 files), pbsfs --change-detection-mode $PBSFS_MODE"
@@ -363,15 +376,15 @@ results=$W/mount-results
 : > $results
 for r in $(seq 1 $ROUNDS); do
   ROW="round=$r"
-  rm -rf $W/ps $W/borg $W/restic $W/borg-home $W/restic-cache $W/out-p $W/out-b $W/out-r
+  newround mount $r
 
   # pbsfs
-  quiet $P init $W/ps
-  drop; v=$(secs $P backup $W/ps vm/1 data.img:$big); rec pbsfs_backup $v
-  drop; v=$(secs $P backup $W/ps host/tree tree.pxar:$data --exclude /big.bin); rec pbsfs_tree_backup $v
+  quiet $P init $R/ps
+  drop; v=$(secs $P backup $R/ps vm/1 data.img:$big); rec pbsfs_backup $v
+  drop; v=$(secs $P backup $R/ps host/tree tree.pxar:$data --exclude /big.bin); rec pbsfs_tree_backup $v
   measure_mount pbsfs $W/mnt-pbsfs $W/mnt-pbsfs/vm/1/latest/data.img $W/mnt-pbsfs/host/tree/latest/tree.pxar \
-    $P mount --foreground $W/ps $W/mnt-pbsfs
-  drop; v=$(secs $P restore $W/ps host/tree/latest tree.pxar $W/out-p); rec pbsfs_restore $v
+    $P mount --foreground $R/ps $W/mnt-pbsfs
+  drop; v=$(secs $P restore $R/ps host/tree/latest tree.pxar $R/out-p); rec pbsfs_restore $v
 
   # the floor of a FUSE listing
   mkdir -p $W/mnt-floor
@@ -380,32 +393,32 @@ for r in $(seq 1 $ROUNDS); do
   umount_wait $W/mnt-floor $MPID
 
   # borg
-  quiet borg init -e none $W/borg
-  drop; v=$(secs borg create $W/borg::x $big); rec borg_backup $v
-  drop; v=$(secs borg create $W/borg::t $data --exclude $big); rec borg_tree_backup $v
-  measure_mount borg $W/mnt-borg $W/mnt-borg/x$big $W/mnt-borg/t$data borg mount -f $W/borg $W/mnt-borg
-  mkdir -p $W/out-b; drop
-  v=$( cd $W/out-b && secs borg extract $W/borg::t ); rec borg_restore $v
+  quiet borg init -e none $R/borg
+  drop; v=$(secs borg create $R/borg::x $big); rec borg_backup $v
+  drop; v=$(secs borg create $R/borg::t $data --exclude $big); rec borg_tree_backup $v
+  measure_mount borg $W/mnt-borg $W/mnt-borg/x$big $W/mnt-borg/t$data borg mount -f $R/borg $W/mnt-borg
+  mkdir -p $R/out-b; drop
+  v=$( cd $R/out-b && secs borg extract $R/borg::t ); rec borg_restore $v
 
   # restic
-  quiet restic init -r $W/restic
-  drop; v=$(secs restic -r $W/restic backup $big); rec restic_backup $v
-  rid=$(restic -r $W/restic snapshots --json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["short_id"])')
-  drop; v=$(secs restic -r $W/restic backup $data --exclude $big); rec restic_tree_backup $v
+  quiet restic init -r $R/restic
+  drop; v=$(secs restic -r $R/restic backup $big); rec restic_backup $v
+  rid=$(restic -r $R/restic snapshots --json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["short_id"])')
+  drop; v=$(secs restic -r $R/restic backup $data --exclude $big); rec restic_tree_backup $v
   measure_mount restic $W/mnt-restic $W/mnt-restic/ids/$rid$big $W/mnt-restic/snapshots/latest$data \
-    restic -r $W/restic mount $W/mnt-restic
-  drop; v=$(secs restic -r $W/restic restore latest --target $W/out-r); rec restic_restore $v
+    restic -r $R/restic mount $W/mnt-restic
+  drop; v=$(secs restic -r $R/restic restore latest --target $R/out-r); rec restic_restore $v
 
   # verify against the raw decode + SHA-256 rate of the same chunk files: cold (page
   # cache dropped: what a mount's cold read competes with), then warm (chunk files in the
   # page cache: the CPU-bound rate)
-  drop; raw=$($RAW $W/ps $(nproc)) || { echo "FAILED: $RAW $W/ps" >&2; exit 1; }
+  drop; raw=$($RAW $R/ps $(nproc)) || { echo "FAILED: $RAW $R/ps" >&2; exit 1; }
   rec raw_bytes $(echo "$raw" | awk '{print $3}'); rec raw_secs $(echo "$raw" | awk '{print $7}')
-  drop; v=$(secs $P verify $W/ps); rec verify $v
+  drop; v=$(secs $P verify $R/ps); rec verify $v
   d0=$(drops)
-  raw=$($RAW $W/ps $(nproc)) || { echo "FAILED: $RAW $W/ps" >&2; exit 1; }
+  raw=$($RAW $R/ps $(nproc)) || { echo "FAILED: $RAW $R/ps" >&2; exit 1; }
   rec raw_warm_secs $(echo "$raw" | awk '{print $7}')
-  v=$(secs $P verify $W/ps); rec verify_warm $v
+  v=$(secs $P verify $R/ps); rec verify_warm $v
   warned verify_warm $d0
 
   echo "$ROW" >> $results
@@ -511,7 +524,7 @@ print("Ratios are other tool / pbsfs per round (time, or peak RSS): above 1 mean
       "(or smaller). Targets are judged on the median ratio, except 'every round' (the minimum) and "
       "the RSS (the maximum).")
 PY
-rm -rf $data $W/ps $W/borg $W/restic $W/out-p $W/out-b $W/out-r
+rm -rf $data $W/round-mount-*
 fi
 
 # Scale: does the mount stay flat with what is listed and read? (issue 11)
