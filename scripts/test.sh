@@ -36,6 +36,9 @@ declare -A NEED=(
   [man]=man-db
   [mount]=mount
   [mount.fuse3]=fuse3
+  # package.rs runs the zsh and fish completion scripts in those shells.
+  [zsh]=zsh
+  [fish]=fish
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
