@@ -139,8 +139,8 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Print the group and snapshot names of STORE, one per line (for the bash
-    /// completion script)
+    /// Print the group and snapshot names of STORE, one per line (for the bash, zsh
+    /// and fish completion scripts)
     #[command(hide = true)]
     CompleteNames {
         /// The datastore folder.

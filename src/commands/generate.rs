@@ -64,18 +64,39 @@ fn write_page(dir: &Path, cmd: clap::Command, extra: Option<String>) -> Result<P
     Ok(path)
 }
 
-/// Print the completion script of `shell` (subcommands, options, value names; for bash
-/// also the group and snapshot names of the store on the command line).
+/// Print the completion script of `shell`: subcommands, options and value names; for
+/// bash, zsh and fish also the group and snapshot names of the store on the command line.
 pub fn completions(shell: clap_complete::Shell) -> Result<i32> {
-    let mut cmd = Cli::command();
+    let script = completion_script(shell);
     let mut out = std::io::stdout().lock();
-    clap_complete::generate(shell, &mut cmd, "pbsfs", &mut out);
-    if shell == clap_complete::Shell::Bash {
-        out.write_all(include_str!("completion_names.bash").as_bytes())
-            .ctx("write the completion script")?;
-    }
-    out.flush().ctx("write the completion script")?;
+    out.write_all(&script)
+        .and_then(|()| out.flush())
+        .ctx("write the completion script")?;
     Ok(exit::OK)
+}
+
+/// The line of `completion_names.zsh` that clap_complete's script replaces.
+const ZSH_CLAP_LINE: &str = "# clap_complete's script goes here.\n";
+
+/// clap_complete's script for `shell`, joined with ours that completes names: bash's and
+/// fish's follow it; zsh's wraps it, so that its first completion when autoloaded
+/// already offers names (see completion_names.zsh).
+fn completion_script(shell: clap_complete::Shell) -> Vec<u8> {
+    use clap_complete::Shell;
+    let mut clap = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "pbsfs", &mut clap);
+    let join = |head: &str, tail: &str| [head.as_bytes(), &clap, tail.as_bytes()].concat();
+    match shell {
+        Shell::Bash => join("", include_str!("completion_names.bash")),
+        Shell::Fish => join("", include_str!("completion_names.fish")),
+        Shell::Zsh => {
+            let (head, tail) = include_str!("completion_names.zsh")
+                .split_once(ZSH_CLAP_LINE)
+                .expect("completion_names.zsh has the line for clap's script");
+            join(head, tail)
+        }
+        _ => clap,
+    }
 }
 
 /// `complete-names`: `TYPE/ID`, `TYPE/ID/latest` and `TYPE/ID/TIME` of every finished
@@ -106,6 +127,24 @@ pub fn names(store: &Path, ns: Option<&str>, pbs: Option<&str>) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap_complete::Shell;
+
+    #[test]
+    fn zsh_script_starts_as_a_completion_file_and_holds_clap_s_whole_script() {
+        let clap = {
+            let mut v = Vec::new();
+            clap_complete::generate(Shell::Zsh, &mut Cli::command(), "pbsfs", &mut v);
+            String::from_utf8(v).unwrap()
+        };
+        let ours = String::from_utf8(completion_script(Shell::Zsh)).unwrap();
+        assert!(ours.starts_with("#compdef pbsfs\n"), "{}", &ours[..80]);
+        assert!(ours.contains(&format!("_pbsfs_clap_load() {{\n{clap}}}\n")));
+        assert!(!ours.contains(ZSH_CLAP_LINE));
+        for shell in [Shell::Bash, Shell::Fish] {
+            let ours = String::from_utf8(completion_script(shell)).unwrap();
+            assert!(ours.contains("complete-names"), "{shell}");
+        }
+    }
 
     #[test]
     fn one_page_per_visible_subcommand_and_the_mount_page_has_its_sections() {
