@@ -2,7 +2,8 @@
 //! its control data and file list, then installed into a scratch root (`dpkg -x`) and
 //! used from there: `--version`, every man page through `man -l`, the completion
 //! scripts (bash's checked with `bash -n` and run to complete subcommands, options and
-//! the group and snapshot names of a store).
+//! the group and snapshot names of a store; zsh's and fish's run in those shells to
+//! complete the same names).
 
 use std::fs;
 use std::path::Path;
@@ -263,7 +264,6 @@ fn bash_completes_group_and_snapshot_names_of_the_store() {
     let script = tmp.join("pbsfs.bash");
     fs::write(&script, run_ok(BIN, &["generate-completions", "bash"])).unwrap();
     run_ok("bash", &["-n", script.to_str().unwrap()]);
-    let bin_dir = Path::new(BIN).parent().unwrap();
     let store = f.store.to_str().unwrap();
     // COMP_WORDS as bash splits them (at colons too); COMP_LINE as typed.
     let complete = |line: &str| -> Vec<String> {
@@ -277,14 +277,7 @@ fn bash_completes_group_and_snapshot_names_of_the_store() {
              printf '%s\\n' \"${{COMPREPLY[@]}}\"",
             script.display()
         );
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg(script)
-            .env(
-                "PATH",
-                format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
-            )
-            .env("PBSFS_PBS_CONFIG_DIR", "/nonexistent-pbsfs-test-config")
+        let out = with_pbsfs_on_path(Command::new("bash").arg("-c").arg(script))
             .output()
             .unwrap();
         let mut v: Vec<String> = stdout(&out).lines().map(String::from).collect();
@@ -319,4 +312,180 @@ fn bash_completes_group_and_snapshot_names_of_the_store() {
         .any(|n| n.starts_with("vm/100")));
     // Subcommands are still clap's.
     assert_eq!(complete("pbsfs snaps"), ["snapshots"]);
+}
+
+/// `cmd` with the pbsfs under test first on `PATH` (the completion scripts run
+/// `pbsfs complete-names`) and no PBS configuration.
+fn with_pbsfs_on_path(cmd: &mut Command) -> &mut Command {
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    cmd.env(
+        "PATH",
+        format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
+    )
+    .env("PBSFS_PBS_CONFIG_DIR", "/nonexistent-pbsfs-test-config")
+}
+
+/// The generated completion script of `shell`, written to `dir/file`.
+fn completion_script(shell: &str, dir: &Path, file: &str) -> std::path::PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let path = dir.join(file);
+    fs::write(&path, run_ok(BIN, &["generate-completions", shell])).unwrap();
+    path
+}
+
+/// The fish script completes GROUP and SNAPSHOT operands with the names of the store
+/// given before them, by the bash script's rules, and leaves other words to clap's
+/// completion. Driven by fish itself: `complete -C LINE` lists what TAB would offer.
+#[test]
+fn fish_completes_group_and_snapshot_names_of_the_store() {
+    let tmp = TempDir::new("complete-names-fish");
+    let f = crate::mount_util::fixture(&tmp);
+    let script = completion_script("fish", &tmp.join("fish"), "pbsfs.fish");
+    run_ok("fish", &["--no-execute", script.to_str().unwrap()]);
+    let store = f.store.to_str().unwrap();
+    let complete = |line: &str| -> Vec<String> {
+        // No completion files of the system: only the script under test.
+        let out = with_pbsfs_on_path(
+            Command::new("fish")
+                .args(["--no-config", "-c"])
+                .arg("set -g fish_complete_path; source $argv[1]; complete -C $argv[2]")
+                .arg(&script)
+                .arg(line),
+        )
+        .output()
+        .unwrap();
+        // `NAME<TAB>DESCRIPTION` lines.
+        let mut v: Vec<String> = ok(&out)
+            .lines()
+            .map(|l| l.split('\t').next().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        complete(&format!("pbsfs cat {store} vm/1")),
+        [
+            "vm/100",
+            "vm/100/2024-05-02T08:11:33Z",
+            "vm/100/2024-05-03T08:11:33Z",
+            "vm/100/latest"
+        ]
+    );
+    assert_eq!(
+        complete(&format!("pbsfs notes {store} vm/100/2024-05-02T08:1")),
+        ["vm/100/2024-05-02T08:11:33Z"]
+    );
+    // An option with a value before the operand; a namespace, in both spellings.
+    let prod = complete(&format!("pbsfs snapshots --ns prod {store} "));
+    assert!(prod.contains(&"host/web/latest".to_string()), "{prod:?}");
+    assert!(!prod.iter().any(|n| n.starts_with("vm/")), "{prod:?}");
+    assert_eq!(
+        complete(&format!("pbsfs catalog --ns=prod {store} host/web/l")),
+        ["host/web/latest"]
+    );
+    // Both operands of diff; not a third operand of cat.
+    assert_eq!(
+        complete(&format!("pbsfs diff {store} vm/100/latest vm/100/l")),
+        ["vm/100/latest"]
+    );
+    let third = complete(&format!("pbsfs cat {store} vm/100/latest vm/"));
+    assert!(!third.iter().any(|n| n.starts_with("vm/100")), "{third:?}");
+    // Subcommands and options are still clap's, options at a name operand too.
+    assert_eq!(complete("pbsfs snaps"), ["snapshots"]);
+    assert_eq!(complete(&format!("pbsfs cat {store} --n")), ["--ns"]);
+}
+
+/// The zsh script does the same, whether autoloaded from `fpath` (as the package
+/// installs it) or sourced: driven by a real interactive zsh on a pseudo-terminal
+/// (`zsh_complete.zsh`), where TAB runs menu completion through compinit's system and
+/// each press's line is recorded.
+#[test]
+fn zsh_completes_group_and_snapshot_names_of_the_store() {
+    let tmp = TempDir::new("complete-names-zsh");
+    let f = crate::mount_util::fixture(&tmp);
+    // Named as compinit finds it in fpath.
+    let script = completion_script("zsh", &tmp.join("fpath"), "_pbsfs");
+    run_ok("zsh", &["-n", script.to_str().unwrap()]);
+    let store = f.store.to_str().unwrap();
+    // (TAB presses, line typed): as many presses as matches cycle through them all.
+    let cases: Vec<(usize, String)> = vec![
+        (6, format!("pbsfs cat {store} vm/1")),
+        (1, format!("pbsfs notes {store} vm/100/2024-05-02T08:1")),
+        (5, format!("pbsfs snapshots --ns prod {store} ")),
+        (1, format!("pbsfs catalog --ns=prod {store} host/web/l")),
+        (1, format!("pbsfs diff {store} vm/100/latest vm/100/l")),
+        (1, format!("pbsfs cat {store} vm/100/latest vm/")),
+        (1, "pbsfs snaps".to_string()),
+        (1, format!("pbsfs cat {store} --n")),
+    ];
+    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/zsh_complete.zsh");
+    for mode in ["fpath", "source"] {
+        let out = tmp.join(format!("{mode}.out"));
+        let mut cmd = Command::new("zsh");
+        cmd.arg("-f").arg(&driver).arg(mode).arg(&script).arg(&out);
+        for (tabs, line) in &cases {
+            cmd.arg(tabs.to_string()).arg(line);
+        }
+        let run = with_pbsfs_on_path(&mut cmd).output().unwrap();
+        let log = fs::read_to_string(tmp.join(format!("{mode}.out.log"))).unwrap_or_default();
+        assert!(
+            run.status.success(),
+            "{mode}: {}\nterminal:\n{log}",
+            crate::common::describe(&run)
+        );
+        let words = zsh_words(&fs::read_to_string(&out).unwrap());
+        let got = |i: usize| -> &[String] {
+            words
+                .iter()
+                .find(|(l, _)| l == &cases[i].1)
+                .map(|(_, w)| &w[..])
+                .unwrap_or_else(|| panic!("{mode}: no TAB recorded for {:?}", cases[i].1))
+        };
+        let ctx = format!("{mode}, terminal:\n{log}");
+        assert_eq!(
+            got(0),
+            [
+                "vm/100",
+                "vm/100/2024-05-02T08:11:33Z",
+                "vm/100/2024-05-03T08:11:33Z",
+                "vm/100/latest"
+            ],
+            "{ctx}"
+        );
+        // A colon is no description separator.
+        assert_eq!(got(1), ["vm/100/2024-05-02T08:11:33Z"], "{ctx}");
+        let prod = got(2);
+        assert!(
+            prod.contains(&"host/web/latest".to_string()),
+            "{prod:?} {ctx}"
+        );
+        assert!(!prod.iter().any(|n| n.starts_with("vm/")), "{prod:?} {ctx}");
+        assert_eq!(got(3), ["host/web/latest"], "{ctx}");
+        assert_eq!(got(4), ["vm/100/latest"], "{ctx}");
+        assert!(!got(5).iter().any(|n| n.starts_with("vm/100")), "{ctx}");
+        assert_eq!(got(6), ["snapshots"], "{ctx}");
+        // (clap's zsh script spells options that take a value `--ns=`.)
+        assert_eq!(got(7), ["--ns="], "{ctx}");
+    }
+}
+
+/// `zsh_complete.zsh`'s record as (line typed, distinct last words after its TABs,
+/// sorted). A line whose earlier words changed is kept whole, to fail the comparison.
+fn zsh_words(record: &str) -> Vec<(String, Vec<String>)> {
+    let mut cases: Vec<(String, Vec<String>)> = Vec::new();
+    for l in record.lines() {
+        if let Some(line) = l.strip_prefix("=== ") {
+            cases.push((line.to_string(), Vec::new()));
+        } else if let Some((line, words)) = cases.last_mut() {
+            let base = &line[..line.rfind(' ').map_or(0, |i| i + 1)];
+            let word = l.strip_prefix(base).unwrap_or(l).trim_end().to_string();
+            if !words.contains(&word) {
+                words.push(word);
+            }
+        }
+    }
+    for (_, words) in &mut cases {
+        words.sort();
+    }
+    cases
 }
