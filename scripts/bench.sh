@@ -336,7 +336,8 @@ rec() {
   ROW+=" $1=$2"
 }
 # measure_mount T MP BIG TREE CMD...: tool T's mount figures (keys T_mount, T_ls, T_cold,
-# T_warm, T_rss_ls and T_rss: peak RSS in KiB after ls -lR and at the end, T_umount).
+# T_warm, T_warm2: a second warm read, pbsfs and borg only; T_rss_ls and T_rss: peak RSS
+# in KiB after ls -lR and at the end; T_umount).
 # CMD serves the mount on MP in the foreground; BIG is the big file's path and TREE the
 # tree's folder through it.
 measure_mount() {
@@ -347,6 +348,11 @@ measure_mount() {
   v=$(awk '/^VmHWM/ {print $2}' /proc/$MPID/status); rec ${t}_rss_ls $v
   drop; v=$(secs cat $big); rec ${t}_cold $v
   d0=$(drops); v=$(secs cat $big); rec ${t}_warm $v; warned ${t}_warm $d0
+  # A second warm read of the same pages: how far a tool's warm rate moves against
+  # itself from one read to the next (restic's is slow and not judged: skipped).
+  if [ $t != restic ]; then
+    d0=$(drops); v=$(secs cat $big); rec ${t}_warm2 $v; warned ${t}_warm2 $d0
+  fi
   sum=$(sha256sum < $big | cut -d' ' -f1)
   if [ "$sum" != "$src_sum" ]; then
     echo "FAILED: sha256 of the big file read through the $t mount is $sum, the source's is $src_sum" >&2
@@ -506,6 +512,13 @@ for label, v, raw, judged in [("warm", "verify_warm", "raw_warm_secs", True), ("
     t = f"≥ 0.80: {verdict(med(vr) >= 0.8)}" if judged else "- (disk-bound when cold)"
     print(f"| `pbsfs verify` of the store / raw decode + SHA-256 of the same chunks on {os.cpu_count()} threads, "
           f"both {label} | {vm:.0f} MiB/s vs raw {rm:.0f} MiB/s | {span(vr)} | {t} |")
+for tool in ["pbsfs", "borg"]:
+    self_r = [r[f"{tool}_warm"] / r[f"{tool}_warm2"] for r in rows
+              if f"{tool}_warm_disturbed" not in r and f"{tool}_warm2_disturbed" not in r]
+    if self_r:
+        print(f"| warm `cat`, {tool} against itself: second warm read's rate / the first's, same pages "
+              f"| {big_bytes / MiB / med(col(f'{tool}_warm2')):.0f} MiB/s | {span(self_r)} "
+              f"| - (the round-to-round noise of a page-cache read) |")
 fl = [r["borg_ls"] / r["floor_ls"] for r in rows]
 print(f"| `ls -lR` of the tree through examples/fuse_floor (FUSE round trips only), borg / floor "
       f"| floor {med(col('floor_ls')):.3f} s | {span(fl)} | the most any fuser mount reaches against borg here; "
