@@ -256,9 +256,10 @@ fn process(store: &ChunkStore, reuse: &HashSet<Digest>, seq: usize, data: &[u8])
     let inserted = if reuse.contains(&digest) {
         None
     } else {
-        let enc = blob::encode(data, true)?;
-        let how = store.insert_chunk(&digest, &enc)?;
-        Some((how, enc.len() as u64))
+        blob::encode_with(data, true, |enc| {
+            Ok((store.insert_chunk(&digest, enc)?, enc.len() as u64))
+        })
+        .map(Some)?
     };
     Ok(Done {
         seq,

@@ -162,9 +162,9 @@ impl ChunkStore {
             ));
         }
         let digest = Digest::of(data);
-        let encoded = blob::encode(data, true)?;
-        let what = self.insert_chunk(&digest, &encoded)?;
-        Ok((digest, what, encoded.len() as u64))
+        blob::encode_with(data, true, |enc| {
+            Ok((digest, self.insert_chunk(&digest, enc)?, enc.len() as u64))
+        })
     }
 
     /// Insert an encoded chunk. Rules of spec §1.2: an existing chunk of the same size is

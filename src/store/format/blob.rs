@@ -28,7 +28,7 @@ pub const HEADER_LEN: usize = 12;
 pub const ENCRYPTED_HEADER_LEN: usize = 44;
 
 /// The code limit on a blob's decoded size (PBS `MAX_BLOB_SIZE`).
-const MAX_BLOB_SIZE: usize = 128 * 1024 * 1024;
+pub(super) const MAX_BLOB_SIZE: usize = 128 * 1024 * 1024;
 /// The protocol limit on a chunk's plain size.
 pub const MAX_CHUNK_SIZE: usize = 16 * 1024 * 1024;
 /// The protocol limit on an encoded blob or chunk: 16 MiB + the encrypted header.
@@ -261,26 +261,10 @@ pub fn decode_into(raw: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<()> {
 pub(super) const DST_SIZE_TOO_SMALL: usize = 0usize
     .wrapping_sub(zstd::zstd_safe::zstd_sys::ZSTD_ErrorCode::ZSTD_error_dstSize_tooSmall as usize);
 
-/// Encode plain bytes as an unencrypted blob. With `compress`, zstd level 1 is used and
-/// kept only when the compressed payload is not larger than the input (2024+ rule).
-pub fn encode(data: &[u8], compress: bool) -> Result<Vec<u8>> {
-    if data.len() > MAX_BLOB_SIZE {
-        return Err(Error::TooLarge {
-            what: BLOB.to_string(),
-            size: data.len() as u64,
-            limit: MAX_BLOB_SIZE as u64,
-        });
-    }
-    if compress {
-        let compressed =
-            zstd::bulk::compress(data, 1).map_err(|e| Error::io("zstd compress", e))?;
-        if compressed.len() <= data.len() {
-            return Ok(assemble(COMPRESSED_BLOB_MAGIC_1_0, &compressed));
-        }
-    }
-    Ok(assemble(UNCOMPRESSED_BLOB_MAGIC_1_0, data))
-}
+pub use super::blob_write::{encode, encode_with};
 
+/// A blob of `magic`, the CRC and `payload` as given (tests build odd blobs with it).
+#[cfg(test)]
 pub(super) fn assemble(magic: [u8; 8], payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&magic);

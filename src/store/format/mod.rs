@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod blob;
 pub mod blob_read;
+pub mod blob_write;
 pub mod index;
 pub mod manifest;
 pub mod names;
