@@ -60,11 +60,15 @@ pub(super) fn backup_image(
     let work_rx = std::sync::Arc::new(parking_lot::Mutex::new(work_rx));
     let (done_tx, done_rx) =
         mpsc::channel::<Result<(usize, Digest, u64, Option<(Inserted, u64)>)>>();
+    // Chunk buffers go back to the reader once encoded: a few are reused for the
+    // whole image, so no chunk is read into memory never touched before.
+    let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
     let store = ds.chunk_store();
     let mut read_err = None;
     std::thread::scope(|s| {
         for _ in 0..workers {
             let done_tx = done_tx.clone();
+            let spare_tx = spare_tx.clone();
             let work_rx = std::sync::Arc::clone(&work_rx);
             s.spawn(move || loop {
                 let job = work_rx.lock().recv();
@@ -74,27 +78,31 @@ pub(super) fn backup_image(
                 let res = if reuse.contains(&digest) {
                     Ok((i, digest, len, None))
                 } else {
-                    let encoded = blob::encode(&data, true);
-                    encoded
-                        .and_then(|enc| {
-                            store
-                                .insert_chunk(&digest, &enc)
-                                .map(|w| (w, enc.len() as u64))
-                        })
-                        .map(|w| (i, digest, len, Some(w)))
+                    blob::encode_with(&data, true, |enc| {
+                        store
+                            .insert_chunk(&digest, enc)
+                            .map(|w| (w, enc.len() as u64))
+                    })
+                    .map(|w| (i, digest, len, Some(w)))
                 };
+                // The reader may be gone (done, or failed): the buffer is then freed.
+                let _ = spare_tx.send(data);
                 if done_tx.send(res).is_err() {
                     break;
                 }
             });
         }
         drop(done_tx);
+        drop(spare_tx);
         drop(work_rx);
         let reader = s.spawn(move || -> Result<()> {
             for i in 0..n {
                 let len = (size - i as u64 * cs).min(cs);
-                // Read into fresh capacity: no zero-fill of 4 MiB per chunk first.
-                let mut buf = Vec::with_capacity(len as usize);
+                // Into a returned buffer's capacity, or a new one's: read() fills it,
+                // no zero-fill of 4 MiB first.
+                let mut buf = spare_rx.try_recv().unwrap_or_default();
+                buf.clear();
+                buf.reserve_exact(len as usize);
                 (&mut file)
                     .take(len)
                     .read_to_end(&mut buf)
