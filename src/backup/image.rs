@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::Read;
 use std::sync::mpsc;
 
+use super::image_read::{ChunkBuf, ImageReader};
 use super::source::{empty_image, source_len};
 use super::{ArchiveSource, BackupOptions, BackupReport, MAX_BLOB_SOURCE};
 use crate::store::chunks::Inserted;
@@ -55,7 +56,7 @@ pub(super) fn backup_image(
         .map(|n| n.get())
         .unwrap_or(2)
         .max(1);
-    let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(workers * 2);
+    let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<(usize, ChunkBuf)>(workers * 2);
     // Workers own the receiver: once they stop, the reader's next send fails and it stops.
     let work_rx = std::sync::Arc::new(parking_lot::Mutex::new(work_rx));
     let (done_tx, done_rx) =
@@ -72,13 +73,14 @@ pub(super) fn backup_image(
             let work_rx = std::sync::Arc::clone(&work_rx);
             s.spawn(move || loop {
                 let job = work_rx.lock().recv();
-                let Ok((i, data)) = job else { break };
-                let digest = Digest::of(&data);
+                let Ok((i, chunk)) = job else { break };
+                let data = chunk.data();
+                let digest = Digest::of(data);
                 let len = data.len() as u64;
                 let res = if reuse.contains(&digest) {
                     Ok((i, digest, len, None))
                 } else {
-                    blob::encode_with(&data, true, |enc| {
+                    blob::encode_with(data, true, |enc| {
                         store
                             .insert_chunk(&digest, enc)
                             .map(|w| (w, enc.len() as u64))
@@ -86,7 +88,7 @@ pub(super) fn backup_image(
                     .map(|w| (i, digest, len, Some(w)))
                 };
                 // The reader may be gone (done, or failed): the buffer is then freed.
-                let _ = spare_tx.send(data);
+                let _ = spare_tx.send(chunk.buf);
                 if done_tx.send(res).is_err() {
                     break;
                 }
@@ -95,25 +97,13 @@ pub(super) fn backup_image(
         drop(done_tx);
         drop(spare_tx);
         drop(work_rx);
+        let mut image = ImageReader::new(path, file, cs);
         let reader = s.spawn(move || -> Result<()> {
             for i in 0..n {
                 let len = (size - i as u64 * cs).min(cs);
-                // Into a returned buffer's capacity, or a new one's: read() fills it,
-                // no zero-fill of 4 MiB first.
-                let mut buf = spare_rx.try_recv().unwrap_or_default();
-                buf.clear();
-                buf.reserve_exact(len as usize);
-                (&mut file)
-                    .take(len)
-                    .read_to_end(&mut buf)
-                    .ctx(format!("read {}", path.display()))?;
-                if buf.len() as u64 != len {
-                    return Err(Error::io(
-                        format!("read {}", path.display()),
-                        std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-                    ));
-                }
-                if work_tx.send((i, buf)).is_err() {
+                let spare = spare_rx.try_recv().unwrap_or_default();
+                let chunk = image.read_chunk(i as u64 * cs, len as usize, spare)?;
+                if work_tx.send((i, chunk)).is_err() {
                     break;
                 }
             }

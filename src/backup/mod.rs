@@ -9,6 +9,7 @@ mod base;
 pub mod chunker;
 mod exclude;
 mod image;
+mod image_read;
 mod pxar;
 mod pxar_meta;
 mod pxar_out;
