@@ -5,6 +5,8 @@ pub mod digest;
 pub mod error;
 pub mod glob;
 pub mod sys;
+#[cfg(test)]
+pub mod testdata;
 pub mod time;
 pub mod upid;
 pub mod walk;

@@ -100,6 +100,7 @@ pub fn encode(data: &[u8], compress: bool) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::store::format::blob::{assemble, decode};
+    use crate::util::testdata::pseudo_random;
 
     /// What `encode` wrote before the encoder was reused: a fresh context per blob.
     fn reference(data: &[u8], compress: bool) -> Vec<u8> {
@@ -110,18 +111,6 @@ mod tests {
             }
         }
         assemble(UNCOMPRESSED_BLOB_MAGIC_1_0, data)
-    }
-
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     #[test]

@@ -59,17 +59,7 @@ impl ReadAt for Buf {
     }
 }
 
-pub fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+pub use crate::util::testdata::pseudo_random as data;
 
 /// Every kind of entry and every attribute, names sorted.
 pub fn sample() -> N {
