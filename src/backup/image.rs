@@ -9,8 +9,8 @@ use std::sync::mpsc;
 
 use super::image_read::{ChunkBuf, ImageReader};
 use super::source::{empty_image, source_len};
+use super::upload::{self, Done};
 use super::{ArchiveSource, BackupOptions, BackupReport, MAX_BLOB_SOURCE};
-use crate::store::chunks::Inserted;
 use crate::store::files::{self, TempFile};
 use crate::store::format::blob;
 use crate::store::format::index::fixed::FixedIndex;
@@ -59,8 +59,7 @@ pub(super) fn backup_image(
     let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<(usize, ChunkBuf)>(workers * 2);
     // Workers own the receiver: once they stop, the reader's next send fails and it stops.
     let work_rx = std::sync::Arc::new(parking_lot::Mutex::new(work_rx));
-    let (done_tx, done_rx) =
-        mpsc::channel::<Result<(usize, Digest, u64, Option<(Inserted, u64)>)>>();
+    let (done_tx, done_rx) = mpsc::channel::<Result<Done>>();
     // Chunk buffers go back to the reader once encoded: a few are reused for the
     // whole image, so no chunk is read into memory never touched before.
     let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
@@ -74,19 +73,7 @@ pub(super) fn backup_image(
             s.spawn(move || loop {
                 let job = work_rx.lock().recv();
                 let Ok((i, chunk)) = job else { break };
-                let data = chunk.data();
-                let digest = Digest::of(data);
-                let len = data.len() as u64;
-                let res = if reuse.contains(&digest) {
-                    Ok((i, digest, len, None))
-                } else {
-                    blob::encode_with(data, true, |enc| {
-                        store
-                            .insert_chunk(&digest, enc)
-                            .map(|w| (w, enc.len() as u64))
-                    })
-                    .map(|w| (i, digest, len, Some(w)))
-                };
+                let res = upload::process(store, reuse, i, chunk.data());
                 // The reader may be gone (done, or failed): the buffer is then freed.
                 let _ = spare_tx.send(chunk.buf);
                 if done_tx.send(res).is_err() {
@@ -112,31 +99,10 @@ pub(super) fn backup_image(
         let mut done = 0u64;
         for r in done_rx {
             match r {
-                Ok((i, d, len, w)) => {
-                    digests[i] = d;
-                    report.chunks += 1;
-                    report.bytes += len;
-                    done += len;
-                    match w {
-                        None => {
-                            report.reused_chunks += 1;
-                            if let Some(tx) = validate {
-                                let _ = tx.send(d);
-                            }
-                        }
-                        Some((kind, enc_len)) => {
-                            stats.count += 1;
-                            stats.size += len;
-                            stats.compressed_size += enc_len;
-                            if kind == Inserted::Existed {
-                                stats.duplicates += 1;
-                                report.reused_chunks += 1;
-                            } else {
-                                report.new_chunks += 1;
-                                report.new_bytes += len;
-                            }
-                        }
-                    }
+                Ok(d) => {
+                    digests[d.seq] = d.digest;
+                    done += d.len;
+                    upload::count(&d, report, stats, validate);
                     if let Some(p) = opts.progress {
                         p(done, size);
                     }

@@ -17,11 +17,11 @@ use crate::store::format::blob;
 use crate::util::digest::Digest;
 use crate::util::error::{Error, Result};
 
-/// What a worker did with one chunk.
-struct Done {
-    seq: usize,
-    digest: Digest,
-    len: u64,
+/// What a worker did with one chunk (of a pxar stream here, of an image in image.rs).
+pub(super) struct Done {
+    pub(super) seq: usize,
+    pub(super) digest: Digest,
+    pub(super) len: u64,
     /// `None`: reused from the base; else how the insert went and the encoded size.
     inserted: Option<(Inserted, u64)>,
 }
@@ -104,28 +104,12 @@ impl ChunkSink {
             self.digests.resize(d.seq + 1, None);
         }
         self.digests[d.seq] = Some((d.len, d.digest));
-        self.report.chunks += 1;
-        self.report.bytes += d.len;
-        match d.inserted {
-            None => {
-                self.report.reused_chunks += 1;
-                if let Some(tx) = &self.validate {
-                    let _ = tx.send(d.digest);
-                }
-            }
-            Some((kind, enc_len)) => {
-                self.stats.count += 1;
-                self.stats.size += d.len;
-                self.stats.compressed_size += enc_len;
-                if kind == Inserted::Existed {
-                    self.stats.duplicates += 1;
-                    self.report.reused_chunks += 1;
-                } else {
-                    self.report.new_chunks += 1;
-                    self.report.new_bytes += d.len;
-                }
-            }
-        }
+        count(
+            &d,
+            &mut self.report,
+            &mut self.stats,
+            self.validate.as_ref(),
+        );
     }
 
     fn drain(&mut self) {
@@ -250,7 +234,45 @@ fn add_report(to: &mut BackupReport, r: &BackupReport) {
     to.reused_chunks += r.reused_chunks;
 }
 
-fn process(store: &ChunkStore, reuse: &HashSet<Digest>, seq: usize, data: &[u8]) -> Result<Done> {
+/// Count one processed chunk into `report` and `stats`; a reused one goes to `validate`
+/// (checked in the background, spec §11.5).
+pub(super) fn count(
+    d: &Done,
+    report: &mut BackupReport,
+    stats: &mut UploadStats,
+    validate: Option<&Sender<Digest>>,
+) {
+    report.chunks += 1;
+    report.bytes += d.len;
+    match d.inserted {
+        None => {
+            report.reused_chunks += 1;
+            if let Some(tx) = validate {
+                let _ = tx.send(d.digest);
+            }
+        }
+        Some((kind, enc_len)) => {
+            stats.count += 1;
+            stats.size += d.len;
+            stats.compressed_size += enc_len;
+            if kind == Inserted::Existed {
+                stats.duplicates += 1;
+                report.reused_chunks += 1;
+            } else {
+                report.new_chunks += 1;
+                report.new_bytes += d.len;
+            }
+        }
+    }
+}
+
+/// Hash chunk `seq` and, unless the base references it, encode and store it.
+pub(super) fn process(
+    store: &ChunkStore,
+    reuse: &HashSet<Digest>,
+    seq: usize,
+    data: &[u8],
+) -> Result<Done> {
     let digest = Digest::of(data);
     let len = data.len() as u64;
     let inserted = if reuse.contains(&digest) {
