@@ -78,16 +78,13 @@ pub fn encode_with<T>(
             limit: MAX_BLOB_SIZE as u64,
         });
     }
+    let run = |e: &mut Encoder| {
+        let n = e.encode(data, compress)?;
+        f(&e.out[..n])
+    };
     ENCODER.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut e) => {
-            let n = e.encode(data, compress)?;
-            f(&e.out[..n])
-        }
-        Err(_) => {
-            let mut e = Encoder::default();
-            let n = e.encode(data, compress)?;
-            f(&e.out[..n])
-        }
+        Ok(mut e) => run(&mut e),
+        Err(_) => run(&mut Encoder::default()),
     })
 }
 
